@@ -1,0 +1,45 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_DIR   ?= data/sample
+DEMO_SIZE  ?= 20000
+DEMO_AS_OF ?= 2025-07-01
+PYTEST_ARGS ?= -n 2
+
+.PHONY: install demo test lint format clean bench-features
+
+install: $(STAMP)
+
+# Exact pins live in constraints.txt (the whole stack, resolved once); lower bounds in pyproject.toml.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/clm data generate --customers $(DEMO_SIZE) --seed 42 --out $(DEMO_DIR)
+	$(BIN)/clm data validate --data $(DEMO_DIR)
+	$(BIN)/clm features build --data $(DEMO_DIR) --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)-features.parquet
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	test ! -e mlflow/__init__.py
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench-features: install
+	$(BIN)/python benchmarks/features.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

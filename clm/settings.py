@@ -1,0 +1,254 @@
+"""One settings object, read from ``clm.toml`` and ``CLM_*`` environment variables.
+
+Precedence, highest first: environment variables (``CLM_STAGES__CHURN_INACTIVITY_DAYS=120``),
+then the settings file (``--config PATH``, else ``$CLM_CONFIG``, else ``./clm.toml`` when it
+exists), then the defaults documented on each field. An unknown key is an error that names it.
+Nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from clm.errors import ConfigError
+
+__all__ = [
+    "TABLES",
+    "ClmSettings",
+    "DataSettings",
+    "FeatureSettings",
+    "LabelSettings",
+    "StageSettings",
+    "load_settings",
+    "parse_column_mapping",
+]
+
+TABLES = ("transactions", "events", "customers")
+ENV_PREFIX = "CLM_"
+# Environment variables that are read directly, not settings fields.
+_ENV_NOT_SETTINGS = {"CLM_CONFIG", "CLM_API_TOKEN"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSettings(_Section):
+    columns: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description=(
+            "Column mapping from the contract's names to the names in your files, per table "
+            "('transactions', 'events', 'customers') or '*' for every table, e.g. "
+            "[data.columns.transactions] timestamp = 'order_date'."
+        ),
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_tables(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for table in value:
+            if table not in (*TABLES, "*"):
+                raise ValueError(
+                    f"unknown table '{table}' in data.columns (expected one of "
+                    f"{', '.join(TABLES)} or '*')"
+                )
+        return value
+
+
+class StageSettings(_Section):
+    churn_inactivity_days: int = Field(
+        180, ge=1, description="A buyer with no purchase in this many days is 'churned'."
+    )
+    advocacy_lookback_days: int = Field(
+        365, ge=1, description="An advocacy signal counts for this many days."
+    )
+    promoter_min_score: float = Field(
+        9, ge=0, le=10, description="An NPS answer at or above this is a promoter (advocacy)."
+    )
+    lead_event_types: list[str] = Field(
+        default_factory=lambda: ["signup", "email_subscribe", "add_to_cart", "contact"],
+        description="Event types that make a visitor a lead (consideration).",
+    )
+    advocacy_event_types: list[str] = Field(
+        default_factory=lambda: ["referral", "review"],
+        description="Event types that are advocacy signals (besides promoter NPS answers).",
+    )
+    cancel_event_types: list[str] = Field(
+        default_factory=lambda: ["cancel"],
+        description="Event types that are an explicit cancellation (churn at once).",
+    )
+    nps_event_types: list[str] = Field(
+        default_factory=lambda: ["nps"],
+        description="Event types whose 'value' is an NPS answer (0-10).",
+    )
+
+
+class FeatureSettings(_Section):
+    purchase_windows_days: list[int] = Field(
+        default_factory=lambda: [30, 90, 365],
+        description="Windows for purchase and spend counts (purchases_90d, spend_90d).",
+    )
+    event_windows_days: list[int] = Field(
+        default_factory=lambda: [7, 30, 90],
+        description="Windows for event counts per type (session_events_30d).",
+    )
+    trend_recent_days: int = Field(30, ge=1, description="Recent part of the engagement trend.")
+    trend_prior_days: int = Field(
+        60, ge=1, description="The period before it that the recent part is compared with."
+    )
+    event_types: list[str] | None = Field(
+        None,
+        description=(
+            "Event types that get their own count columns. Default: every type seen before "
+            "the (latest) cutoff, so the columns never depend on data after it."
+        ),
+    )
+    max_event_types: int = Field(
+        60, ge=1, description="More distinct event types than this is an error (set event_types)."
+    )
+    support_event_types: list[str] = Field(default_factory=lambda: ["support_ticket"])
+    referral_event_types: list[str] = Field(default_factory=lambda: ["referral"])
+    review_event_types: list[str] = Field(default_factory=lambda: ["review"])
+    email_sent_event_type: str = "email_sent"
+    email_open_event_type: str = "email_open"
+    email_click_event_type: str = "email_click"
+    email_rate_window_days: int = Field(
+        365, ge=1, description="Window for the email open and click rates."
+    )
+
+    @field_validator("purchase_windows_days", "event_windows_days")
+    @classmethod
+    def _positive_windows(cls, value: list[int]) -> list[int]:
+        if not value or any(w < 1 for w in value):
+            raise ValueError("windows must be a non-empty list of whole days >= 1")
+        return sorted(set(value))
+
+
+class LabelSettings(_Section):
+    churn_horizon_days: int = Field(
+        90, ge=1, description="Churn label: no purchase in [as_of, as_of + this)."
+    )
+    stage_horizon_days: int = Field(
+        90, ge=1, description="Next-stage label: the stage at as_of + this."
+    )
+    clv_horizon_days: int = Field(
+        365, ge=1, description="CLV labels: purchase days and spend in [as_of, as_of + this)."
+    )
+
+
+class ClmSettings(BaseSettings):
+    """Every threshold, window and horizon of clm, with its documented default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    data: DataSettings = Field(default_factory=DataSettings)
+    stages: StageSettings = Field(default_factory=StageSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment overrides them.
+        return (env_settings, init_settings)
+
+
+def _config_path(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"settings file {explicit} not found")
+        return explicit
+    from_env = os.environ.get("CLM_CONFIG")
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(f"settings file {path} (from CLM_CONFIG) not found")
+        return path
+    default = Path("clm.toml")
+    return default if default.is_file() else None
+
+
+def _check_environment() -> None:
+    """Refuse CLM_* variables that name no setting (a typo would otherwise be ignored)."""
+    sections = ClmSettings.model_fields
+    for name in sorted(os.environ):
+        if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_SETTINGS:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        section = sections.get(parts[0])
+        annotation = section.annotation if section else None
+        known = (
+            annotation is not None
+            and isinstance(annotation, type)
+            and issubclass(annotation, BaseModel)
+            and (len(parts) == 1 or parts[1] in annotation.model_fields)
+        )
+        if not known:
+            raise ConfigError(f"environment variable {name} is not a clm setting")
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown setting '{key}'")
+        else:
+            problems.append(f"setting '{key}': {item['msg']} (got {item.get('input')!r})")
+    return f"{origin}: " + "; ".join(problems)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> ClmSettings:
+    """Read the settings file and environment; ``overrides`` are section dicts that win last."""
+    path = _config_path(config)
+    origin = str(path) if path else "settings"
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    _check_environment()
+    try:
+        settings = ClmSettings(**values)
+        for section, changes in overrides.items():
+            current = getattr(settings, section).model_dump()
+            current.update(changes)
+            setattr(settings, section, type(getattr(settings, section))(**current))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from exc
+    return settings
+
+
+def parse_column_mapping(items: list[str]) -> dict[str, dict[str, str]]:
+    """``['timestamp=order_date', 'customers.customer_id=id']`` -> ``{'*': {...}, ...}``."""
+    mapping: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, sep, source = item.partition("=")
+        if not sep or not target.strip() or not source.strip():
+            raise ConfigError(
+                f"--column '{item}' is not CONTRACT=SOURCE "
+                "(e.g. --column timestamp=order_date or --column transactions.amount=total)"
+            )
+        table, dot, column = target.strip().rpartition(".")
+        table_key: Literal["*"] | str = table if dot else "*"
+        if table_key not in (*TABLES, "*"):
+            raise ConfigError(
+                f"--column '{item}': unknown table '{table_key}' (expected {', '.join(TABLES)})"
+            )
+        mapping.setdefault(table_key, {})[column] = source.strip()
+    return mapping

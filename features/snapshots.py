@@ -1,0 +1,203 @@
+"""Snapshots: features at a cutoff joined with the labels after it, one row per customer.
+
+The one code path for training and scoring: training calls :func:`build_snapshots` at past
+cutoffs with labels; scoring calls :func:`build_snapshot` at the present cutoff without.
+Rows are the customers known before the cutoff (see :mod:`features.stages`); labels are
+prefixed ``label_`` (``label_churned``, ``label_next_stage`` over the churn and stage horizons,
+``label_purchases``, ``label_spend`` over the CLV horizon).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import pandas as pd
+import pyarrow as pa
+
+from clm.errors import DataError
+from clm.settings import ClmSettings
+from features.engagement import engagement_query
+from features.labels import label_query
+from features.rfm import rfm_query
+from features.sources import Dataset
+from features.sql import FeatureQuery, as_of_datetime, date_literal, ts_literal
+from features.stages import stage_query
+
+__all__ = [
+    "build_snapshot",
+    "build_snapshots",
+    "event_types_before",
+    "snapshot_sql",
+    "snapshot_table",
+]
+
+
+def event_types_before(dataset: Dataset, *, as_of: date, settings: ClmSettings) -> list[str]:
+    """The event types that get count columns: configured, or every type seen before as_of."""
+    if settings.features.event_types is not None:
+        return list(settings.features.event_types)
+    rows = dataset.con.sql(
+        f"SELECT DISTINCT event_type FROM events WHERE ts < {ts_literal(as_of)} ORDER BY 1"
+    ).fetchall()
+    types = [r[0] for r in rows]
+    if len(types) > settings.features.max_event_types:
+        raise DataError(
+            f"events: {len(types)} distinct event types before {as_of:%Y-%m-%d}, more than "
+            f"features.max_event_types={settings.features.max_event_types}; list the ones that "
+            "matter in features.event_types"
+        )
+    return types
+
+
+def _feature_columns(alias: str, query: FeatureQuery) -> list[str]:
+    return [
+        f"coalesce({alias}.{c}, 0) AS {c}" if c in query.zero_fill else f"{alias}.{c}"
+        for c in query.columns
+    ]
+
+
+def snapshot_sql(
+    *,
+    as_of: date,
+    settings: ClmSettings,
+    event_types: list[str],
+    attributes: Sequence[str] = (),
+    labels: bool = False,
+) -> str:
+    """The snapshot query (DuckDB dialect, transpilable to Spark SQL by features.sql.to_spark)."""
+    stage = stage_query(as_of=as_of, settings=settings.stages)
+    rfm = rfm_query(as_of=as_of, settings=settings.features)
+    engagement = engagement_query(
+        as_of=as_of, settings=settings.features, stages=settings.stages, event_types=event_types
+    )
+    select = [
+        "s.customer_id",
+        f"{date_literal(as_of)} AS as_of",
+        "s.stage",
+        "s.days_in_stage",
+        *_feature_columns("r", rfm),
+        *_feature_columns("e", engagement),
+        f"CASE WHEN c.signup_date < {ts_literal(as_of)} THEN date_diff('day', "
+        f"CAST(c.signup_date AS DATE), {date_literal(as_of)}) END AS days_since_signup",
+        *[f"c.{a}" for a in attributes],
+    ]
+    joins = [
+        f"LEFT JOIN ({rfm.sql}) AS r ON r.customer_id = s.customer_id",
+        f"LEFT JOIN ({engagement.sql}) AS e ON e.customer_id = s.customer_id",
+        "LEFT JOIN customers AS c ON c.customer_id = s.customer_id",
+    ]
+    if labels:
+        horizons = settings.labels
+        churn = label_query(
+            as_of=as_of, horizon_days=horizons.churn_horizon_days, settings=settings.stages
+        )
+        stage_next = label_query(
+            as_of=as_of, horizon_days=horizons.stage_horizon_days, settings=settings.stages
+        )
+        clv = label_query(
+            as_of=as_of, horizon_days=horizons.clv_horizon_days, settings=settings.stages
+        )
+        select += [
+            "lc.churned AS label_churned",
+            "ls.next_stage AS label_next_stage",
+            "lv.purchases AS label_purchases",
+            "lv.spend AS label_spend",
+        ]
+        joins += [
+            f"LEFT JOIN ({q.sql}) AS {alias} ON {alias}.customer_id = s.customer_id"
+            for q, alias in ((churn, "lc"), (stage_next, "ls"), (clv, "lv"))
+        ]
+    body = ",\n    ".join(select)
+    return f"SELECT {body}\nFROM ({stage.sql}) AS s\n" + "\n".join(joins)
+
+
+def _check_cutoff(dataset: Dataset, as_of: date, settings: ClmSettings, labels: bool) -> None:
+    first, last = dataset.date_range()
+    if first is None or last is None:
+        raise DataError("transactions and events are empty: nothing to build features from")
+    cutoff = as_of_datetime(as_of)
+    if cutoff <= first:
+        raise DataError(
+            f"as_of {as_of:%Y-%m-%d} is not after the first record ({first:%Y-%m-%d}); "
+            "no customer is known before it"
+        )
+    if labels:
+        horizon = max(
+            settings.labels.churn_horizon_days,
+            settings.labels.stage_horizon_days,
+            settings.labels.clv_horizon_days,
+        )
+        data_end = as_of_datetime(last.date()) + timedelta(days=1)
+        if cutoff + timedelta(days=horizon) > data_end:
+            raise DataError(
+                f"as_of {as_of:%Y-%m-%d}: the {horizon}-day label window ends "
+                f"{cutoff + timedelta(days=horizon):%Y-%m-%d}, after the last record "
+                f"({last:%Y-%m-%d}); choose an earlier cutoff or a shorter horizon"
+            )
+
+
+def _integers_as_int64(table: pa.Table) -> pa.Table:
+    """DuckDB sums whole numbers into 128-bit decimals; bring them back to int64 / float64."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_decimal(field.type):
+            target = pa.int64() if field.type.scale == 0 else pa.float64()
+            table = table.set_column(i, field.name, table.column(i).cast(target))
+    return table
+
+
+def snapshot_table(
+    dataset: Dataset,
+    *,
+    as_of: date,
+    settings: ClmSettings,
+    labels: bool = False,
+    event_types: list[str] | None = None,
+) -> pa.Table:
+    """One snapshot as an Arrow table, sorted by customer_id."""
+    _check_cutoff(dataset, as_of, settings, labels)
+    types = (
+        event_types
+        if event_types is not None
+        else event_types_before(dataset, as_of=as_of, settings=settings)
+    )
+    sql = snapshot_sql(
+        as_of=as_of,
+        settings=settings,
+        event_types=types,
+        attributes=list(dataset.attributes),
+        labels=labels,
+    )
+    table = dataset.con.sql(
+        f"SELECT * FROM ({sql}) AS snapshot ORDER BY customer_id"
+    ).to_arrow_table()
+    return _integers_as_int64(table)
+
+
+def build_snapshot(
+    dataset: Dataset,
+    *,
+    as_of: date,
+    settings: ClmSettings,
+    labels: bool = False,
+    event_types: list[str] | None = None,
+) -> pd.DataFrame:
+    """Features (and, with ``labels``, targets) of every customer known before ``as_of``."""
+    table = snapshot_table(
+        dataset, as_of=as_of, settings=settings, labels=labels, event_types=event_types
+    )
+    return table.to_pandas()
+
+
+def build_snapshots(
+    dataset: Dataset, *, cutoffs: Sequence[date], settings: ClmSettings, labels: bool = True
+) -> pd.DataFrame:
+    """Snapshots at several cutoffs, stacked; the event-type columns are those of the latest."""
+    if not cutoffs:
+        raise ValueError("cutoffs must name at least one date")
+    types = event_types_before(dataset, as_of=max(cutoffs), settings=settings)
+    frames = [
+        build_snapshot(dataset, as_of=c, settings=settings, labels=labels, event_types=types)
+        for c in sorted(cutoffs)
+    ]
+    return pd.concat(frames, ignore_index=True)
