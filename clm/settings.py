@@ -69,7 +69,7 @@ class StageSettings(_Section):
         365, ge=1, description="An advocacy signal counts for this many days."
     )
     promoter_min_score: float = Field(
-        9, ge=0, le=10, description="An NPS answer at or above this is a promoter (advocacy)."
+        9.0, ge=0, le=10, description="An NPS answer at or above this is a promoter (advocacy)."
     )
     lead_event_types: list[str] = Field(
         default_factory=lambda: ["signup", "email_subscribe", "add_to_cart", "contact"],

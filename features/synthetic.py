@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 
 __all__ = ["CHANNELS", "GeneratorParams", "SyntheticData", "generate", "write"]
 
-DAY_US = 86_400_000_000
 CHANNELS = ("organic_search", "paid_search", "social", "referral", "email", "direct")
 REGIONS = ("north", "south", "east", "west", "central")
 
@@ -209,7 +208,7 @@ def _purchases(
     who = np.concatenate([who, who[extra]])
     when = np.concatenate([when, np.floor(when[extra]) + rng.random(extra.sum()) * 0.999])
     when = np.clip(when, np.floor(when), np.nextafter(np.floor(when) + 1, 0))
-    amount = np.round(rng.gamma(p.spend_p, d.mean_spend[who] / p.spend_p), 2) + 0.01
+    amount = np.round(rng.gamma(p.spend_p, d.mean_spend[who] / p.spend_p) + 0.01, 2)
     return who, when, amount
 
 
@@ -338,7 +337,8 @@ def _ids(prefix: str, n: int) -> pa.Array:
 
 def _timestamps(start: date, days: np.ndarray) -> pa.Array:
     base = np.datetime64(datetime(start.year, start.month, start.day), "us").astype(np.int64)
-    return pa.array(base + np.round(days * DAY_US).astype(np.int64), pa.timestamp("us", tz="UTC"))
+    seconds = np.floor(days * 86_400).astype(np.int64)  # exports keep whole seconds
+    return pa.array(base + seconds * 1_000_000, pa.timestamp("us", tz="UTC"))
 
 
 def _table(
@@ -439,6 +439,7 @@ def _iso(table: pa.Table) -> pa.Table:
     """Timestamps as ISO 8601 text with a Z, as most exports write them."""
     for i, column in enumerate(table.schema):
         if pa.types.is_timestamp(column.type):
-            text = pc.strftime(table.column(i), format="%Y-%m-%dT%H:%M:%SZ")
+            seconds = table.column(i).cast(pa.timestamp("s", tz="UTC"))
+            text = pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ")
             table = table.set_column(i, column.name, text)
     return table

@@ -1,0 +1,5 @@
+"""python -m clm"""
+
+from clm.cli import main
+
+main()

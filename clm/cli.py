@@ -1,0 +1,191 @@
+"""The ``clm`` command: thin Typer commands that parse options and call one function each.
+
+A failing command prints one line on stderr (``error: ...``) and exits 1; ``--debug`` adds the
+traceback. Dates are ``YYYY-MM-DD``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clm.errors import ClmError, ConfigError
+from clm.settings import ClmSettings, load_settings, parse_column_mapping
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Customer lifecycle predictions: sample data, point-in-time features, models, scores.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Sample data and validation of your own data.", no_args_is_help=True)
+features_app = typer.Typer(help="Point-in-time features.", no_args_is_help=True)
+config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.add_typer(config_app, name="config")
+
+
+@dataclass
+class _State:
+    config: Path | None = None
+    debug: bool = False
+
+
+state = _State()
+
+
+def parse_date(value: str, option: str) -> date:
+    """``YYYY-MM-DD`` or a ConfigError naming the option."""
+    try:
+        if len(value) != 10:
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option} '{value}' is not a date; expected YYYY-MM-DD") from None
+
+
+def _settings(columns: list[str] | None = None) -> ClmSettings:
+    settings = load_settings(state.config)
+    if columns:
+        merged = {t: dict(m) for t, m in settings.data.columns.items()}
+        for table, mapping in parse_column_mapping(columns).items():
+            merged.setdefault(table, {}).update(mapping)
+        settings.data.columns = merged
+    return settings
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="Settings file (default: $CLM_CONFIG, else ./clm.toml if present)."
+    ),
+]
+DataOption = Annotated[
+    Path,
+    typer.Option(
+        "--data", help="Folder with transactions/events/customers (.csv or .parquet) or a .duckdb"
+    ),
+]
+AsOfOption = Annotated[
+    str,
+    typer.Option(
+        "--as-of", metavar="YYYY-MM-DD", help="Cutoff: only rows before this day are used."
+    ),
+]
+ColumnOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--column",
+        metavar="[TABLE.]COLUMN=NAME",
+        help="Map a contract column to your file's column, e.g. timestamp=order_date (repeat).",
+    ),
+]
+
+
+@app.callback()
+def root(
+    config: ConfigOption = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback when a command fails.")
+    ] = False,
+) -> None:
+    """Customer lifecycle predictions."""
+    state.config = config
+    state.debug = debug
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the tables into.")],
+    customers: Annotated[
+        int, typer.Option("--customers", min=1, help="Number of people to simulate.")
+    ] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 0,
+    start: Annotated[
+        str, typer.Option("--start", metavar="YYYY-MM-DD", help="First day of the log.")
+    ] = "2023-01-01",
+    end: Annotated[
+        str, typer.Option("--end", metavar="YYYY-MM-DD", help="Day after the last day of the log.")
+    ] = "2026-01-01",
+    fmt: Annotated[str, typer.Option("--format", help="File format: parquet or csv.")] = "parquet",
+) -> None:
+    """Write realistic sample transactions, events and customers."""
+    from clm.commands import generate_sample
+
+    generate_sample(
+        out,
+        customers=customers,
+        seed=seed,
+        start=parse_date(start, "--start"),
+        end=parse_date(end, "--end"),
+        fmt=fmt,
+    )
+
+
+@data_app.command("validate")
+def data_validate(data: DataOption, column: ColumnOption = None) -> None:
+    """Check your data against the contract and summarise it."""
+    from clm.commands import validate_data
+
+    validate_data(data, _settings(column))
+
+
+@features_app.command("build")
+def features_build(
+    data: DataOption,
+    as_of: AsOfOption,
+    out: Annotated[Path, typer.Option("--out", help="Output file: .parquet or .csv.")],
+    column: ColumnOption = None,
+    labels: Annotated[
+        bool,
+        typer.Option("--labels/--no-labels", help="Add the label_* targets after the cutoff."),
+    ] = False,
+) -> None:
+    """Build one feature row per customer known before --as-of."""
+    from clm.commands import build_features
+
+    build_features(data, parse_date(as_of, "--as-of"), out, _settings(column), labels=labels)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective settings as TOML."""
+    from clm.commands import show_settings
+
+    show_settings(_settings())
+
+
+def main() -> None:
+    """Entry point: run the app, turning errors into one line on stderr."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(getattr(exc, "exit_code", 0))
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: a missing or malformed option
+        message = " ".join(exc.format_message().split())
+        if message:  # (empty when the help was shown for a bare group)
+            print(f"error: {message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (ClmError, ValueError, OSError) as exc:
+        if state.debug:
+            traceback.print_exc()
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # unexpected: still one line unless --debug
+        if state.debug:
+            traceback.print_exc()
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,131 @@
+"""What the CLI commands do: each one function, printing a short summary to the terminal."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
+from clm.errors import ClmError
+from clm.settings import ClmSettings
+from features import sources, synthetic
+from features.snapshots import snapshot_table
+
+__all__ = ["build_features", "generate_sample", "show_settings", "validate_data", "write_table"]
+
+console = Console()
+
+
+def _summary(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def generate_sample(
+    out: Path, *, customers: int, seed: int, start: date, end: date, fmt: str
+) -> None:
+    started = time.perf_counter()
+    data = synthetic.generate(customers, seed=seed, start=start, end=end)
+    paths = synthetic.write(data, out, fmt=fmt)
+    rows = [(name, f"{getattr(data, name).num_rows:,} rows -> {p}") for name, p in paths.items()]
+    rows.append(("time", f"{time.perf_counter() - started:.1f} s"))
+    _summary(f"Sample data: {customers:,} people, seed {seed}, {start} to {end}", rows)
+
+
+def validate_data(location: Path, settings: ClmSettings) -> sources.Dataset:
+    dataset = sources.load(location, columns=settings.data.columns)
+    first, last = dataset.date_range()
+    rows = [
+        (table, f"{dataset.row_counts.get(table, 0):,} rows from {label}")
+        for table, label in dataset.sources.items()
+    ]
+    rows.append(("period", f"{first} .. {last}"))
+    if dataset.attributes:
+        attrs = ", ".join(f"{k} ({v})" for k, v in dataset.attributes.items())
+        rows.append(("customer attributes", attrs))
+    _summary(f"{location}: valid", rows)
+    return dataset
+
+
+def write_table(table: pa.Table, out: Path) -> None:
+    """Write Parquet or CSV by extension, via a temporary file renamed at the end."""
+    suffix = out.name.lower()
+    if not suffix.endswith((".parquet", ".pq", ".csv")):
+        raise ClmError(f"--out {out}: expected a .parquet or .csv file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    if suffix.endswith(".csv"):
+        pacsv.write_csv(table, partial)
+    else:
+        pq.write_table(table, partial)
+    os.replace(partial, out)
+
+
+def build_features(
+    location: Path, as_of: date, out: Path, settings: ClmSettings, *, labels: bool = False
+) -> None:
+    started = time.perf_counter()
+    dataset = sources.load(location, columns=settings.data.columns)
+    loaded = time.perf_counter()
+    table = snapshot_table(dataset, as_of=as_of, settings=settings, labels=labels)
+    built = time.perf_counter()
+    write_table(table, out)
+    stages = table.group_by("stage").aggregate([("customer_id", "count")]).to_pylist()
+    counts = ", ".join(
+        f"{r['stage']} {r['customer_id_count']:,}"
+        for r in sorted(stages, key=lambda r: -r["customer_id_count"])
+    )
+    _summary(
+        f"Features as of {as_of}",
+        [
+            ("customers", f"{table.num_rows:,}"),
+            ("columns", f"{table.num_columns}"),
+            ("stages", counts),
+            ("output", str(out)),
+            (
+                "time",
+                f"load+validate {loaded - started:.1f} s, features {built - loaded:.1f} s, "
+                f"write {time.perf_counter() - built:.1f} s",
+            ),
+        ],
+    )
+
+
+def show_settings(settings: ClmSettings) -> None:
+    """The effective settings, as a clm.toml would hold them."""
+    for section, values in settings.model_dump(exclude_none=True).items():
+        print(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, dict):
+                continue
+            print(f"{key} = {_toml_value(value)}")
+        for key, value in values.items():
+            if isinstance(value, dict):
+                for table, mapping in value.items():
+                    print(f"\n[{section}.{key}.{_toml_key(table)}]")
+                    for column, source in mapping.items():
+                        print(f"{_toml_key(column)} = {_toml_value(source)}")
+        print()
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").isalnum() else _toml_value(key)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return str(value)

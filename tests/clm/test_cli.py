@@ -1,0 +1,173 @@
+"""The clm command end to end, as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer.main
+
+from clm.cli import app
+
+
+def clm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clm", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def _commands() -> list[tuple[list[str], list[str]]]:
+    """Every command path and its option names, read from the app itself."""
+    group = typer.main.get_command(app)
+    found = []
+
+    def walk(command, path):  # type: ignore[no-untyped-def]
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for name, sub in subcommands.items():
+                walk(sub, [*path, name])
+        else:
+            found.append((path, [p.opts[0] for p in command.params if p.opts]))
+
+    walk(group, [])
+    return found
+
+
+def test_every_command_documents_every_option() -> None:
+    commands = _commands()
+    assert [c for c, _ in commands] == [
+        ["data", "generate"],
+        ["data", "validate"],
+        ["features", "build"],
+        ["config", "show"],
+    ]
+    group = typer.main.get_command(app)
+    for path, _options in commands:
+        command = group
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        for param in command.params:
+            assert param.help, f"clm {' '.join(path)} {param.opts[0]} has no help"  # type: ignore[attr-defined]
+    result = clm("features", "build", "--help")
+    assert result.returncode == 0
+    for option in ("--data", "--as-of", "--out", "--column", "--labels"):
+        assert option in result.stdout
+
+
+@pytest.mark.slow
+def test_generate_validate_and_build_as_a_user_would(tmp_path: Path) -> None:
+    data = tmp_path / "shop"
+    result = clm(
+        "data",
+        "generate",
+        "--customers",
+        "800",
+        "--seed",
+        "3",
+        "--out",
+        str(data),
+        "--format",
+        "csv",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (data / "transactions.csv").exists() and (data / "events.csv").exists()
+    assert clm("data", "validate", "--data", str(data)).returncode == 0
+    out = tmp_path / "features.parquet"
+    result = clm(
+        "features", "build", "--data", str(data), "--as-of", "2025-06-01", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_parquet(out)
+    assert frame.customer_id.is_unique and len(frame) > 200
+    assert "customers" in result.stdout and "retention" in result.stdout
+
+
+def test_column_mapping_on_the_command_line(tmp_path: Path) -> None:
+    pd.DataFrame(
+        {
+            "client": ["a", "a", "b"],
+            "order_date": ["2024-01-01", "2024-02-01", "2024-02-10"],
+            "total": [10.0, 20.0, 5.0],
+        }
+    ).to_csv(tmp_path / "transactions.csv", index=False)
+    out = tmp_path / "f.csv"
+    args = [
+        "features",
+        "build",
+        "--data",
+        str(tmp_path),
+        "--as-of",
+        "2024-03-01",
+        "--out",
+        str(out),
+    ]
+    failed = clm(*args)
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: transactions.csv: required column")
+    mapped = clm(
+        *args,
+        "--column",
+        "customer_id=client",
+        "--column",
+        "timestamp=order_date",
+        "--column",
+        "transactions.amount=total",
+    )
+    assert mapped.returncode == 0, mapped.stderr
+    frame = pd.read_csv(out).set_index("customer_id")
+    assert frame.loc["a", "purchase_days"] == 2 and frame.loc["b", "total_spend"] == 5.0
+
+
+def test_failures_are_one_line_on_stderr_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    bad_date = clm(
+        "features", "build", "--data", str(tmp_path), "--as-of", "2024-02-30", "--out", "x.csv"
+    )
+    assert bad_date.returncode == 1
+    assert bad_date.stderr == "error: --as-of '2024-02-30' is not a date; expected YYYY-MM-DD\n"
+    missing = clm(
+        "features",
+        "build",
+        "--data",
+        str(tmp_path / "none"),
+        "--as-of",
+        "2024-02-01",
+        "--out",
+        "x.csv",
+    )
+    assert missing.returncode == 1 and len(missing.stderr.splitlines()) == 1
+    assert "no such folder" in missing.stderr
+    debug = clm(
+        "--debug",
+        "features",
+        "build",
+        "--data",
+        str(tmp_path / "none"),
+        "--as-of",
+        "2024-02-01",
+        "--out",
+        "x.csv",
+    )
+    assert "Traceback" in debug.stderr and debug.returncode == 1
+    usage = clm("features", "build", "--data", str(tmp_path))
+    assert (
+        usage.returncode == 2 and len(usage.stderr.splitlines()) == 1 and "--as-of" in usage.stderr
+    )
+
+
+def test_unknown_setting_fails_the_command(tmp_path: Path) -> None:
+    (tmp_path / "clm.toml").write_text("[stages]\nchurn = 1\n")
+    result = clm("config", "show", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "unknown setting 'stages.churn'" in result.stderr
+
+
+def test_config_show_round_trips(tmp_path: Path) -> None:
+    (tmp_path / "clm.toml").write_text("[stages]\nchurn_inactivity_days = 90\n")
+    shown = clm("config", "show", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    (tmp_path / "copy.toml").write_text(shown.stdout)
+    again = clm("--config", "copy.toml", "config", "show", cwd=tmp_path)
+    assert again.stdout == shown.stdout and "churn_inactivity_days = 90" in shown.stdout

@@ -1,0 +1,95 @@
+"""Settings: documented defaults, file, environment, and errors that name the bad key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clm.errors import ConfigError
+from clm.settings import ClmSettings, load_settings, parse_column_mapping
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in __import__("os").environ if n.startswith("CLM_")]:
+        monkeypatch.delenv(name)
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    s = load_settings()
+    assert s.stages.churn_inactivity_days == 180
+    assert (s.labels.churn_horizon_days, s.labels.clv_horizon_days) == (90, 365)
+    assert s.features.purchase_windows_days == [30, 90, 365]
+    for section in ("stages", "features", "labels"):
+        model = type(getattr(s, section))
+        described = [name for name, f in model.model_fields.items() if f.description]
+        assert len(described) >= len(model.model_fields) // 2
+
+
+def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "clm.toml").write_text(
+        "[stages]\nchurn_inactivity_days = 120\n[labels]\nclv_horizon_days = 180\n"
+        "[data.columns.transactions]\ntimestamp = 'order_date'\n"
+    )
+    s = load_settings()
+    assert s.stages.churn_inactivity_days == 120
+    assert s.data.columns == {"transactions": {"timestamp": "order_date"}}
+    monkeypatch.setenv("CLM_STAGES__CHURN_INACTIVITY_DAYS", "60")
+    s = load_settings()
+    assert s.stages.churn_inactivity_days == 60  # the environment wins
+    assert s.labels.clv_horizon_days == 180
+
+
+def test_config_path_from_option_or_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "other.toml"
+    path.write_text("[labels]\nchurn_horizon_days = 30\n")
+    assert load_settings(path).labels.churn_horizon_days == 30
+    monkeypatch.setenv("CLM_CONFIG", str(path))
+    assert load_settings().labels.churn_horizon_days == 30
+    with pytest.raises(ConfigError, match=r"settings file .*missing.toml not found"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "clm.toml"
+    path.write_text("[stages]\nchurn_windw = 3\n")
+    with pytest.raises(ConfigError, match=r"clm.toml: unknown setting 'stages.churn_windw'"):
+        load_settings(path)
+    path.write_text("[modelz]\nx = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting 'modelz'"):
+        load_settings(path)
+
+
+def test_bad_value_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "clm.toml"
+    path.write_text("[labels]\nchurn_horizon_days = 'soon'\n")
+    with pytest.raises(ConfigError, match=r"setting 'labels.churn_horizon_days'.*'soon'"):
+        load_settings(path)
+    path.write_text("[data.columns.orders]\ntimestamp = 'x'\n")
+    with pytest.raises(ConfigError, match="unknown table 'orders'"):
+        load_settings(path)
+
+
+def test_unknown_environment_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLM_STAGES__CHURN_DAYS", "3")
+    with pytest.raises(ConfigError, match="CLM_STAGES__CHURN_DAYS is not a clm setting"):
+        load_settings()
+
+
+def test_column_mapping_option() -> None:
+    assert parse_column_mapping(["timestamp=order_date", "customers.customer_id=id"]) == {
+        "*": {"timestamp": "order_date"},
+        "customers": {"customer_id": "id"},
+    }
+    with pytest.raises(ConfigError, match="is not CONTRACT=SOURCE"):
+        parse_column_mapping(["timestamp"])
+    with pytest.raises(ConfigError, match="unknown table 'orders'"):
+        parse_column_mapping(["orders.amount=x"])
+
+
+def test_settings_are_plain_data() -> None:
+    s = ClmSettings()
+    with pytest.raises(ValueError):
+        s.stages.churn_inactivity_days = 0

@@ -1,0 +1,192 @@
+"""The data contract: clear errors naming file, row, column and expected form; nothing dropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from clm.errors import DataError
+from features.sources import load
+from tests.helpers import ev, tx, write_tables
+
+
+def good_transactions(n: int = 3) -> list[dict[str, object]]:
+    return [tx(f"c{i}", f"2024-01-0{i + 1}", 10.0 + i, order_id=f"o{i}") for i in range(n)]
+
+
+def test_valid_folder_loads_every_row_typed(tmp_path: Path) -> None:
+    folder = write_tables(
+        tmp_path,
+        transactions=good_transactions(),
+        events=[ev("c0", "2024-01-01T10:00:00", "visit"), ev("c1", "2024-01-02", "nps", 9)],
+        customers=[{"customer_id": "c0", "signup_date": "2023-12-01", "tier": "gold", "age": 31}],
+    )
+    data = load(folder)
+    assert data.row_counts == {"transactions": 3, "events": 2, "customers": 1}
+    row = data.con.execute(
+        "SELECT customer_id, ts, amount FROM transactions ORDER BY ts"
+    ).fetchall()
+    assert [r[2] for r in row] == [10.0, 11.0, 12.0]
+    assert data.attributes == {"attr_tier": "category", "attr_age": "numeric"}
+
+
+def test_missing_required_column_names_file_column_and_fix(tmp_path: Path) -> None:
+    folder = write_tables(tmp_path, transactions=[{"customer_id": "a", "amount": 3}])
+    with pytest.raises(DataError) as err:
+        load(folder)
+    message = str(err.value)
+    assert "transactions.csv" in message
+    assert "required column 'timestamp' missing" in message
+    assert "columns found: customer_id, amount" in message
+    assert "--column transactions.timestamp=NAME" in message
+
+
+def test_unparseable_timestamps_are_listed_with_rows_and_count(tmp_path: Path) -> None:
+    rows = [
+        *good_transactions(2),
+        tx("c", "yesterday", 1, order_id="x1"),
+        tx("c", "2024-13-45", 1, order_id="x2"),
+    ]
+    rows += [tx("c", "", 1, order_id=f"y{i}") for i in range(5)]
+    with pytest.raises(DataError) as err:
+        load(write_tables(tmp_path, transactions=rows))
+    message = str(err.value)
+    assert message.startswith("transactions.csv: column 'timestamp': 7 value(s)")
+    # Data row 3 is line 4 of the file (line 1 is the header).
+    assert "row 3 (line 4) 'yesterday'" in message
+    assert "row 4 (line 5) '2024-13-45'" in message
+    assert "and 2 more" in message
+    assert "ISO date or datetime" in message
+
+
+def test_unparseable_and_non_finite_amounts(tmp_path: Path) -> None:
+    rows = [*good_transactions(1), tx("a", "2024-01-01", "abc"), tx("b", "2024-01-01", "inf")]
+    with pytest.raises(DataError) as err:
+        load(write_tables(tmp_path, transactions=rows))
+    message = str(err.value)
+    assert "column 'amount': 2 value(s) not a finite number" in message
+    assert "row 2 (line 3) 'abc'" in message and "row 3 (line 4) 'inf'" in message
+
+
+def test_empty_customer_id(tmp_path: Path) -> None:
+    rows = [*good_transactions(2), tx("  ", "2024-01-01", 5.0)]
+    with pytest.raises(DataError, match=r"column 'customer_id': 1 value\(s\) empty .* row 3"):
+        load(write_tables(tmp_path, transactions=rows))
+
+
+def test_duplicate_order_ids_name_every_row(tmp_path: Path) -> None:
+    rows = [*good_transactions(3), tx("c9", "2024-02-01", 4.0, order_id="o1")]
+    with pytest.raises(DataError) as err:
+        load(write_tables(tmp_path, transactions=rows))
+    message = str(err.value)
+    assert "column 'order_id': 2 rows share a value" in message
+    assert "row 2 (line 3) 'o1'" in message and "row 4 (line 5) 'o1'" in message
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    rows = [tx("", "never", "x", order_id="o")]
+    with pytest.raises(DataError) as err:
+        load(write_tables(tmp_path, transactions=rows))
+    parts = str(err.value).split("; ")
+    assert [p.split(":")[1].strip() for p in parts] == [
+        "column 'customer_id'",
+        "column 'timestamp'",
+        "column 'amount'",
+    ]
+
+
+def test_parquet_rows_are_numbered_from_one(tmp_path: Path) -> None:
+    frame = pd.DataFrame(good_transactions(3))
+    frame.loc[1, "amount"] = None
+    frame.to_parquet(tmp_path / "transactions.parquet")
+    with pytest.raises(DataError, match=r"transactions.parquet: column 'amount'.*: row 2 "):
+        load(tmp_path)
+
+
+def test_bad_optional_event_value_is_an_error_but_empty_is_missing(tmp_path: Path) -> None:
+    events = [ev("a", "2024-01-01", "nps", None), ev("a", "2024-01-02", "nps", "ten")]
+    with pytest.raises(DataError, match=r"events.csv: column 'value'.* row 2 \(line 3\) 'ten'"):
+        load(write_tables(tmp_path, transactions=good_transactions(), events=events))
+
+
+def test_duplicate_customers(tmp_path: Path) -> None:
+    customers = [{"customer_id": "a"}, {"customer_id": "b"}, {"customer_id": "a"}]
+    with pytest.raises(DataError, match=r"customers\.csv: column 'customer_id': 2 rows share"):
+        load(write_tables(tmp_path, transactions=good_transactions(), customers=customers))
+
+
+def test_timestamps_with_offsets_become_utc_and_naive_means_utc(tmp_path: Path) -> None:
+    rows = [
+        tx("a", "2024-03-01T23:30:00-02:00", 1.0),
+        tx("b", "2024-03-01 10:00:00", 1.0),
+        tx("c", "2024-03-01", 1.0),
+        tx("d", "2024-03-01T10:00:00Z", 1.0),
+    ]
+    data = load(write_tables(tmp_path, transactions=rows))
+    got = dict(
+        data.con.execute(
+            "SELECT customer_id, strftime(ts, '%Y-%m-%d %H:%M') FROM transactions"
+        ).fetchall()
+    )
+    assert got == {
+        "a": "2024-03-02 01:30",
+        "b": "2024-03-01 10:00",
+        "c": "2024-03-01 00:00",
+        "d": "2024-03-01 10:00",
+    }
+
+
+def test_column_mapping_renames_and_errors_name_the_source_column(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"client": ["a", "b"], "order_date": ["2024-01-01", "bad"], "total": [1.0, 2.0]}
+    )
+    write_tables(tmp_path, transactions=frame)
+    mapping = {"*": {"customer_id": "client"}, "transactions": {"timestamp": "order_date"}}
+    with pytest.raises(DataError, match=r"column 'order_date' \(mapped to timestamp\)"):
+        load(
+            tmp_path,
+            columns={**mapping, "transactions": {**mapping["transactions"], "amount": "total"}},
+        )
+    frame.loc[1, "order_date"] = "2024-01-02"
+    write_tables(tmp_path, transactions=frame)
+    data = load(
+        tmp_path,
+        columns={**mapping, "transactions": {"timestamp": "order_date", "amount": "total"}},
+    )
+    assert data.row_counts["transactions"] == 2
+
+
+def test_mapping_to_an_unknown_contract_column_is_refused(tmp_path: Path) -> None:
+    write_tables(tmp_path, transactions=good_transactions())
+    with pytest.raises(DataError, match="'price' is not a contract column"):
+        load(tmp_path, columns={"transactions": {"price": "amount"}})
+
+
+def test_missing_transactions_and_ambiguous_files(tmp_path: Path) -> None:
+    write_tables(tmp_path, events=[ev("a", "2024-01-01", "visit")])
+    with pytest.raises(DataError, match="no transactions table"):
+        load(tmp_path)
+    write_tables(tmp_path, transactions=good_transactions())
+    pd.DataFrame(good_transactions()).to_parquet(tmp_path / "transactions.parquet")
+    with pytest.raises(DataError, match="more than one file for table transactions"):
+        load(tmp_path)
+
+
+def test_duckdb_database_source(tmp_path: Path) -> None:
+    path = tmp_path / "shop.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE TABLE transactions AS SELECT * FROM (VALUES "
+            "('a', TIMESTAMP '2024-01-01 10:00:00', 5.0), ('b', NULL, 2.0)) "
+            "AS t(customer_id, timestamp, amount)"
+        )
+    with pytest.raises(DataError, match=r"shop.duckdb:transactions: column 'timestamp'.* row 2"):
+        load(path)
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "UPDATE transactions SET timestamp = TIMESTAMP '2024-01-02' WHERE customer_id = 'b'"
+        )
+    assert load(path).row_counts == {"transactions": 2}

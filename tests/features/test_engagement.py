@@ -1,0 +1,93 @@
+"""Engagement exact values on a hand-made log, window boundaries annotated row by row."""
+
+from __future__ import annotations
+
+import pytest
+
+from clm.settings import ClmSettings
+from tests.helpers import ev, features, tx
+
+AS_OF = "2024-07-01"  # 7d from 2024-06-24; 30d (and trend 'recent') from 2024-06-01;
+# 90d from 2024-04-02 (trend 'prior' = 2024-04-02 .. 2024-05-31); email rates from 2023-07-02
+
+EVENTS = [
+    ev("E", "2024-06-24T00:00:00", "session", channel="web"),  # first instant of 7d
+    ev("E", "2024-06-23T23:59:59", "session", channel="app"),  # 30d, not 7d
+    ev("E", "2024-05-15T12:00:00", "session", channel="app"),  # prior period, in 90d
+    ev("E", "2024-04-01T23:59:59", "session", channel="web"),  # one second before 90d
+    ev("E", "2024-07-01T00:00:00", "session", channel="chat"),  # at as_of: excluded
+    ev("E", "2024-02-01", "nps", 6),
+    ev("E", "2024-06-10", "nps", 10),
+    ev("E", "2024-06-20", "nps", None),  # an unanswered survey: no score
+    ev("E", "2023-10-01", "support_ticket"),
+    ev("E", "2024-03-01", "referral"),
+    ev("E", "2024-06-30", "review"),
+    ev("E", "2023-06-01", "email_sent"),  # before the 365-day email window
+    ev("E", "2024-01-10", "email_sent"),
+    ev("E", "2024-02-10", "email_sent"),
+    ev("E", "2024-03-10", "email_sent"),
+    ev("E", "2024-01-11", "email_open"),
+    ev("E", "2024-02-11", "email_open"),
+    ev("E", "2024-01-11", "email_click"),
+    ev("Q", "2024-06-15", "visit"),
+]
+
+
+@pytest.fixture(scope="module")
+def eng(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return features(
+        tmp_path_factory.mktemp("eng"),
+        AS_OF,
+        transactions=[tx("E", "2024-03-01", 20.0, channel="store")],
+        events=EVENTS,
+    )
+
+
+def test_counts_per_type_and_window(eng) -> None:  # type: ignore[no-untyped-def]
+    e = eng.loc["E"]
+    assert (e.session_events_7d, e.session_events_30d, e.session_events_90d) == (1, 2, 3)
+    assert (e.events_7d, e.events_30d) == (2, 5)  # + review 06-30; + nps 06-10, 06-20
+    assert e.visit_events_90d == 0 and eng.loc["Q"].visit_events_30d == 1
+
+
+def test_trend_compares_daily_rates(eng) -> None:  # type: ignore[no-untyped-def]
+    recent, prior = 2 / 30, 1 / 60
+    e = eng.loc["E"]
+    assert e.session_trend_30d_vs_prior_60d == pytest.approx((recent - prior) / (recent + prior))
+    assert e.referral_trend_30d_vs_prior_60d == 0.0  # nothing in either period
+    assert eng.loc["Q"].visit_trend_30d_vs_prior_60d == 1.0  # new activity only
+
+
+def test_recency_activity_and_channels(eng) -> None:  # type: ignore[no-untyped-def]
+    e = eng.loc["E"]
+    assert e.days_since_last_event == 1
+    days = {r["timestamp"][:10] for r in EVENTS if r["customer_id"] == "E"} - {"2024-07-01"}
+    assert e.active_days == len(days)
+    assert e.active_days_90d == len({d for d in days if d >= "2024-04-02"})
+    assert e.channel_count == 3  # web, app (events) and store (transactions); chat is at as_of
+
+
+def test_voice_of_the_customer(eng) -> None:  # type: ignore[no-untyped-def]
+    e = eng.loc["E"]
+    assert (e.support_tickets, e.referrals, e.reviews) == (1, 1, 1)
+    assert (e.last_nps, e.mean_nps, e.nps_responses) == (10.0, 8.0, 2)
+    assert e.email_open_rate_365d == pytest.approx(2 / 3)
+    assert e.email_click_rate_365d == pytest.approx(1 / 3)
+    q = eng.loc["Q"]
+    assert q.email_open_rate_365d != q.email_open_rate_365d  # NaN: no email sent
+    assert q.last_nps != q.last_nps
+
+
+def test_windows_and_event_types_come_from_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = ClmSettings()
+    settings.features.event_windows_days = [14]
+    settings.features.event_types = ["session"]
+    frame = features(
+        tmp_path,
+        AS_OF,
+        settings=settings,
+        transactions=[tx("E", "2024-03-01", 20.0)],
+        events=EVENTS,
+    )
+    assert frame.loc["E"].session_events_14d == 2
+    assert "nps_events_14d" not in frame.columns and "session_events_7d" not in frame.columns
