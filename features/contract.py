@@ -20,7 +20,11 @@ __all__ = [
     "ColumnSpec",
     "RawTable",
     "TableContract",
-    "normalized_select",
+    "check_columns",
+    "clean_text",
+    "internal_name",
+    "raw_copies",
+    "typed_select",
     "validate",
 ]
 
@@ -142,53 +146,68 @@ def _is_numeric(duck_type: str) -> bool:
     } or upper.startswith("DECIMAL")
 
 
+def clean_text(expr: str) -> str:
+    """Text without surrounding spaces, NULL when empty (trim only runs where it matters)."""
+    text = f"CAST({expr} AS VARCHAR)"
+    return (
+        f"CASE WHEN {text} LIKE ' %' OR {text} LIKE '% ' THEN NULLIF(trim({text}), '') "
+        f"ELSE NULLIF({text}, '') END"
+    )
+
+
+def _type_error(table: RawTable, spec: ColumnSpec, duck_type: str) -> DataError:
+    return DataError(
+        f"{table.label}: column {table.column_label(spec.name)} has type {duck_type}; "
+        f"expected {EXPECTED[spec.kind]}"
+    )
+
+
 def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
     """The SQL that turns the raw column into its contract type (NULL where it cannot)."""
     source = table.source(spec.name)
     if source not in table.types:
-        return (
-            "CAST(NULL AS VARCHAR)"
-            if spec.kind in ("id", "string")
-            else ("CAST(NULL AS TIMESTAMP)" if spec.kind == "timestamp" else "CAST(NULL AS DOUBLE)")
-        )
+        target = {"timestamp": "TIMESTAMP", "number": "DOUBLE"}.get(spec.kind, "VARCHAR")
+        return f"CAST(NULL AS {target})"
     col, duck_type = _quote(source), table.types[source]
     if spec.kind in ("id", "string"):
-        return f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
+        return clean_text(col)
     if spec.kind == "timestamp":
         if _is_text(duck_type):
-            return f"CAST(TRY_CAST(NULLIF(trim({col}), '') AS TIMESTAMPTZ) AS TIMESTAMP)"
+            return f"CAST(TRY_CAST({clean_text(col)} AS TIMESTAMPTZ) AS TIMESTAMP)"
         if duck_type.upper().startswith(("TIMESTAMP", "DATE")):
             return f"CAST({col} AS TIMESTAMP)"
-        raise DataError(
-            f"{table.label}: column {table.column_label(spec.name)} has type {duck_type}; "
-            f"expected {EXPECTED['timestamp']}"
-        )
+        raise _type_error(table, spec, duck_type)
     if _is_text(duck_type):
-        parsed = f"TRY_CAST(NULLIF(trim({col}), '') AS DOUBLE)"
+        parsed = f"TRY_CAST({clean_text(col)} AS DOUBLE)"
     elif _is_numeric(duck_type):
         parsed = f"CAST({col} AS DOUBLE)"
     else:
-        raise DataError(
-            f"{table.label}: column {table.column_label(spec.name)} has type {duck_type}; "
-            f"expected {EXPECTED['number']}"
-        )
+        raise _type_error(table, spec, duck_type)
     return f"CASE WHEN isfinite({parsed}) THEN {parsed} END"
 
 
-def _bad_predicate(table: RawTable, spec: ColumnSpec) -> str | None:
+def _raw_copy(table: RawTable, spec: ColumnSpec) -> str | None:
+    """For an optional value parsed from text: the text itself, to tell 'missing' from 'bad'."""
     source = table.source(spec.name)
-    if source not in table.types:
+    if spec.required or spec.kind not in ("number", "timestamp") or source not in table.types:
         return None
-    norm = normalized_expr(table, spec)
+    return clean_text(_quote(source)) if _is_text(table.types[source]) else None
+
+
+def _bad_predicate(table: RawTable, spec: ColumnSpec) -> str | None:
+    """Over the typed table: which rows break the rule for this column."""
+    name = internal_name(spec.name)
+    if table.source(spec.name) not in table.types:
+        return None
     if spec.required:
-        return f"({norm}) IS NULL"
-    if spec.kind in ("id", "string"):
-        return None  # an empty optional text value is simply missing
-    blank = f"NULLIF(trim(CAST({_quote(source)} AS VARCHAR)), '') IS NULL"
-    return f"(NOT {blank} AND ({norm}) IS NULL)"
+        return f"{name} IS NULL"
+    if _raw_copy(table, spec) is not None:
+        return f"(_raw_{name} IS NOT NULL AND {name} IS NULL)"
+    return None
 
 
-def _check_columns(table: RawTable) -> None:
+def check_columns(table: RawTable) -> None:
+    """Every required column is there (after the mapping), or a DataError naming the fix."""
     missing = [
         spec.name
         for spec in table.contract.columns
@@ -203,80 +222,102 @@ def _check_columns(table: RawTable) -> None:
         )
 
 
-def _problem(table: RawTable, spec: ColumnSpec, count: int, rows: list[tuple[int, str]]) -> str:
-    shown = ", ".join(f"{table.where(r)} {v!r}" for r, v in rows)
+def _shown(con: duckdb.DuckDBPyConnection, table: RawTable, column: str, rows: list[int]) -> str:
+    """The first bad rows with their values as written in the source."""
+    source = _quote(table.source(column))
+    values = dict(
+        con.execute(
+            f"SELECT _row, coalesce(CAST({source} AS VARCHAR), '') FROM {table.relation} "
+            f"WHERE _row IN ({', '.join(str(r) for r in rows)})"
+        ).fetchall()
+    )
+    return ", ".join(f"{table.where(r)} {values.get(r, '')!r}" for r in rows)
+
+
+def _problem(
+    con: duckdb.DuckDBPyConnection, table: RawTable, spec: ColumnSpec, typed: str, pred: str
+) -> str | None:
+    (count,) = one_row(con, f"SELECT count(*) FROM {typed} WHERE {pred}")
+    if not count:
+        return None
+    rows = [
+        r[0]
+        for r in con.execute(
+            f"SELECT _row FROM {typed} WHERE {pred} ORDER BY _row LIMIT {EXAMPLES_SHOWN}"
+        ).fetchall()
+    ]
     what = "empty" if spec.kind == "id" else "not " + EXPECTED[spec.kind].split(" such as")[0]
+    more = f" and {count - len(rows)} more" if count > len(rows) else ""
     return (
         f"{table.label}: column {table.column_label(spec.name)}: {count} value(s) {what} "
-        f"(expected {EXPECTED[spec.kind]}): {shown}"
-        + (f" and {count - len(rows)} more" if count > len(rows) else "")
+        f"(expected {EXPECTED[spec.kind]}): {_shown(con, table, spec.name, rows)}{more}"
     )
 
 
-def _duplicate_problem(con: duckdb.DuckDBPyConnection, table: RawTable) -> str | None:
+def _duplicate_problem(con: duckdb.DuckDBPyConnection, table: RawTable, typed: str) -> str | None:
     unique = table.contract.unique
     if unique is None or table.source(unique) not in table.types:
         return None
-    key = normalized_expr(table, _spec(table.contract, unique))
-    dupes = f"""
-        SELECT _row, k, count(*) OVER (PARTITION BY k) AS n
-        FROM (SELECT _row, {key} AS k FROM {table.relation}) WHERE k IS NOT NULL
-    """
-    (total,) = one_row(con, f"SELECT count(*) FROM ({dupes}) AS d WHERE n > 1")
-    if not total:
+    repeated = (
+        f"SELECT {unique} AS k FROM {typed} WHERE {unique} IS NOT NULL "
+        f"GROUP BY {unique} HAVING count(*) > 1"
+    )
+    (keys,) = one_row(con, f"SELECT count(*) FROM ({repeated}) AS r")
+    if not keys:
         return None
-    rows = con.execute(
-        f"SELECT _row, k FROM ({dupes}) AS d WHERE n > 1 ORDER BY _row LIMIT {EXAMPLES_SHOWN}"
-    ).fetchall()
-    shown = ", ".join(f"{table.where(r)} {v!r}" for r, v in rows)
+    dupes = f"SELECT _row FROM {typed} WHERE {unique} IN (SELECT k FROM ({repeated}) AS r)"
+    (total,) = one_row(con, f"SELECT count(*) FROM ({dupes}) AS d")
+    rows = [
+        r[0]
+        for r in con.execute(
+            f"SELECT _row FROM ({dupes}) AS d ORDER BY _row LIMIT {EXAMPLES_SHOWN}"
+        ).fetchall()
+    ]
     more = f" and {total - len(rows)} more" if total > len(rows) else ""
     return (
         f"{table.label}: column {table.column_label(unique)}: {total} rows share a value "
-        f"(expected each {unique} once): {shown}{more}"
+        f"(expected each {unique} once): {_shown(con, table, unique, rows)}{more}"
     )
 
 
-def _spec(contract: TableContract, name: str) -> ColumnSpec:
-    return next(c for c in contract.columns if c.name == name)
-
-
-def validate(con: duckdb.DuckDBPyConnection, table: RawTable) -> None:
-    """Raise one DataError listing every broken rule of the table; return when it is clean."""
-    _check_columns(table)
-    checks = [
-        (spec, pred)
-        for spec in table.contract.columns
-        if (pred := _bad_predicate(table, spec)) is not None
-    ]
-    problems: list[str] = []
-    if checks:
-        counts_sql = ", ".join(f"count(*) FILTER (WHERE {pred})" for _, pred in checks)
-        counts = one_row(con, f"SELECT {counts_sql} FROM {table.relation}")
-        for (spec, pred), count in zip(checks, counts, strict=True):
-            if count:
-                source = _quote(table.source(spec.name))
-                rows = con.execute(
-                    f"SELECT _row, coalesce(CAST({source} AS VARCHAR), '') FROM {table.relation} "
-                    f"WHERE {pred} ORDER BY _row LIMIT {EXAMPLES_SHOWN}"
-                ).fetchall()
-                problems.append(_problem(table, spec, count, rows))
-    duplicate = _duplicate_problem(con, table)
-    if duplicate:
+def validate(con: duckdb.DuckDBPyConnection, table: RawTable, typed: str) -> None:
+    """Check the typed copy ``typed`` of ``table``; one DataError lists every broken rule."""
+    problems = []
+    for spec in table.contract.columns:
+        pred = _bad_predicate(table, spec)
+        if pred is not None and (problem := _problem(con, table, spec, typed, pred)):
+            problems.append(problem)
+    if (duplicate := _duplicate_problem(con, table, typed)) is not None:
         problems.append(duplicate)
     if problems:
         raise DataError("; ".join(problems))
 
 
-def normalized_select(table: RawTable, attributes: dict[str, str] | None = None) -> str:
-    """SELECT of the contract columns in their types; ``attributes`` maps new name -> expr."""
-    parts = [
-        f"{normalized_expr(table, spec)} AS {_internal_name(spec.name)}"
+def typed_select(table: RawTable, attributes: dict[str, str] | None = None) -> str:
+    """SELECT of ``_row``, the contract columns in their types, the raw copies and attributes."""
+    parts = ["_row"]
+    parts += [
+        f"{normalized_expr(table, spec)} AS {internal_name(spec.name)}"
         for spec in table.contract.columns
+    ]
+    parts += [
+        f"{raw} AS _raw_{internal_name(spec.name)}"
+        for spec in table.contract.columns
+        if (raw := _raw_copy(table, spec)) is not None
     ]
     parts += [f"{expr} AS {_quote(name)}" for name, expr in (attributes or {}).items()]
     return f"SELECT {', '.join(parts)} FROM {table.relation}"
 
 
-def _internal_name(name: str) -> str:
-    # 'timestamp' is a keyword in SQL dialects; inside clm it is 'ts'.
+def raw_copies(table: RawTable) -> list[str]:
+    """The helper columns :func:`typed_select` adds for validation only."""
+    return [
+        f"_raw_{internal_name(spec.name)}"
+        for spec in table.contract.columns
+        if _raw_copy(table, spec) is not None
+    ]
+
+
+def internal_name(name: str) -> str:
+    """'timestamp' is a keyword in SQL dialects; inside clm it is 'ts'."""
     return "ts" if name == "timestamp" else name

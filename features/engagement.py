@@ -13,7 +13,14 @@ from __future__ import annotations
 from datetime import date
 
 from clm.settings import FeatureSettings, StageSettings
-from features.sql import FeatureQuery, date_literal, identifier, text_list, ts_literal
+from features.sql import (
+    FeatureQuery,
+    date_literal,
+    identifier,
+    quote_text,
+    text_list,
+    ts_literal,
+)
 
 __all__ = ["engagement_query", "event_type_columns"]
 
@@ -40,7 +47,6 @@ def _type_windows(f: FeatureSettings, as_of: date) -> list[tuple[str, str]]:
     recent, prior = f.trend_recent_days, f.trend_prior_days
     spans = [(f"n_{w}", w, 0) for w in f.event_windows_days]
     spans += [("n_recent", recent, 0), ("n_prior", recent + prior, recent)]
-    spans += [("n_email_window", f.email_rate_window_days, 0)]
     return [
         (
             name,
@@ -52,31 +58,42 @@ def _type_windows(f: FeatureSettings, as_of: date) -> list[tuple[str, str]]:
 
 
 def _pivot(f: FeatureSettings, types: dict[str, str]) -> list[str]:
-    def count_of(column: str, event_types: list[str] | None = None) -> str:
-        if event_types is None:
+    def count_of(column: str, event_type: str | None = None) -> str:
+        if event_type is None:
             return f"sum({column})"
-        return f"sum(CASE WHEN event_type IN {text_list(event_types)} THEN {column} ELSE 0 END)"
+        return f"sum(CASE WHEN event_type = {quote_text(event_type)} THEN {column} ELSE 0 END)"
 
     parts = []
     for event_type, name in types.items():
         for w in f.event_windows_days:
-            parts.append(f"{count_of(f'n_{w}', [event_type])} AS {name}_events_{w}d")
-        parts.append(f"{count_of('n_recent', [event_type])} AS {name}_recent")
-        parts.append(f"{count_of('n_prior', [event_type])} AS {name}_prior")
+            parts.append(f"{count_of(f'n_{w}', event_type)} AS {name}_events_{w}d")
+        parts.append(f"{count_of('n_recent', event_type)} AS {name}_recent")
+        parts.append(f"{count_of('n_prior', event_type)} AS {name}_prior")
     for w in f.event_windows_days:
         parts.append(f"{count_of(f'n_{w}')} AS events_{w}d")
-    parts += [
-        f"{count_of('n_recent')} AS all_recent",
-        f"{count_of('n_prior')} AS all_prior",
-        "max(last_ts) AS last_event_ts",
-        f"{count_of('n', f.support_event_types)} AS support_tickets",
-        f"{count_of('n', f.referral_event_types)} AS referrals",
-        f"{count_of('n', f.review_event_types)} AS reviews",
-        f"{count_of('n_email_window', [f.email_sent_event_type])} AS emails_sent",
-        f"{count_of('n_email_window', [f.email_open_event_type])} AS emails_opened",
-        f"{count_of('n_email_window', [f.email_click_event_type])} AS emails_clicked",
-    ]
+    parts += [f"{count_of('n_recent')} AS all_recent", f"{count_of('n_prior')} AS all_prior"]
     return parts
+
+
+def _history(f: FeatureSettings, as_of: date) -> list[str]:
+    """Per customer over the whole history before the cutoff: recency, voice, email."""
+
+    def count_if(condition: str) -> str:
+        return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+    in_email_window = f"ts >= {ts_literal(as_of, f.email_rate_window_days)}"
+    return [
+        "max(ts) AS last_event_ts",
+        f"{count_if(f'event_type IN {text_list(f.support_event_types)}')} AS support_tickets",
+        f"{count_if(f'event_type IN {text_list(f.referral_event_types)}')} AS referrals",
+        f"{count_if(f'event_type IN {text_list(f.review_event_types)}')} AS reviews",
+        count_if(f"event_type = {quote_text(f.email_sent_event_type)} AND {in_email_window}")
+        + " AS emails_sent",
+        count_if(f"event_type = {quote_text(f.email_open_event_type)} AND {in_email_window}")
+        + " AS emails_opened",
+        count_if(f"event_type = {quote_text(f.email_click_event_type)} AND {in_email_window}")
+        + " AS emails_clicked",
+    ]
 
 
 def engagement_query(
@@ -87,11 +104,12 @@ def engagement_query(
     cutoff, today = ts_literal(as_of), date_literal(as_of)
     types = event_type_columns(event_types)
     longest = max(f.event_windows_days)
+    counted_from = ts_literal(as_of, max(longest, f.trend_recent_days + f.trend_prior_days))
+    activity = f.activity_window_days
     rate_window = f.email_rate_window_days
     recent, prior = f.trend_recent_days, f.trend_prior_days
     trend_suffix = f"trend_{recent}d_vs_prior_{prior}d"
     type_windows = ",\n        ".join(f"{expr} AS {name}" for name, expr in _type_windows(f, as_of))
-    pivot = ",\n        ".join(_pivot(f, types))
     per_type = []
     for name in types.values():
         per_type += [f"p.{name}_events_{w}d" for w in f.event_windows_days]
@@ -103,15 +121,21 @@ def engagement_query(
     totals.append(
         _trend("p.all_recent", "p.all_prior", recent, prior) + f" AS events_{trend_suffix}"
     )
-    nps_types = text_list(stages.nps_event_types)
+    activity_from = ts_literal(as_of, activity)
+    pivot = ",\n        ".join(_pivot(f, types))
+    history = ",\n        ".join(_history(f, as_of))
+    # Written out twice rather than as a CTE, which DuckDB would materialise.
+    touches = (
+        f"SELECT customer_id, ts, channel FROM events WHERE ts >= {activity_from} AND ts < {cutoff} "
+        f"UNION ALL SELECT customer_id, ts, channel FROM transactions "
+        f"WHERE ts >= {activity_from} AND ts < {cutoff}"
+    )
     sql = f"""
-WITH ev AS (
-    SELECT customer_id, ts, event_type, value FROM events WHERE ts < {cutoff}
-),
-by_type AS (
-    SELECT customer_id, event_type, count(*) AS n, max(ts) AS last_ts,
+WITH by_type AS (
+    SELECT customer_id, event_type,
         {type_windows}
-    FROM ev
+    FROM events
+    WHERE ts >= {counted_from} AND ts < {cutoff}
     GROUP BY customer_id, event_type
 ),
 pivoted AS (
@@ -120,54 +144,67 @@ pivoted AS (
     FROM by_type
     GROUP BY customer_id
 ),
-active AS (
-    SELECT customer_id, count(*) AS active_days,
+history AS (
+    SELECT customer_id,
+        {history}
+    FROM events
+    WHERE ts < {cutoff}
+    GROUP BY customer_id
+),
+active_days AS (
+    SELECT customer_id, CAST(ts AS DATE) AS day FROM ({touches}) AS t
+    GROUP BY customer_id, CAST(ts AS DATE)
+),
+activity AS (
+    SELECT customer_id,
         sum(CASE WHEN day >= {date_literal(as_of, longest)} THEN 1 ELSE 0 END)
-            AS active_days_{longest}d
-    FROM (SELECT DISTINCT customer_id, CAST(ts AS DATE) AS day FROM ev) AS d
+            AS active_days_{longest}d,
+        count(*) AS active_days_{activity}d
+    FROM active_days
+    GROUP BY customer_id
+),
+channels AS (
+    SELECT customer_id, count(*) AS channels_{activity}d
+    FROM (
+        SELECT customer_id, channel FROM ({touches}) AS t WHERE channel IS NOT NULL
+        GROUP BY customer_id, channel
+    ) AS c
     GROUP BY customer_id
 ),
 nps AS (
     SELECT customer_id, max_by(value, ts) AS last_nps, avg(value) AS mean_nps,
         count(*) AS nps_responses
-    FROM ev
-    WHERE event_type IN {nps_types} AND value IS NOT NULL
-    GROUP BY customer_id
-),
-channels AS (
-    SELECT customer_id, count(DISTINCT channel) AS channel_count
-    FROM (
-        SELECT customer_id, channel FROM events WHERE ts < {cutoff} AND channel IS NOT NULL
-        UNION ALL
-        SELECT customer_id, channel FROM transactions WHERE ts < {cutoff} AND channel IS NOT NULL
-    ) AS c
+    FROM events
+    WHERE ts < {cutoff} AND event_type IN {text_list(stages.nps_event_types)}
+        AND value IS NOT NULL
     GROUP BY customer_id
 )
-SELECT coalesce(p.customer_id, c.customer_id) AS customer_id,
+SELECT h.customer_id,
     {", ".join(per_type + totals)},
-    date_diff('day', CAST(p.last_event_ts AS DATE), {today}) AS days_since_last_event,
-    a.active_days,
+    date_diff('day', CAST(h.last_event_ts AS DATE), {today}) AS days_since_last_event,
     a.active_days_{longest}d,
-    c.channel_count,
-    p.support_tickets,
-    p.referrals,
-    p.reviews,
+    a.active_days_{activity}d,
+    c.channels_{activity}d,
+    h.support_tickets,
+    h.referrals,
+    h.reviews,
     n.last_nps,
     n.mean_nps,
     n.nps_responses,
-    CAST(p.emails_opened AS DOUBLE) / NULLIF(p.emails_sent, 0) AS email_open_rate_{rate_window}d,
-    CAST(p.emails_clicked AS DOUBLE) / NULLIF(p.emails_sent, 0) AS email_click_rate_{rate_window}d
-FROM pivoted p
-LEFT JOIN active a ON a.customer_id = p.customer_id
-LEFT JOIN nps n ON n.customer_id = p.customer_id
-FULL OUTER JOIN channels c ON c.customer_id = p.customer_id
+    CAST(h.emails_opened AS DOUBLE) / NULLIF(h.emails_sent, 0) AS email_open_rate_{rate_window}d,
+    CAST(h.emails_clicked AS DOUBLE) / NULLIF(h.emails_sent, 0) AS email_click_rate_{rate_window}d
+FROM history h
+LEFT JOIN pivoted p ON p.customer_id = h.customer_id
+LEFT JOIN activity a ON a.customer_id = h.customer_id
+LEFT JOIN channels c ON c.customer_id = h.customer_id
+LEFT JOIN nps n ON n.customer_id = h.customer_id
 """
     columns = [
         *[col.split(" AS ")[-1].removeprefix("p.") for col in per_type + totals],
         "days_since_last_event",
-        "active_days",
         f"active_days_{longest}d",
-        "channel_count",
+        f"active_days_{activity}d",
+        f"channels_{activity}d",
         "support_tickets",
         "referrals",
         "reviews",

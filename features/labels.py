@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from clm.settings import StageSettings
-from features.sql import FeatureQuery, as_of_datetime, text_list, ts_literal
+from features.sql import FeatureQuery, as_of_datetime, date_literal, text_list, ts_literal
 from features.stages import stage_query
 
 __all__ = ["label_query"]
@@ -28,11 +28,11 @@ def label_query(*, as_of: date, horizon_days: int, settings: StageSettings) -> F
     sql = f"""
 WITH window_tx AS (
     SELECT customer_id,
-        count(DISTINCT CASE WHEN amount > 0 THEN CAST(ts AS DATE) END) AS purchases,
-        sum(amount) AS spend,
-        max(CASE WHEN amount > 0 THEN ts END) AS last_purchase_ts
-    FROM transactions
-    WHERE ts >= {start_sql} AND ts < {end_sql}
+        sum(CASE WHEN orders > 0 THEN 1 ELSE 0 END) AS purchases,
+        sum(gross - refunded) AS spend,
+        max(last_order_ts) AS last_purchase_ts
+    FROM transaction_days
+    WHERE day >= {date_literal(as_of)} AND day < {date_literal(end)}
     GROUP BY customer_id
 ),
 window_cancel AS (

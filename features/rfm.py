@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date
 
 from clm.settings import FeatureSettings
-from features.sql import FeatureQuery, date_literal, ts_literal
+from features.sql import FeatureQuery, date_literal
 
 __all__ = ["rfm_query"]
 
@@ -27,30 +27,13 @@ def _window_columns(windows: list[int], as_of: date) -> list[tuple[str, str]]:
 
 
 def rfm_query(*, as_of: date, settings: FeatureSettings) -> FeatureQuery:
-    """Per-customer RFM features from ``transactions`` before ``as_of``."""
-    cutoff, today = ts_literal(as_of), date_literal(as_of)
+    """Per-customer RFM features before ``as_of`` (from the rollups of features.rollups)."""
+    today = date_literal(as_of)
     windows = _window_columns(settings.purchase_windows_days, as_of)
     window_sql = "".join(f",\n        {expr} AS {name}" for name, expr in windows)
     window_names = [name for name, _ in windows]
     sql = f"""
-WITH days AS (
-    SELECT customer_id, CAST(ts AS DATE) AS day,
-        sum(CASE WHEN amount > 0 THEN amount ELSE 0 END) AS gross,
-        sum(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS orders,
-        sum(CASE WHEN amount < 0 THEN -amount ELSE 0 END) AS refunded,
-        sum(CASE WHEN amount < 0 THEN 1 ELSE 0 END) AS refunds
-    FROM transactions
-    WHERE ts < {cutoff}
-    GROUP BY customer_id, CAST(ts AS DATE)
-),
-purchase_days AS (
-    SELECT customer_id, day, gross,
-        date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap_days,
-        row_number() OVER (PARTITION BY customer_id ORDER BY day) AS day_number
-    FROM days
-    WHERE orders > 0
-),
-buyers AS (
+WITH buyers AS (
     SELECT customer_id,
         count(*) AS purchase_days,
         date_diff('day', min(day), {today}) AS days_since_first_purchase,
@@ -63,6 +46,7 @@ buyers AS (
         avg(gap_days) AS mean_days_between_purchases,
         stddev_samp(gap_days) AS gap_stddev{window_sql}
     FROM purchase_days
+    WHERE day < {today}
     GROUP BY customer_id
 ),
 money AS (
@@ -71,7 +55,8 @@ money AS (
         sum(gross) AS total_spend,
         sum(refunds) AS refund_count,
         sum(refunded) AS refunded_amount
-    FROM days
+    FROM transaction_days
+    WHERE day < {today}
     GROUP BY customer_id
 )
 SELECT m.customer_id,

@@ -20,6 +20,7 @@ from clm.settings import ClmSettings
 from features.engagement import engagement_query
 from features.labels import label_query
 from features.rfm import rfm_query
+from features.rollups import ensure_rollups
 from features.sources import Dataset
 from features.sql import FeatureQuery, as_of_datetime, date_literal, ts_literal
 from features.stages import stage_query
@@ -156,6 +157,7 @@ def snapshot_table(
 ) -> pa.Table:
     """One snapshot as an Arrow table, sorted by customer_id."""
     _check_cutoff(dataset, as_of, settings, labels)
+    ensure_rollups(dataset.con)
     types = (
         event_types
         if event_types is not None

@@ -22,7 +22,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from clm.errors import DataError
-from features.contract import CONTRACTS, RawTable, TableContract, normalized_select, validate
+from features.contract import (
+    CONTRACTS,
+    RawTable,
+    TableContract,
+    check_columns,
+    clean_text,
+    raw_copies,
+    typed_select,
+    validate,
+)
 from features.sql import one_row
 
 __all__ = ["Dataset", "attribute_name", "find_table_files", "load"]
@@ -143,7 +152,7 @@ def _attribute_exprs(con: duckdb.DuckDBPyConnection, raw: RawTable) -> dict[str,
         if name in out:
             raise DataError(f"{raw.label}: columns {column!r} and another both become {name}")
         quoted = '"' + column.replace('"', '""') + '"'
-        text = f"NULLIF(trim(CAST({quoted} AS VARCHAR)), '')"
+        text = clean_text(quoted)
         (non_numeric,) = one_row(
             con,
             f"SELECT count(*) FROM {raw.relation} WHERE {text} IS NOT NULL "
@@ -228,13 +237,17 @@ def _load_table(
         types=_column_types(con, view),
         is_csv=is_csv,
     )
-    validate(con, raw)
+    check_columns(raw)
     attributes: dict[str, str] = {}
     if contract.keeps_other_columns:
         found = _attribute_exprs(con, raw)
         attributes = {name: expr for name, (expr, _) in found.items()}
         dataset.attributes = {name: kind for name, (_, kind) in found.items()}
-    con.execute(f"CREATE TABLE {contract.name} AS {normalized_select(raw, attributes)}")
+    # One read of the source into a typed table; the checks then run in memory.
+    con.execute(f"CREATE TABLE {contract.name} AS {typed_select(raw, attributes)}")
+    validate(con, raw, contract.name)
+    for helper in raw_copies(raw):
+        con.execute(f"ALTER TABLE {contract.name} DROP COLUMN {helper}")
     (count,) = one_row(con, f"SELECT count(*) FROM {contract.name}")
     dataset.row_counts[contract.name] = int(count)
     dataset.sources[contract.name] = label

@@ -28,6 +28,7 @@ import duckdb
 import pandas as pd
 
 from clm.settings import StageSettings
+from features.rollups import ensure_rollups
 from features.sql import FeatureQuery, date_literal, text_list, ts_literal
 
 __all__ = ["STAGES", "stage_query", "stages_at"]
@@ -36,33 +37,24 @@ STAGES = ("awareness", "consideration", "purchase", "retention", "advocacy", "ch
 
 
 def _facts_sql(as_of: date, s: StageSettings) -> str:
-    cutoff = ts_literal(as_of)
+    cutoff, today = ts_literal(as_of), date_literal(as_of)
     promoter = f"event_type IN {text_list(s.nps_event_types)} AND value >= {s.promoter_min_score}"
     advocacy = f"(event_type IN {text_list(s.advocacy_event_types)} OR ({promoter}))"
     lookback = ts_literal(as_of, s.advocacy_lookback_days)
     lead, cancel = text_list(s.lead_event_types), text_list(s.cancel_event_types)
     return f"""
-purchase_days AS (
-    SELECT customer_id, day, last_ts,
-        date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap_days,
-        row_number() OVER (PARTITION BY customer_id ORDER BY day) AS day_number
-    FROM (
-        SELECT customer_id, CAST(ts AS DATE) AS day, max(ts) AS last_ts
-        FROM transactions
-        WHERE ts < {cutoff} AND amount > 0
-        GROUP BY customer_id, CAST(ts AS DATE)
-    ) AS d
-),
 buys AS (
-    SELECT customer_id, count(*) AS purchase_days, max(last_ts) AS last_purchase_ts,
+    SELECT customer_id, count(*) AS purchase_days, max(last_order_ts) AS last_purchase_ts,
         max(day) AS last_day,
         min(CASE WHEN day_number = 2 THEN day END) AS second_day,
         max(CASE WHEN gap_days > {s.churn_inactivity_days} THEN day END) AS return_day
     FROM purchase_days
+    WHERE day < {today}
     GROUP BY customer_id
 ),
 first_tx AS (
-    SELECT customer_id, min(ts) AS first_ts FROM transactions WHERE ts < {cutoff}
+    SELECT customer_id, CAST(min(day) AS TIMESTAMP) AS first_ts FROM transaction_days
+    WHERE day < {today}
     GROUP BY customer_id
 ),
 signals AS (
@@ -153,5 +145,6 @@ def stages_at(
     con: duckdb.DuckDBPyConnection, *, as_of: date, settings: StageSettings
 ) -> pd.DataFrame:
     """The stage of every known customer at ``as_of``, sorted by customer_id."""
+    ensure_rollups(con)
     query = stage_query(as_of=as_of, settings=settings)
     return con.sql(f"SELECT * FROM ({query.sql}) AS s ORDER BY customer_id").df()
