@@ -44,9 +44,10 @@ def _trend(recent: str, prior: str, recent_days: int, prior_days: int) -> str:
 
 def _type_windows(f: FeatureSettings, as_of: date) -> list[tuple[str, str]]:
     """Per (customer, event type): counts in each window and in the two trend periods."""
-    recent, prior = f.trend_recent_days, f.trend_prior_days
     spans = [(f"n_{w}", w, 0) for w in f.event_windows_days]
-    spans += [("n_recent", recent, 0), ("n_prior", recent + prior, recent)]
+    if not _trend_from_windows(f):
+        recent, prior = f.trend_recent_days, f.trend_prior_days
+        spans += [("n_recent", recent, 0), ("n_prior", recent + prior, recent)]
     return [
         (
             name,
@@ -55,6 +56,21 @@ def _type_windows(f: FeatureSettings, as_of: date) -> list[tuple[str, str]]:
         )
         for name, start, end in spans
     ]
+
+
+def _trend_from_windows(f: FeatureSettings) -> bool:
+    """With windows of 30 and 90 days, the 30-vs-prior-60 trend needs no counts of its own."""
+    windows = f.event_windows_days
+    return f.trend_recent_days in windows and f.trend_recent_days + f.trend_prior_days in windows
+
+
+def _trend_parts(f: FeatureSettings, prefix: str) -> tuple[str, str]:
+    """SQL for the recent and prior counts of a pivoted column prefix (``p.session_``)."""
+    if not _trend_from_windows(f):
+        return f"{prefix}recent", f"{prefix}prior"
+    recent = f"{prefix}events_{f.trend_recent_days}d"
+    whole = f"{prefix}events_{f.trend_recent_days + f.trend_prior_days}d"
+    return recent, f"({whole} - {recent})"
 
 
 def _pivot(f: FeatureSettings, types: dict[str, str]) -> list[str]:
@@ -67,11 +83,13 @@ def _pivot(f: FeatureSettings, types: dict[str, str]) -> list[str]:
     for event_type, name in types.items():
         for w in f.event_windows_days:
             parts.append(f"{count_of(f'n_{w}', event_type)} AS {name}_events_{w}d")
-        parts.append(f"{count_of('n_recent', event_type)} AS {name}_recent")
-        parts.append(f"{count_of('n_prior', event_type)} AS {name}_prior")
+        if not _trend_from_windows(f):
+            parts.append(f"{count_of('n_recent', event_type)} AS {name}_recent")
+            parts.append(f"{count_of('n_prior', event_type)} AS {name}_prior")
     for w in f.event_windows_days:
         parts.append(f"{count_of(f'n_{w}')} AS events_{w}d")
-    parts += [f"{count_of('n_recent')} AS all_recent", f"{count_of('n_prior')} AS all_prior"]
+    if not _trend_from_windows(f):
+        parts += [f"{count_of('n_recent')} AS recent", f"{count_of('n_prior')} AS prior"]
     return parts
 
 
@@ -114,22 +132,13 @@ def engagement_query(
     for name in types.values():
         per_type += [f"p.{name}_events_{w}d" for w in f.event_windows_days]
         per_type.append(
-            _trend(f"p.{name}_recent", f"p.{name}_prior", recent, prior)
-            + f" AS {name}_{trend_suffix}"
+            _trend(*_trend_parts(f, f"p.{name}_"), recent, prior) + f" AS {name}_{trend_suffix}"
         )
     totals = [f"p.events_{w}d" for w in f.event_windows_days]
-    totals.append(
-        _trend("p.all_recent", "p.all_prior", recent, prior) + f" AS events_{trend_suffix}"
-    )
+    totals.append(_trend(*_trend_parts(f, "p."), recent, prior) + f" AS events_{trend_suffix}")
     activity_from = ts_literal(as_of, activity)
     pivot = ",\n        ".join(_pivot(f, types))
     history = ",\n        ".join(_history(f, as_of))
-    # Written out twice rather than as a CTE, which DuckDB would materialise.
-    touches = (
-        f"SELECT customer_id, ts, channel FROM events WHERE ts >= {activity_from} AND ts < {cutoff} "
-        f"UNION ALL SELECT customer_id, ts, channel FROM transactions "
-        f"WHERE ts >= {activity_from} AND ts < {cutoff}"
-    )
     sql = f"""
 WITH by_type AS (
     SELECT customer_id, event_type,
@@ -151,8 +160,14 @@ history AS (
     WHERE ts < {cutoff}
     GROUP BY customer_id
 ),
+touches AS (
+    SELECT customer_id, ts, channel FROM events WHERE ts >= {activity_from} AND ts < {cutoff}
+    UNION ALL
+    SELECT customer_id, ts, channel FROM transactions
+    WHERE ts >= {activity_from} AND ts < {cutoff}
+),
 active_days AS (
-    SELECT customer_id, CAST(ts AS DATE) AS day FROM ({touches}) AS t
+    SELECT customer_id, CAST(ts AS DATE) AS day FROM touches AS t
     GROUP BY customer_id, CAST(ts AS DATE)
 ),
 activity AS (
@@ -166,7 +181,7 @@ activity AS (
 channels AS (
     SELECT customer_id, count(*) AS channels_{activity}d
     FROM (
-        SELECT customer_id, channel FROM ({touches}) AS t WHERE channel IS NOT NULL
+        SELECT customer_id, channel FROM touches AS t WHERE channel IS NOT NULL
         GROUP BY customer_id, channel
     ) AS c
     GROUP BY customer_id

@@ -28,11 +28,17 @@ def label_query(*, as_of: date, horizon_days: int, settings: StageSettings) -> F
     sql = f"""
 WITH window_tx AS (
     SELECT customer_id,
-        sum(CASE WHEN orders > 0 THEN 1 ELSE 0 END) AS purchases,
-        sum(gross - refunded) AS spend,
+        sum(CASE WHEN refund = 0 THEN 1 ELSE 0 END) AS purchases,
+        sum(amount) AS spend,
         max(last_order_ts) AS last_purchase_ts
-    FROM transaction_days
-    WHERE day >= {date_literal(as_of)} AND day < {date_literal(end)}
+    FROM (
+        SELECT customer_id, gross AS amount, 0 AS refund, last_order_ts FROM purchase_days
+        WHERE day >= {date_literal(as_of)} AND day < {date_literal(end)}
+        UNION ALL
+        SELECT customer_id, -refunded AS amount, 1 AS refund, CAST(NULL AS TIMESTAMP) AS last_order_ts
+        FROM refund_days
+        WHERE day >= {date_literal(as_of)} AND day < {date_literal(end)}
+    ) AS w
     GROUP BY customer_id
 ),
 window_cancel AS (

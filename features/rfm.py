@@ -44,25 +44,23 @@ WITH buyers AS (
         avg(gross) AS mean_purchase_spend,
         max(gross) AS max_purchase_spend,
         avg(gap_days) AS mean_days_between_purchases,
-        stddev_samp(gap_days) AS gap_stddev{window_sql}
+        stddev_samp(gap_days) AS gap_stddev,
+        sum(orders) AS orders,
+        sum(gross) AS total_spend{window_sql}
     FROM purchase_days
     WHERE day < {today}
     GROUP BY customer_id
 ),
-money AS (
-    SELECT customer_id,
-        sum(orders) AS orders,
-        sum(gross) AS total_spend,
-        sum(refunds) AS refund_count,
-        sum(refunded) AS refunded_amount
-    FROM transaction_days
+refunds AS (
+    SELECT customer_id, sum(refunds) AS refund_count, sum(refunded) AS refunded_amount
+    FROM refund_days
     WHERE day < {today}
     GROUP BY customer_id
 )
-SELECT m.customer_id,
+SELECT coalesce(b.customer_id, r.customer_id) AS customer_id,
     coalesce(b.purchase_days, 0) AS purchase_days,
     greatest(coalesce(b.purchase_days, 0) - 1, 0) AS repeat_purchase_days,
-    m.orders,
+    coalesce(b.orders, 0) AS orders,
     b.days_since_first_purchase,
     b.days_since_last_purchase,
     b.days_between_first_and_last_purchase,
@@ -70,15 +68,15 @@ SELECT m.customer_id,
     b.last_purchase_spend,
     b.mean_purchase_spend,
     b.max_purchase_spend,
-    m.total_spend,
-    m.total_spend - m.refunded_amount AS net_spend,
+    coalesce(b.total_spend, 0) AS total_spend,
+    coalesce(b.total_spend, 0) - coalesce(r.refunded_amount, 0) AS net_spend,
     {", ".join(f"b.{name}" for name in window_names)},
     b.mean_days_between_purchases,
     b.gap_stddev / NULLIF(b.mean_days_between_purchases, 0) AS days_between_purchases_cv,
-    m.refund_count,
-    m.refunded_amount / NULLIF(m.total_spend, 0) AS refund_share_of_spend
-FROM money m
-LEFT JOIN buyers b ON b.customer_id = m.customer_id
+    coalesce(r.refund_count, 0) AS refund_count,
+    r.refunded_amount / NULLIF(b.total_spend, 0) AS refund_share_of_spend
+FROM buyers b
+FULL OUTER JOIN refunds r ON r.customer_id = b.customer_id
 """
     columns = (
         "purchase_days",

@@ -12,22 +12,25 @@ import duckdb
 __all__ = ["ROLLUPS", "ensure_rollups"]
 
 ROLLUPS: dict[str, str] = {
-    "transaction_days": """
-SELECT customer_id, CAST(ts AS DATE) AS day,
-    sum(CASE WHEN amount > 0 THEN amount ELSE 0 END) AS gross,
-    sum(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS orders,
-    sum(CASE WHEN amount < 0 THEN -amount ELSE 0 END) AS refunded,
-    sum(CASE WHEN amount < 0 THEN 1 ELSE 0 END) AS refunds,
-    max(CASE WHEN amount > 0 THEN ts END) AS last_order_ts
-FROM transactions
-GROUP BY customer_id, CAST(ts AS DATE)
-""",
+    # One row per purchase day (positive amounts), with the gap to the previous purchase day.
     "purchase_days": """
-SELECT customer_id, day, gross, last_order_ts,
+SELECT customer_id, day, gross, orders, last_order_ts,
     date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap_days,
     row_number() OVER (PARTITION BY customer_id ORDER BY day) AS day_number
-FROM transaction_days
-WHERE orders > 0
+FROM (
+    SELECT customer_id, CAST(ts AS DATE) AS day, sum(amount) AS gross, count(*) AS orders,
+        max(ts) AS last_order_ts
+    FROM transactions
+    WHERE amount > 0
+    GROUP BY customer_id, CAST(ts AS DATE)
+) AS d
+""",
+    # Refunds (negative amounts) per customer and day.
+    "refund_days": """
+SELECT customer_id, CAST(ts AS DATE) AS day, sum(-amount) AS refunded, count(*) AS refunds
+FROM transactions
+WHERE amount < 0
+GROUP BY customer_id, CAST(ts AS DATE)
 """,
 }
 

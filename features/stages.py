@@ -53,8 +53,12 @@ buys AS (
     GROUP BY customer_id
 ),
 first_tx AS (
-    SELECT customer_id, CAST(min(day) AS TIMESTAMP) AS first_ts FROM transaction_days
-    WHERE day < {today}
+    SELECT customer_id, CAST(min(day) AS TIMESTAMP) AS first_ts
+    FROM (
+        SELECT customer_id, day FROM purchase_days WHERE day < {today}
+        UNION ALL
+        SELECT customer_id, day FROM refund_days WHERE day < {today}
+    ) AS d
     GROUP BY customer_id
 ),
 signals AS (

@@ -92,4 +92,6 @@ def test_windows_and_event_types_come_from_settings(tmp_path) -> None:  # type: 
         events=EVENTS,
     )
     assert frame.loc["E"].session_events_14d == 2
+    # The trend has counts of its own when the windows do not cover its periods.
+    assert frame.loc["E"].session_trend_30d_vs_prior_60d == pytest.approx(0.6)
     assert "nps_events_14d" not in frame.columns and "session_events_7d" not in frame.columns
