@@ -122,7 +122,7 @@ class FeatureSettings(_Section):
         365, ge=1, description="Window for the email open and click rates."
     )
     activity_window_days: int = Field(
-        365, ge=1, description="Window for active days and channels used (omnichannel)."
+        365, ge=1, description="Window for the number of channels used (omnichannel)."
     )
 
     @field_validator("purchase_windows_days", "event_windows_days")

@@ -172,8 +172,11 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
     if spec.kind in ("id", "string"):
         return clean_text(col)
     if spec.kind == "timestamp":
+        # A TIMESTAMPTZ holds UTC microseconds: read them as naive UTC (cheaper than a cast).
         if _is_text(duck_type):
-            return f"CAST(TRY_CAST({clean_text(col)} AS TIMESTAMPTZ) AS TIMESTAMP)"
+            return f"make_timestamp(epoch_us(TRY_CAST({clean_text(col)} AS TIMESTAMPTZ)))"
+        if duck_type.upper() in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
+            return f"make_timestamp(epoch_us({col}))"
         if duck_type.upper().startswith(("TIMESTAMP", "DATE")):
             return f"CAST({col} AS TIMESTAMP)"
         raise _type_error(table, spec, duck_type)

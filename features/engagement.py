@@ -166,16 +166,13 @@ touches AS (
     SELECT customer_id, ts, channel FROM transactions
     WHERE ts >= {activity_from} AND ts < {cutoff}
 ),
-active_days AS (
-    SELECT customer_id, CAST(ts AS DATE) AS day FROM touches AS t
-    GROUP BY customer_id, CAST(ts AS DATE)
-),
 activity AS (
-    SELECT customer_id,
-        sum(CASE WHEN day >= {date_literal(as_of, longest)} THEN 1 ELSE 0 END)
-            AS active_days_{longest}d,
-        count(*) AS active_days_{activity}d
-    FROM active_days
+    SELECT customer_id, count(*) AS active_days_{longest}d
+    FROM (
+        SELECT customer_id, CAST(ts AS DATE) AS day FROM touches
+        WHERE ts >= {ts_literal(as_of, longest)}
+        GROUP BY customer_id, CAST(ts AS DATE)
+    ) AS d
     GROUP BY customer_id
 ),
 channels AS (
@@ -198,7 +195,6 @@ SELECT h.customer_id,
     {", ".join(per_type + totals)},
     date_diff('day', CAST(h.last_event_ts AS DATE), {today}) AS days_since_last_event,
     a.active_days_{longest}d,
-    a.active_days_{activity}d,
     c.channels_{activity}d,
     h.support_tickets,
     h.referrals,
@@ -218,7 +214,6 @@ LEFT JOIN nps n ON n.customer_id = h.customer_id
         *[col.split(" AS ")[-1].removeprefix("p.") for col in per_type + totals],
         "days_since_last_event",
         f"active_days_{longest}d",
-        f"active_days_{activity}d",
         f"channels_{activity}d",
         "support_tickets",
         "referrals",

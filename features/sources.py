@@ -195,6 +195,7 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
         raise DataError(f"{location}: no such folder or DuckDB database")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     available: set[str] | None = None
     if location.is_file():
         literal = str(location).replace("'", "''")
