@@ -35,7 +35,8 @@ WITH window_tx AS (
         SELECT customer_id, gross AS amount, 0 AS refund, last_order_ts FROM purchase_days
         WHERE day >= {date_literal(as_of)} AND day < {date_literal(end)}
         UNION ALL
-        SELECT customer_id, -refunded AS amount, 1 AS refund, CAST(NULL AS TIMESTAMP) AS last_order_ts
+        SELECT customer_id, -refunded AS amount, 1 AS refund,
+            CAST(NULL AS TIMESTAMP) AS last_order_ts
         FROM refund_days
         WHERE day >= {date_literal(as_of)} AND day < {date_literal(end)}
     ) AS w
