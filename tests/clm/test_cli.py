@@ -127,29 +127,11 @@ def test_failures_are_one_line_on_stderr_and_debug_shows_the_traceback(tmp_path:
     )
     assert bad_date.returncode == 1
     assert bad_date.stderr == "error: --as-of '2024-02-30' is not a date; expected YYYY-MM-DD\n"
-    missing = clm(
-        "features",
-        "build",
-        "--data",
-        str(tmp_path / "none"),
-        "--as-of",
-        "2024-02-01",
-        "--out",
-        "x.csv",
-    )
+    build_missing = ["features", "build", "--data", str(tmp_path / "none"), "--as-of", "2024-02-01", "--out", "x.csv"]  # fmt: skip
+    missing = clm(*build_missing)
     assert missing.returncode == 1 and len(missing.stderr.splitlines()) == 1
     assert "no such folder" in missing.stderr
-    debug = clm(
-        "--debug",
-        "features",
-        "build",
-        "--data",
-        str(tmp_path / "none"),
-        "--as-of",
-        "2024-02-01",
-        "--out",
-        "x.csv",
-    )
+    debug = clm("--debug", *build_missing)
     assert "Traceback" in debug.stderr and debug.returncode == 1
     usage = clm("features", "build", "--data", str(tmp_path))
     assert (

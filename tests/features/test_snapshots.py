@@ -14,6 +14,7 @@ import sqlglot
 from clm.errors import DataError
 from clm.settings import ClmSettings
 from features import synthetic
+from features.rollups import ROLLUPS
 from features.snapshots import build_snapshot, build_snapshots, snapshot_sql
 from features.sources import load
 from features.sql import to_spark
@@ -127,6 +128,8 @@ def test_feature_sql_transpiles_to_spark(sample_dir: Path) -> None:
         attributes=list(data.attributes),
         labels=True,
     )
-    spark = to_spark(sql)
-    sqlglot.parse_one(spark, read="spark")  # parses back as Spark SQL
-    assert "DATEDIFF" in spark and " FILTER" not in spark
+    for query in [sql, *ROLLUPS.values()]:
+        spark = to_spark(query)
+        sqlglot.parse_one(spark, read="spark")  # parses back as Spark SQL
+        assert " FILTER" not in spark
+    assert "DATEDIFF" in to_spark(sql)
