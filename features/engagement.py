@@ -190,8 +190,13 @@ nps AS (
     WHERE ts < {cutoff} AND event_type IN {text_list(stages.nps_event_types)}
         AND value IS NOT NULL
     GROUP BY customer_id
+),
+people AS (
+    SELECT customer_id FROM history
+    UNION SELECT customer_id FROM activity
+    UNION SELECT customer_id FROM channels
 )
-SELECT h.customer_id,
+SELECT people.customer_id,
     {", ".join(per_type + totals)},
     date_diff('day', CAST(h.last_event_ts AS DATE), {today}) AS days_since_last_event,
     a.active_days_{longest}d,
@@ -204,11 +209,12 @@ SELECT h.customer_id,
     n.nps_responses,
     CAST(h.emails_opened AS DOUBLE) / NULLIF(h.emails_sent, 0) AS email_open_rate_{rate_window}d,
     CAST(h.emails_clicked AS DOUBLE) / NULLIF(h.emails_sent, 0) AS email_click_rate_{rate_window}d
-FROM history h
-LEFT JOIN pivoted p ON p.customer_id = h.customer_id
-LEFT JOIN activity a ON a.customer_id = h.customer_id
-LEFT JOIN channels c ON c.customer_id = h.customer_id
-LEFT JOIN nps n ON n.customer_id = h.customer_id
+FROM people
+LEFT JOIN history h ON h.customer_id = people.customer_id
+LEFT JOIN pivoted p ON p.customer_id = people.customer_id
+LEFT JOIN activity a ON a.customer_id = people.customer_id
+LEFT JOIN channels c ON c.customer_id = people.customer_id
+LEFT JOIN nps n ON n.customer_id = people.customer_id
 """
     columns = [
         *[col.split(" AS ")[-1].removeprefix("p.") for col in per_type + totals],

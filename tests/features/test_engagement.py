@@ -38,7 +38,11 @@ def eng(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     return features(
         tmp_path_factory.mktemp("eng"),
         AS_OF,
-        transactions=[tx("E", "2024-03-01", 20.0, channel="store")],
+        transactions=[
+            tx("E", "2024-03-01", 20.0, channel="store"),
+            tx("T", "2024-06-15", 9.0, channel="store"),  # a buyer with no events at all
+            tx("T", "2024-06-16", 9.0, channel="web"),
+        ],
         events=EVENTS,
     )
 
@@ -66,6 +70,13 @@ def test_recency_activity_and_channels(eng) -> None:  # type: ignore[no-untyped-
     days = {d for d in days if "2023-07-02" <= d < "2024-07-01"}
     assert e.active_days_90d == len({d for d in days if d >= "2024-04-02"}) == 6
     assert e.channels_365d == 3  # web, app (events) and store (transactions); chat is at as_of
+
+
+def test_purchases_count_as_activity_without_any_event(eng) -> None:  # type: ignore[no-untyped-def]
+    t = eng.loc["T"]
+    assert (t.active_days_90d, t.channels_365d) == (2, 2)
+    assert (t.events_30d, t.support_tickets) == (0, 0)
+    assert t.days_since_last_event != t.days_since_last_event  # NaN: no event
 
 
 def test_voice_of_the_customer(eng) -> None:  # type: ignore[no-untyped-def]
