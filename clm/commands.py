@@ -103,10 +103,12 @@ def build_features(
 def show_settings(settings: ClmSettings) -> None:
     """The effective settings, as a clm.toml would hold them."""
     for section, values in settings.model_dump(exclude_none=True).items():
+        fields = type(getattr(settings, section)).model_fields
         print(f"[{section}]")
         for key, value in values.items():
             if isinstance(value, dict):
                 continue
+            print(f"# {fields[key].description}")
             print(f"{key} = {_toml_value(value)}")
         for key, value in values.items():
             if isinstance(value, dict):

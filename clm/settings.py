@@ -112,12 +112,18 @@ class FeatureSettings(_Section):
     max_event_types: int = Field(
         60, ge=1, description="More distinct event types than this is an error (set event_types)."
     )
-    support_event_types: list[str] = Field(default_factory=lambda: ["support_ticket"])
-    referral_event_types: list[str] = Field(default_factory=lambda: ["referral"])
-    review_event_types: list[str] = Field(default_factory=lambda: ["review"])
-    email_sent_event_type: str = "email_sent"
-    email_open_event_type: str = "email_open"
-    email_click_event_type: str = "email_click"
+    support_event_types: list[str] = Field(
+        default_factory=lambda: ["support_ticket"], description="Counted as support_tickets."
+    )
+    referral_event_types: list[str] = Field(
+        default_factory=lambda: ["referral"], description="Counted as referrals."
+    )
+    review_event_types: list[str] = Field(
+        default_factory=lambda: ["review"], description="Counted as reviews."
+    )
+    email_sent_event_type: str = Field("email_sent", description="An email sent (rate base).")
+    email_open_event_type: str = Field("email_open", description="An email opened.")
+    email_click_event_type: str = Field("email_click", description="A link in an email clicked.")
     email_rate_window_days: int = Field(
         365, ge=1, description="Window for the email open and click rates."
     )
