@@ -190,3 +190,25 @@ def test_duckdb_database_source(tmp_path: Path) -> None:
             "UPDATE transactions SET timestamp = TIMESTAMP '2024-01-02' WHERE customer_id = 'b'"
         )
     assert load(path).row_counts == {"transactions": 2}
+
+
+def test_bom_and_gzip_csv_files_are_read(tmp_path: Path) -> None:
+    import gzip
+
+    text = "customer_id,timestamp,amount\na,2024-01-01,5\nb,2024-01-02,7\n"
+    (tmp_path / "transactions.csv.gz").write_bytes(gzip.compress(("\ufeff" + text).encode()))
+    data = load(tmp_path)
+    assert data.row_counts == {"transactions": 2}
+    assert data.sources["transactions"] == "transactions.csv.gz"
+
+
+def test_bad_signup_date_is_named_and_an_empty_one_is_missing(tmp_path: Path) -> None:
+    customers = [
+        {"customer_id": "a", "signup_date": "2023-13-01"},
+        {"customer_id": "b", "signup_date": ""},
+    ]
+    with pytest.raises(
+        DataError,
+        match=r"customers.csv: column 'signup_date': 1 value.*row 1 \(line 2\) '2023-13-01'",
+    ):
+        load(write_tables(tmp_path, transactions=good_transactions(), customers=customers))
