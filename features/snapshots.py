@@ -90,24 +90,19 @@ def snapshot_sql(
     ]
     if labels:
         horizons = settings.labels
-        churn = label_query(
-            as_of=as_of, horizon_days=horizons.churn_horizon_days, settings=settings.stages
-        )
-        stage_next = label_query(
-            as_of=as_of, horizon_days=horizons.stage_horizon_days, settings=settings.stages
-        )
-        clv = label_query(
-            as_of=as_of, horizon_days=horizons.clv_horizon_days, settings=settings.stages
-        )
-        select += [
-            "lc.churned AS label_churned",
-            "ls.next_stage AS label_next_stage",
-            "lv.purchases AS label_purchases",
-            "lv.spend AS label_spend",
-        ]
+        wanted = {  # label column -> (horizon, column of the label query)
+            "label_churned": (horizons.churn_horizon_days, "churned"),
+            "label_next_stage": (horizons.stage_horizon_days, "next_stage"),
+            "label_purchases": (horizons.clv_horizon_days, "purchases"),
+            "label_spend": (horizons.clv_horizon_days, "spend"),
+        }
+        # One label query per distinct horizon (churn and stage share 90 days by default).
+        aliases = {h: f"l{h}" for h in sorted({h for h, _ in wanted.values()})}
+        select += [f"{aliases[h]}.{column} AS {name}" for name, (h, column) in wanted.items()]
         joins += [
-            f"LEFT JOIN ({q.sql}) AS {alias} ON {alias}.customer_id = s.customer_id"
-            for q, alias in ((churn, "lc"), (stage_next, "ls"), (clv, "lv"))
+            f"LEFT JOIN ({label_query(as_of=as_of, horizon_days=h, settings=settings.stages).sql})"
+            f" AS {alias} ON {alias}.customer_id = s.customer_id"
+            for h, alias in aliases.items()
         ]
     body = ",\n    ".join(select)
     return f"SELECT {body}\nFROM ({stage.sql}) AS s\n" + "\n".join(joins)

@@ -80,3 +80,13 @@ def test_label_window_past_the_data_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="365-day label window ends 2025-07-01, after the last"):
         features(tmp_path, AS_OF, settings=settings(), labels=True, transactions=LOG[:-1])
+
+
+def test_each_label_uses_its_own_horizon(tmp_path: Path) -> None:
+    s = settings()
+    s.labels.churn_horizon_days = 5  # [2024-07-01, 2024-07-06)
+    snap = features(tmp_path, AS_OF, settings=s, labels=True, transactions=LOG, events=EVENTS)
+    assert snap.loc["A"].label_churned == 0  # bought on 2024-07-01
+    assert snap.loc["C"].label_churned == 1  # next purchase only on 2024-07-10
+    assert snap.loc["C"].label_next_stage == "churned"  # still the 90-day stage horizon
+    assert snap.loc["B"].label_purchases == 1  # and the 365-day CLV horizon
