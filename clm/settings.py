@@ -25,6 +25,7 @@ __all__ = [
     "FeatureSettings",
     "LabelSettings",
     "StageSettings",
+    "TrainingSettings",
     "load_settings",
     "parse_column_mapping",
 ]
@@ -151,6 +152,43 @@ class LabelSettings(_Section):
     )
 
 
+class TrainingSettings(_Section):
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI. Unset: MLFLOW_TRACKING_URI, else the local store "
+        "sqlite:///mlflow/mlflow.db with artifacts in mlflow/artifacts.",
+    )
+    experiment: str = Field("clm", description="MLflow experiment of the training runs.")
+    folds: int = Field(
+        4, ge=2, le=24, description="Backtest cutoffs per model; the latest is the evaluation fold."
+    )
+    fold_step_days: int = Field(60, ge=7, description="Days between consecutive backtest cutoffs.")
+    min_history_days: int = Field(
+        90, ge=1, description="History before the earliest cutoff (first record to cutoff)."
+    )
+    seed: int = Field(42, description="Seed of XGBoost, Optuna's sampler and any sampling.")
+    trials: int = Field(20, ge=1, description="Optuna trials per model with --tune.")
+    n_estimators: int = Field(400, ge=10, description="Most boosting rounds (early stopping).")
+    learning_rate: float = Field(0.05, gt=0, le=1, description="XGBoost learning rate.")
+    max_depth: int = Field(5, ge=1, le=16, description="XGBoost tree depth.")
+    min_child_weight: float = Field(5.0, ge=0, description="XGBoost min child weight.")
+    subsample: float = Field(0.8, gt=0, le=1, description="XGBoost row subsample per tree.")
+    colsample_bytree: float = Field(0.8, gt=0, le=1, description="XGBoost column subsample.")
+    reg_lambda: float = Field(1.0, ge=0, description="XGBoost L2 regularisation.")
+    margin: float = Field(
+        0.3, gt=0, le=1, description="Gross margin on spend, for the discounted CLV."
+    )
+    annual_discount_rate: float = Field(
+        0.1, ge=0, le=1, description="Annual discount rate of future margin in the CLV."
+    )
+    promotion_min_improvement: float = Field(
+        0.0,
+        ge=0,
+        description="A challenger becomes champion only if better by more than this on the "
+        "gate metric (churn: AUC, stage: log loss, clv: MAE relative to the mean spend).",
+    )
+
+
 class ClmSettings(BaseSettings):
     """Every threshold, window and horizon of clm, with its documented default."""
 
@@ -162,6 +200,7 @@ class ClmSettings(BaseSettings):
     stages: StageSettings = Field(default_factory=StageSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,63 @@
+"""What the three estimators share: the validation split and the horizon bookkeeping.
+
+Every estimator takes snapshot rows (features plus ``as_of``) as ``X``. When ``X`` holds
+several cutoffs, the latest is the validation fold (early stopping, calibration), the earlier
+ones are fitted: time order is kept inside ``fit`` as in the backtest around it. With one
+cutoff, a fixed 20% of customers (by a hash of the id) is held out instead.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.utils.validation import check_is_fitted
+
+from training.models.tabular import TabularEncoder, feature_frame
+
+__all__ = [
+    "EARLY_STOPPING_ROUNDS",
+    "check_fitted",
+    "fit_booster",
+    "horizon_method",
+    "validation_mask",
+]
+
+EARLY_STOPPING_ROUNDS = 30
+
+
+def validation_mask(X: pd.DataFrame) -> np.ndarray:
+    """Rows to validate on: the latest cutoff, or 20% of customers when there is one cutoff."""
+    if "as_of" in X.columns and X["as_of"].nunique() > 1:
+        return (X["as_of"] == X["as_of"].max()).to_numpy()
+    if "customer_id" in X.columns:
+        ids = X["customer_id"].astype(str)
+        buckets = np.fromiter((zlib.crc32(i.encode()) % 5 for i in ids), int, len(ids))
+        return buckets == 0
+    return (np.arange(len(X)) % 5) == 0
+
+
+def check_fitted(model: Any) -> None:
+    check_is_fitted(model, "encoder_")
+
+
+def fit_booster(
+    model: xgb.XGBModel, X: pd.DataFrame, y: np.ndarray, valid: np.ndarray
+) -> tuple[TabularEncoder, xgb.XGBModel]:
+    """Fit the encoder and an XGBoost model on the rows not in ``valid``, early-stopped on them."""
+    features = feature_frame(X)
+    encoder = TabularEncoder().fit(features[~valid])
+    matrix = encoder.transform(features)
+    model.set_params(early_stopping_rounds=EARLY_STOPPING_ROUNDS)
+    model.fit(matrix[~valid], y[~valid], eval_set=[(matrix[valid], y[valid])], verbose=False)
+    return encoder, model
+
+
+def horizon_method(trained: int, wanted: int, rescaled_by: str) -> str:
+    """Say how an output for ``wanted`` days came from a model trained on ``trained`` days."""
+    if wanted == trained:
+        return f"xgboost trained on {trained}-day labels"
+    return f"xgboost trained on {trained}-day labels, rescaled to {wanted} days by {rescaled_by}"

@@ -1,0 +1,165 @@
+"""BG/NBD + Gamma-Gamma on snapshot features, for any horizon.
+
+The snapshot already holds each customer's BTYD summary in days: ``repeat_purchase_days``
+(x), ``days_between_first_and_last_purchase`` (t_x) and ``days_since_first_purchase`` (T).
+The Gamma-Gamma input is the mean spend of the *repeat* purchase days, as in Fader, Hardie &
+Lee (2005): ``(total_spend - first_purchase_spend) / x``.
+
+Customers who have not bought yet (prospects) are outside BTYD (it starts at the first
+purchase). For them the model uses the purchase rate per day observed for prospects in the
+training labels, as a Poisson rate: ``E[X(h)] = rate * h``, ``P(no purchase) = exp(-rate * h)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+import numpy as np
+import pandas as pd
+
+from training.btyd import BetaGeoFitter, GammaGammaFitter, discounted_clv
+
+__all__ = ["BtydModel", "Summary", "summary"]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """BTYD inputs of each customer; ``buyer`` is False for those with no purchase yet."""
+
+    buyer: np.ndarray
+    x: np.ndarray
+    t_x: np.ndarray
+    T: np.ndarray
+    repeat_mean_spend: np.ndarray
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame.columns:
+        raise ValueError(f"missing feature column {name} (from features.rfm)")
+    return pd.to_numeric(frame[name]).to_numpy(dtype=float, na_value=np.nan)
+
+
+def summary(frame: pd.DataFrame) -> Summary:
+    """BG/NBD's (x, t_x, T) and the repeat mean spend, in days, from snapshot features."""
+    x = _column(frame, "repeat_purchase_days")
+    t_x = _column(frame, "days_between_first_and_last_purchase")
+    T = _column(frame, "days_since_first_purchase")
+    total = _column(frame, "total_spend")
+    first = _column(frame, "first_purchase_spend")
+    buyer = np.isfinite(T) & (T > 0)
+    x = np.where(buyer, np.nan_to_num(x), 0.0)
+    t_x = np.where(buyer, np.clip(np.nan_to_num(t_x), 0, None), 0.0)
+    T = np.where(buyer, T, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        repeat_mean = np.where(x > 0, (np.nan_to_num(total) - np.nan_to_num(first)) / x, 0.0)
+    return Summary(buyer, x, np.minimum(t_x, T), T, np.clip(repeat_mean, 0, None))
+
+
+class BtydModel:
+    """BG/NBD (purchases) and Gamma-Gamma (spend per purchase day), fitted per customer.
+
+    ``fit`` uses the rows of the latest cutoff in ``X`` (each customer once); ``y_purchases``
+    (purchase days in the label window of ``label_horizon_days``) sets the prospects' rate.
+    """
+
+    def __init__(self, *, margin: float = 0.3, annual_discount_rate: float = 0.1) -> None:
+        self.margin = margin
+        self.annual_discount_rate = annual_discount_rate
+
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        *,
+        label_horizon_days: int,
+        labels: str = "purchases",
+    ) -> Self:
+        """Fit on the latest cutoff; ``y`` (purchase days, or churn flags with
+        ``labels="churned"``) over ``label_horizon_days`` sets the prospects' rate."""
+        latest = _latest_rows(X)
+        s = summary(X[latest])
+        self.bgnbd_ = BetaGeoFitter().fit(s.x[s.buyer], s.t_x[s.buyer], s.T[s.buyer])
+        repeat = s.buyer & (s.x > 0) & (s.repeat_mean_spend > 0)
+        self.gamma_gamma_ = GammaGammaFitter().fit(s.x[repeat], s.repeat_mean_spend[repeat])
+        everyone = summary(X)
+        self.prospect_rate_per_day_ = _prospect_rate(
+            np.asarray(y, dtype=float)[~everyone.buyer], labels, label_horizon_days
+        )
+        first_spend = _column(X, "first_purchase_spend")[everyone.buyer]
+        self.first_purchase_spend_ = float(np.nanmean(first_spend)) if everyone.buyer.any() else 0.0
+        return self
+
+    def probability_no_purchase(self, X: pd.DataFrame, horizon_days: float) -> np.ndarray:
+        s = summary(X)
+        p = self.bgnbd_.probability_no_purchase(horizon_days, s.x, s.t_x, s.T)
+        return np.where(s.buyer, p, np.exp(-self.prospect_rate_per_day_ * horizon_days))
+
+    def expected_purchases(self, X: pd.DataFrame, horizon_days: float) -> np.ndarray:
+        s = summary(X)
+        n = self.bgnbd_.expected_purchases(horizon_days, s.x, s.t_x, s.T)
+        return np.where(s.buyer, n, self.prospect_rate_per_day_ * horizon_days)
+
+    def expected_spend_per_purchase(self, X: pd.DataFrame) -> np.ndarray:
+        s = summary(X)
+        spend = self.gamma_gamma_.conditional_expected_spend(s.x, s.repeat_mean_spend)
+        return np.where(s.buyer, spend, self.first_purchase_spend_)
+
+    def probability_alive(self, X: pd.DataFrame) -> np.ndarray:
+        s = summary(X)
+        return np.where(s.buyer, self.bgnbd_.probability_alive(s.x, s.t_x, s.T), np.nan)
+
+    def clv(self, X: pd.DataFrame, horizon_days: float) -> np.ndarray:
+        """Discounted margin over the horizon (monthly steps); prospects undiscounted-rate."""
+        s = summary(X)
+        value = discounted_clv(
+            self.bgnbd_,
+            self.gamma_gamma_,
+            s.x,
+            s.t_x,
+            s.T,
+            s.repeat_mean_spend,
+            horizon=horizon_days,
+            margin=self.margin,
+            annual_discount_rate=self.annual_discount_rate,
+            step=30,
+            periods_per_year=365,
+        )
+        prospect_spend = self.expected_purchases(X, horizon_days) * self.first_purchase_spend_
+        prospects = self.margin * prospect_spend * self.discount_factor(horizon_days)
+        return np.where(s.buyer, value, prospects)
+
+    def discount_factor(self, horizon_days: float) -> float:
+        """Mean discount over a horizon for value spread evenly across it."""
+        years = np.linspace(0, horizon_days / 365, 13)[1:]
+        return float(np.mean((1 + self.annual_discount_rate) ** -years))
+
+    def outputs(self, X: pd.DataFrame, horizon_days: float) -> pd.DataFrame:
+        """The BTYD columns added to the CLV model's features."""
+        purchases = self.expected_purchases(X, horizon_days)
+        return pd.DataFrame(
+            {
+                "btyd_probability_alive": self.probability_alive(X),
+                "btyd_expected_purchases": purchases,
+                "btyd_expected_spend": purchases * self.expected_spend_per_purchase(X),
+            },
+            index=X.index,
+        )
+
+
+def _prospect_rate(y: np.ndarray, labels: str, horizon_days: int) -> float:
+    """Purchase days per day for prospects: from counts, or from P(no purchase) = exp(-rate h)."""
+    if len(y) == 0:
+        return 0.0
+    if labels == "purchases":
+        return float(y.mean() / horizon_days)
+    if labels == "churned":
+        return float(-np.log(np.clip(y.mean(), 1e-6, 1.0)) / horizon_days)
+    raise ValueError(f"labels must be 'purchases' or 'churned', got {labels!r}")
+
+
+def _latest_rows(X: pd.DataFrame) -> np.ndarray:
+    if "as_of" not in X.columns:
+        return np.ones(len(X), dtype=bool)
+    as_of = X["as_of"]
+    return (as_of == as_of.max()).to_numpy()

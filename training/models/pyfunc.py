@@ -1,0 +1,49 @@
+"""The MLflow pyfunc face of the three estimators.
+
+``mlflow.pyfunc.load_model("models:/clm-churn@champion").predict(features)`` returns a
+DataFrame of what a user wants (probabilities, not class labels): ``churn_probability``;
+``next_stage`` and ``probability_<stage>``; ``expected_purchases``, ``expected_spend``,
+``clv``. The optional ``horizon_days`` parameter asks for another horizon than the trained one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.models.signature import ModelSignature
+
+__all__ = ["EstimatorPyfunc", "input_example", "model_signature"]
+
+
+class EstimatorPyfunc(mlflow.pyfunc.PythonModel):
+    """Wraps a fitted clm estimator (anything with ``predict_frame(X, horizon_days)``)."""
+
+    def __init__(self, estimator: Any) -> None:
+        self.estimator = estimator
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        # No type hints here on purpose: MLflow 3 would derive a second schema from them.
+        horizon = (params or {}).get("horizon_days")
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.estimator.predict_frame(frame, horizon_days=int(horizon) if horizon else None)
+
+
+def input_example(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """A few rows, numbers as float64 so the schema accepts integers and missing values."""
+    example = features.head(rows).copy()
+    for column in example.columns:
+        if pd.api.types.is_numeric_dtype(example[column]):
+            example[column] = example[column].astype(np.float64)
+        else:
+            example[column] = example[column].astype(object)
+    return example
+
+
+def model_signature(
+    example: pd.DataFrame, output: pd.DataFrame, horizon_days: int
+) -> ModelSignature:
+    return infer_signature(example, output, params={"horizon_days": int(horizon_days)})

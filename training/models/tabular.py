@@ -1,0 +1,92 @@
+"""The feature matrix shared by the three models: snapshot columns to a float32 array.
+
+Numeric columns pass through (missing stays NaN, which XGBoost routes on its own);
+text columns (the stage, static attributes) are one-hot encoded over the levels seen in
+``fit``, with unseen levels all zeros. The column order is fixed at ``fit`` and checked at
+``transform``, so a model never scores a frame with different columns silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["NON_FEATURES", "TabularEncoder", "feature_frame", "xgb_params"]
+
+# Snapshot columns that are keys or targets, never inputs.
+NON_FEATURES = ("customer_id", "as_of")
+MAX_LEVELS = 30
+
+
+def feature_frame(snapshot: pd.DataFrame) -> pd.DataFrame:
+    """The input columns of a snapshot: everything but keys and ``label_*`` columns."""
+    keep = [c for c in snapshot.columns if c not in NON_FEATURES and not c.startswith("label_")]
+    return snapshot[keep]
+
+
+def xgb_params(settings: Any, **overrides: Any) -> dict[str, Any]:
+    """XGBoost parameters from the training settings, with overrides (e.g. from tuning)."""
+    params = {
+        "n_estimators": settings.n_estimators,
+        "learning_rate": settings.learning_rate,
+        "max_depth": settings.max_depth,
+        "min_child_weight": settings.min_child_weight,
+        "subsample": settings.subsample,
+        "colsample_bytree": settings.colsample_bytree,
+        "reg_lambda": settings.reg_lambda,
+        "random_state": settings.seed,
+    }
+    params.update(overrides)
+    return params
+
+
+class TabularEncoder:
+    """Snapshot features to a float32 matrix with a fixed, named column order."""
+
+    def fit(self, frame: pd.DataFrame) -> Self:
+        self.input_columns_ = list(frame.columns)
+        self.levels_: dict[str, list[str]] = {}
+        for column in frame.columns:
+            if not _is_numeric(frame[column]):
+                counts = frame[column].dropna().astype(str).value_counts()
+                self.levels_[column] = sorted(counts.index[:MAX_LEVELS])
+        self.feature_names_ = list(self._names())
+        return self
+
+    def _names(self) -> Iterable[str]:
+        for column in self.input_columns_:
+            if column in self.levels_:
+                yield from (f"{column}={level}" for level in self.levels_[column])
+            else:
+                yield column
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in self.input_columns_ if c not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"missing feature columns {missing[:10]} ({len(missing)} in all); the model was "
+                "trained on snapshots from features.snapshots"
+            )
+        parts = []
+        for column in self.input_columns_:
+            values = frame[column]
+            if column in self.levels_:
+                text = values.astype("string").to_numpy(dtype=object, na_value=None)
+                parts.extend((text == level).astype(np.float32) for level in self.levels_[column])
+            else:
+                parts.append(_as_float(values, column))
+        return np.column_stack(parts) if parts else np.empty((len(frame), 0), np.float32)
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+
+
+def _as_float(values: pd.Series, column: str) -> np.ndarray:
+    try:
+        return pd.to_numeric(values).to_numpy(dtype=np.float32, na_value=np.nan)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"feature {column}: expected numbers ({error})") from None
