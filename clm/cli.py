@@ -29,9 +29,11 @@ app = typer.Typer(
 data_app = typer.Typer(help="Sample data and validation of your own data.", no_args_is_help=True)
 features_app = typer.Typer(help="Point-in-time features.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models and their aliases.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
 
 
 @dataclass
@@ -154,6 +156,78 @@ def features_build(
     from clm.commands import build_features
 
     build_features(data, parse_date(as_of, "--as-of"), out, _settings(column), labels=labels)
+
+
+@app.command("train")
+def train(
+    data: DataOption,
+    as_of: AsOfOption,
+    what: Annotated[
+        str, typer.Argument(help="Which model: all, churn, stage or clv.", show_default=True)
+    ] = "all",
+    horizon_days: Annotated[
+        int | None,
+        typer.Option("--horizon-days", min=1, help="Churn and stage horizon (default: settings)."),
+    ] = None,
+    clv_horizon_days: Annotated[
+        int | None,
+        typer.Option("--clv-horizon-days", min=1, help="CLV horizon (default: settings)."),
+    ] = None,
+    tune: Annotated[
+        bool, typer.Option("--tune/--no-tune", help="Tune with Optuna on the training folds.")
+    ] = False,
+    trials: Annotated[
+        int | None,
+        typer.Option("--trials", min=1, help="Optuna trials per model (default: settings)."),
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="MLflow experiment (default: settings).")
+    ] = None,
+    column: ColumnOption = None,
+) -> None:
+    """Backtest, evaluate, log to MLflow, register and promote the models."""
+    from clm.model_commands import train_models
+
+    train_models(
+        what,
+        data=data,
+        as_of=parse_date(as_of, "--as-of"),
+        settings=_settings(column),
+        horizon_days=horizon_days,
+        clv_horizon_days=clv_horizon_days,
+        tune=tune,
+        trials=trials,
+        experiment=experiment,
+    )
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every version of clm-churn, clm-stage and clm-clv with aliases and gate metric."""
+    from clm.model_commands import list_models
+
+    list_models(_settings())
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="clm-churn, clm-stage or clm-clv.")],
+    version: Annotated[str, typer.Argument(help="The version to make @champion.")],
+) -> None:
+    """Make a version the champion by hand."""
+    from clm.model_commands import promote_model
+
+    promote_model(name, version, _settings())
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="clm-churn, clm-stage or clm-clv.")],
+) -> None:
+    """Give @champion back to the previous champion."""
+    from clm.model_commands import rollback_model
+
+    rollback_model(name, _settings())
 
 
 @config_app.command("show")

@@ -167,10 +167,13 @@ class TrainingSettings(_Section):
         90, ge=1, description="History before the earliest cutoff (first record to cutoff)."
     )
     seed: int = Field(42, description="Seed of XGBoost, Optuna's sampler and any sampling.")
+    n_jobs: int = Field(
+        0, ge=0, description="XGBoost threads; 0 = one per core. Parallel jobs: 1 each."
+    )
     trials: int = Field(20, ge=1, description="Optuna trials per model with --tune.")
-    n_estimators: int = Field(400, ge=10, description="Most boosting rounds (early stopping).")
-    learning_rate: float = Field(0.05, gt=0, le=1, description="XGBoost learning rate.")
-    max_depth: int = Field(5, ge=1, le=16, description="XGBoost tree depth.")
+    n_estimators: int = Field(200, ge=10, description="Most boosting rounds (early stopping).")
+    learning_rate: float = Field(0.15, gt=0, le=1, description="XGBoost learning rate.")
+    max_depth: int = Field(4, ge=1, le=16, description="XGBoost tree depth.")
     min_child_weight: float = Field(5.0, ge=0, description="XGBoost min child weight.")
     subsample: float = Field(0.8, gt=0, le=1, description="XGBoost row subsample per tree.")
     colsample_bytree: float = Field(0.8, gt=0, le=1, description="XGBoost column subsample.")

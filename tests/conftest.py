@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from datetime import date
 from pathlib import Path
 
 import pytest
 
 from features import synthetic
+
+# pytest runs two workers on two cores: one XGBoost thread each (oversubscribed OpenMP
+# threads spin and slow everything down many times over).
+os.environ.setdefault("CLM_TRAINING__N_JOBS", "1")
+# A test that forgets its own store must not write into the repository's mlflow/ folder.
+os.environ.setdefault(
+    "MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='clm-mlflow-')}/mlflow.db"
+)
 
 SAMPLE_START, SAMPLE_END = date(2023, 1, 1), date(2026, 1, 1)
 

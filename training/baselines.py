@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Self
 
 import numpy as np
@@ -57,7 +57,7 @@ class MarkovStageModel:
         self.classes = list(classes)
         self.alpha = alpha
 
-    def fit(self, stage_now: Sequence[str], stage_next: Sequence[str]) -> Self:
+    def fit(self, stage_now: Iterable[str], stage_next: Iterable[str]) -> Self:
         k = len(self.classes)
         index = {c: i for i, c in enumerate(self.classes)}
         counts = np.zeros((k, k))

@@ -45,13 +45,23 @@ def check_fitted(model: Any) -> None:
 
 
 def fit_booster(
-    model: xgb.XGBModel, X: pd.DataFrame, y: np.ndarray, valid: np.ndarray
+    model: xgb.XGBModel,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    valid: np.ndarray,
+    monotone: dict[str, int] | None = None,
 ) -> tuple[TabularEncoder, xgb.XGBModel]:
-    """Fit the encoder and an XGBoost model on the rows not in ``valid``, early-stopped on them."""
+    """Fit the encoder and an XGBoost model on the rows not in ``valid``, early-stopped on them.
+
+    ``monotone`` maps feature names to +1 / -1: the prediction may only rise / fall with them.
+    """
     features = feature_frame(X)
     encoder = TabularEncoder().fit(features[~valid])
     matrix = encoder.transform(features)
     model.set_params(early_stopping_rounds=EARLY_STOPPING_ROUNDS)
+    if monotone:
+        signs = tuple(monotone.get(name, 0) for name in encoder.feature_names_)
+        model.set_params(monotone_constraints=str(signs).replace(" ", ""))
     model.fit(matrix[~valid], y[~valid], eval_set=[(matrix[valid], y[valid])], verbose=False)
     return encoder, model
 

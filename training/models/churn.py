@@ -101,8 +101,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 "for every customer): nothing to learn; use more customers or another horizon"
             )
         valid = validation_mask(X)
-        booster = xgb.XGBClassifier(**(self.params or {}), eval_metric="logloss", n_jobs=2)
-        self.encoder_, self.booster_ = fit_booster(booster, X, target, valid)
+        booster = xgb.XGBClassifier(**(self.params or {}), eval_metric="logloss")
+        # Longer since the last purchase never lowers the risk (what a marketer would expect).
+        monotone = {"days_since_last_purchase": 1}
+        self.encoder_, self.booster_ = fit_booster(booster, X, target, valid, monotone)
         raw = self._raw(X[valid])
         ids = X.loc[valid, "customer_id"] if "customer_id" in X else pd.Series(np.arange(len(raw)))
         if self.calibration == "auto":

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from training.models.base import check_fitted, fit_booster, horizon_method, validation_mask
 from training.models.history import BtydModel
-from training.models.tabular import feature_frame
+from training.models.tabular import TabularEncoder, feature_frame
 
 __all__ = ["FAMILIES", "ClvModel"]
 
@@ -64,7 +64,7 @@ class ClvModel(RegressorMixin, BaseEstimator):
         self.btyd_ = BtydModel(
             margin=self.margin, annual_discount_rate=self.annual_discount_rate
         ).fit(X, purchases, label_horizon_days=self.label_horizon_days)
-        self.encoder_ = None
+        self.encoder_: TabularEncoder | None = None
         if self.family == "xgboost":
             self._fit_xgboost(X, purchases, spend)
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
@@ -75,7 +75,7 @@ class ClvModel(RegressorMixin, BaseEstimator):
             raise ValueError("no customer has positive spend in the CLV label window")
         augmented = self._augment(X, self.label_horizon_days)
         valid = validation_mask(X)
-        params = {**(self.params or {}), "n_jobs": 2}
+        params = dict(self.params or {})
         count_model = xgb.XGBRegressor(**params, objective="count:poisson")
         self.encoder_, self.purchases_booster_ = fit_booster(
             count_model, augmented, purchases, valid

@@ -12,6 +12,7 @@ training labels, as a Poisson rate: ``E[X(h)] = rate * h``, ``P(no purchase) = e
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Self
 
@@ -78,10 +79,7 @@ class BtydModel:
         """Fit on the latest cutoff; ``y`` (purchase days, or churn flags with
         ``labels="churned"``) over ``label_horizon_days`` sets the prospects' rate."""
         latest = _latest_rows(X)
-        s = summary(X[latest])
-        self.bgnbd_ = BetaGeoFitter().fit(s.x[s.buyer], s.t_x[s.buyer], s.T[s.buyer])
-        repeat = s.buyer & (s.x > 0) & (s.repeat_mean_spend > 0)
-        self.gamma_gamma_ = GammaGammaFitter().fit(s.x[repeat], s.repeat_mean_spend[repeat])
+        self.bgnbd_, self.gamma_gamma_ = _fit_btyd(summary(X[latest]))
         everyone = summary(X)
         self.prospect_rate_per_day_ = _prospect_rate(
             np.asarray(y, dtype=float)[~everyone.buyer], labels, label_horizon_days
@@ -145,6 +143,25 @@ class BtydModel:
             },
             index=X.index,
         )
+
+
+_FITTED: dict[str, tuple[BetaGeoFitter, GammaGammaFitter]] = {}
+
+
+def _fit_btyd(s: Summary) -> tuple[BetaGeoFitter, GammaGammaFitter]:
+    """BG/NBD and Gamma-Gamma maximum likelihood fits, memoised on the exact inputs.
+
+    Evaluation, refit and the baselines of one run fit the same latest cutoff several times.
+    """
+    arrays = (s.buyer, s.x, s.t_x, s.T, s.repeat_mean_spend)
+    key = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+    if key not in _FITTED:
+        bgnbd = BetaGeoFitter().fit(s.x[s.buyer], s.t_x[s.buyer], s.T[s.buyer])
+        repeat = s.buyer & (s.x > 0) & (s.repeat_mean_spend > 0)
+        gamma_gamma = GammaGammaFitter().fit(s.x[repeat], s.repeat_mean_spend[repeat])
+        _FITTED.clear()  # keep one: a run fits one latest cutoff per horizon
+        _FITTED[key] = (bgnbd, gamma_gamma)
+    return _FITTED[key]
 
 
 def _prospect_rate(y: np.ndarray, labels: str, horizon_days: int) -> float:

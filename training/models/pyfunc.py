@@ -8,18 +8,18 @@ DataFrame of what a user wants (probabilities, not class labels): ``churn_probab
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
-import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.models.signature import ModelSignature
+from mlflow.pyfunc import PythonModel
 
-__all__ = ["EstimatorPyfunc", "input_example", "model_signature"]
+__all__ = ["EstimatorPyfunc", "input_example", "model_signature", "pip_requirements"]
 
 
-class EstimatorPyfunc(mlflow.pyfunc.PythonModel):
+class EstimatorPyfunc(PythonModel):
     """Wraps a fitted clm estimator (anything with ``predict_frame(X, horizon_days)``)."""
 
     def __init__(self, estimator: Any) -> None:
@@ -33,14 +33,29 @@ class EstimatorPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def input_example(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
-    """A few rows, numbers as float64 so the schema accepts integers and missing values."""
+    """A few snapshot rows with the snapshot's own types.
+
+    Count columns are whole numbers and never missing (zero-filled), so the schema keeps
+    them as integers; everything that can be missing is a float or a string already.
+    """
     example = features.head(rows).copy()
     for column in example.columns:
-        if pd.api.types.is_numeric_dtype(example[column]):
-            example[column] = example[column].astype(np.float64)
-        else:
+        if not pd.api.types.is_numeric_dtype(example[column]):
             example[column] = example[column].astype(object)
     return example
+
+
+def pip_requirements() -> list[str]:
+    """The packages a loader needs, pinned to this environment (MLflow would otherwise load
+    the model in a subprocess to guess them, which costs seconds per model)."""
+    wanted = ("clm", "mlflow", "numpy", "pandas", "scikit-learn", "scipy", "xgboost-cpu")
+    pins = []
+    for name in wanted:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
 
 
 def model_signature(

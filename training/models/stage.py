@@ -51,7 +51,7 @@ class StageModel(ClassifierMixin, BaseEstimator):
         if len(np.unique(target[~valid])) < len(seen):  # every class must be in the fit rows
             valid = _last_fifth(len(target))
         booster = xgb.XGBClassifier(
-            **(self.params or {}), objective="multi:softprob", eval_metric="mlogloss", n_jobs=2
+            **(self.params or {}), objective="multi:softprob", eval_metric="mlogloss"
         )
         self.encoder_, self.booster_ = fit_booster(booster, X, target, valid)
         self.markov_ = MarkovStageModel(STAGES).fit(X["stage"].astype(str), labels)

@@ -37,7 +37,9 @@ def xgb_params(settings: Any, **overrides: Any) -> dict[str, Any]:
         "subsample": settings.subsample,
         "colsample_bytree": settings.colsample_bytree,
         "reg_lambda": settings.reg_lambda,
+        "max_bin": 64,  # coarser histograms than the default 256: faster on 2 cores
         "random_state": settings.seed,
+        "n_jobs": settings.n_jobs or None,
     }
     params.update(overrides)
     return params
@@ -70,11 +72,11 @@ class TabularEncoder:
                 f"missing feature columns {missing[:10]} ({len(missing)} in all); the model was "
                 "trained on snapshots from features.snapshots"
             )
-        parts = []
+        parts: list[np.ndarray] = []
         for column in self.input_columns_:
             values = frame[column]
             if column in self.levels_:
-                text = values.astype("string").to_numpy(dtype=object, na_value=None)
+                text = np.asarray(values.astype("string").fillna("\x00"), dtype=object)
                 parts.extend((text == level).astype(np.float32) for level in self.levels_[column])
             else:
                 parts.append(_as_float(values, column))

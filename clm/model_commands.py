@@ -1,0 +1,87 @@
+"""What ``clm train`` and ``clm models`` do (imported only by those commands: MLflow is slow
+to import)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from clm.errors import ClmError
+from clm.settings import ClmSettings
+from training.jobs import KINDS, TrainRequest, train
+from training.registry import MODEL_NAMES, configure_tracking, list_versions, promote, rollback
+
+__all__ = ["list_models", "promote_model", "rollback_model", "train_models"]
+
+console = Console()
+
+
+def train_models(
+    what: str,
+    *,
+    data: Path,
+    as_of: date,
+    settings: ClmSettings,
+    horizon_days: int | None,
+    clv_horizon_days: int | None,
+    tune: bool,
+    trials: int | None,
+    experiment: str | None,
+) -> None:
+    """Train ``all`` or one of churn / stage / clv and print what was registered."""
+    if what != "all" and what not in KINDS:
+        raise ClmError(f"model '{what}' is not one of all, {', '.join(KINDS)}")
+    request = TrainRequest(
+        data=data,
+        as_of=as_of,
+        kinds=KINDS if what == "all" else (what,),
+        horizon_days=horizon_days,
+        clv_horizon_days=clv_horizon_days,
+        tune=tune,
+        trials=trials,
+        experiment=experiment,
+    )
+    result = train(request, settings, console=Console(stderr=True))
+    table = Table(title=f"Training run {result.run_id}", title_justify="left")
+    for column in ("model", "version", "champion", "decision"):
+        table.add_column(column)
+    for kind, outcome in result.models.items():
+        promoted = "yes" if outcome["promoted"] else "no"
+        table.add_row(MODEL_NAMES[kind], outcome["version"], promoted, outcome["reason"])
+    console.print(table)
+
+
+def _known(name: str) -> str:
+    if name in MODEL_NAMES:
+        return MODEL_NAMES[name]
+    if name in MODEL_NAMES.values():
+        return name
+    raise ClmError(f"model '{name}' is not one of {', '.join(MODEL_NAMES.values())}")
+
+
+def list_models(settings: ClmSettings) -> None:
+    configure_tracking(settings.training)
+    table = Table(title="Registered models", title_justify="left")
+    for column in ("name", "version", "aliases", "gate metric", "value", "created (UTC)"):
+        table.add_column(column)
+    rows = list_versions()
+    for row in rows:
+        value = "-" if row["metric"] is None else f"{row['metric']:.4f}"
+        aliases = ", ".join(row["aliases"]) or "-"
+        table.add_row(row["name"], row["version"], aliases, row["gate"], value, row["created"])
+    console.print(table if rows else "no registered clm models yet: run clm train")
+
+
+def promote_model(name: str, version: str, settings: ClmSettings) -> None:
+    configure_tracking(settings.training)
+    promote(_known(name), version)
+    console.print(f"{_known(name)} version {version} is now @champion")
+
+
+def rollback_model(name: str, settings: ClmSettings) -> None:
+    configure_tracking(settings.training)
+    version = rollback(_known(name))
+    console.print(f"{_known(name)}: @champion is back on version {version}")

@@ -1,0 +1,119 @@
+"""Model behaviour on the sample data: each model beats its baselines on the evaluation fold.
+
+The folds are those of ``clm train`` (cutoffs 60 days apart, the latest evaluated); the
+metrics are computed by the same task code that logs them to MLflow.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from clm.settings import ClmSettings, LabelSettings
+from features.snapshots import build_snapshots
+from features.sources import load
+from features.stages import STAGES
+from training.models.churn import ChurnModel
+from training.models.tabular import xgb_params
+from training.splits import backtest_folds
+from training.tasks import TASKS, make_estimator
+
+AS_OF = date(2025, 7, 1)
+SETTINGS = ClmSettings()
+
+
+def _frames(folder: Path, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    dataset = load(folder)
+    folds = backtest_folds(
+        first_day=date(2023, 1, 1), as_of=AS_OF, horizon_days=horizon,
+        folds=4, step_days=60, min_history_days=90,
+    )  # fmt: skip
+    labels = LabelSettings(
+        churn_horizon_days=horizon, stage_horizon_days=horizon, clv_horizon_days=horizon
+    )
+    frame = build_snapshots(
+        dataset, cutoffs=folds.cutoffs, settings=SETTINGS.model_copy(update={"labels": labels})
+    )
+    return frame[frame.as_of < folds.evaluation], frame[frame.as_of == folds.evaluation]
+
+
+@pytest.fixture(scope="module")
+def short_frames(training_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return _frames(training_dir, 90)
+
+
+@pytest.fixture(scope="module")
+def churn_model(short_frames: tuple[pd.DataFrame, pd.DataFrame]) -> ChurnModel:
+    train, _ = short_frames
+    model = make_estimator("churn", 90, 90, SETTINGS, xgb_params(SETTINGS.training))
+    return model.fit(train, train["label_churned"])  # type: ignore[no-any-return]
+
+
+def test_churn_beats_recency_and_bgnbd_on_auc_and_log_loss(
+    short_frames: tuple[pd.DataFrame, pd.DataFrame], churn_model: ChurnModel
+) -> None:
+    train, fold = short_frames
+    result = TASKS["churn"].evaluate(churn_model, train, fold)
+    for name in ("recency", "bgnbd"):
+        baseline = result.baselines[name]
+        assert result.metrics["auc"] > baseline["auc"] + 0.005, name
+        assert result.metrics["log_loss"] < baseline["log_loss"] - 0.01, name
+    # Calibrated: the mean probability is the churn rate of the fold, within 3 points.
+    assert abs(result.metrics["mean_probability"] - result.metrics["base_rate"]) < 0.03
+
+
+def test_longer_since_last_purchase_never_lowers_churn_risk(
+    short_frames: tuple[pd.DataFrame, pd.DataFrame], churn_model: ChurnModel
+) -> None:
+    _, fold = short_frames
+    buyers = fold[fold["purchase_days"] > 0].head(300)
+    before = churn_model.churn_probability(buyers)
+    later = buyers.assign(days_since_last_purchase=buyers["days_since_last_purchase"] + 60)
+    assert np.all(churn_model.churn_probability(later) >= before - 1e-12)
+    assert np.mean(churn_model.churn_probability(later) > before + 1e-6) > 0.1
+
+
+def test_churn_model_follows_the_scikit_learn_contract(churn_model: ChurnModel) -> None:
+    fresh = clone(churn_model)
+    assert fresh.get_params()["label_horizon_days"] == 90
+    with pytest.raises(NotFittedError):
+        fresh.churn_probability(pd.DataFrame({"stage": ["purchase"]}))
+    assert churn_model.calibration_ in ("isotonic", "sigmoid")
+    assert set(churn_model.calibration_losses_) == {"isotonic", "sigmoid"}
+
+
+def test_stage_model_beats_the_markov_chain_on_log_loss(
+    short_frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, fold = short_frames
+    model = make_estimator("stage", 90, 90, SETTINGS, xgb_params(SETTINGS.training))
+    model.fit(train, train["label_next_stage"])
+    result = TASKS["stage"].evaluate(model, train, fold)
+    assert result.metrics["log_loss"] < result.baselines["markov"]["log_loss"] - 0.03
+    assert result.metrics["macro_f1"] > result.baselines["markov"]["macro_f1"]
+    output = model.predict_frame(fold.head(50))
+    probabilities = output[[f"probability_{s}" for s in STAGES]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert set(output["next_stage"]) <= set(STAGES)
+    # Confusion matrix counts every evaluation customer once.
+    assert np.sum(result.notes["confusion_matrix"]) == len(fold)
+
+
+def test_clv_xgboost_beats_bgnbd_gamma_gamma_on_mae_and_gini(training_dir: Path) -> None:
+    train, fold = _frames(training_dir, 365)
+    model = make_estimator("clv", 365, 365, SETTINGS, xgb_params(SETTINGS.training))
+    model.fit(train, train[["label_purchases", "label_spend"]])
+    result = TASKS["clv"].evaluate(model, train, fold)
+    baseline = result.baselines["bgnbd_gamma_gamma"]
+    assert result.metrics["mae"] < 0.95 * baseline["mae"]
+    assert result.metrics["normalized_gini"] > baseline["normalized_gini"] + 0.01
+    output = model.predict_frame(fold)
+    # The discounted margin is below margin x spend and above zero.
+    assert np.all(output["clv"] <= SETTINGS.training.margin * output["expected_spend"] + 1e-9)
+    assert np.all(output["clv"] >= 0)

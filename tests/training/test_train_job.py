@@ -1,0 +1,170 @@
+"""``clm train`` end to end on a real MLflow store (SQLite in a temp dir): runs, registry,
+promotion gate, pyfunc, rollback, failed runs and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from clm.errors import DataError
+from clm.settings import ClmSettings
+from tests.helpers import tx, write_tables
+from training.jobs import TrainRequest, train
+from training.registry import champion_version, promote, rollback
+
+pytestmark = pytest.mark.slow
+
+AS_OF = date(2025, 7, 1)
+
+
+def _settings(store: Path) -> ClmSettings:
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    # A dict, not a TrainingSettings: the CLM_TRAINING__* environment merges into it.
+    return ClmSettings(training={"tracking_uri": uri, "n_estimators": 150})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture(scope="module")
+def first_run(store: Path, sample_dir: Path) -> dict:
+    result = train(TrainRequest(data=sample_dir, as_of=AS_OF), _settings(store))
+    return {"result": result, "settings": _settings(store)}
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_three_champions_with_metrics_baselines_plots_and_inputs(first_run: dict) -> None:
+    result = first_run["result"]
+    client = MlflowClient()
+    for name in ("clm-churn", "clm-stage", "clm-clv"):
+        assert champion_version(name) == "1"
+        assert str(client.get_model_version_by_alias(name, "challenger").version) == "1"
+    churn = client.get_run(result.models["churn"]["run_id"])
+    metrics = churn.data.metrics
+    for key in ("auc", "log_loss", "baseline_recency_auc", "baseline_bgnbd_log_loss"):
+        assert key in metrics
+    assert metrics["auc"] > metrics["baseline_recency_auc"]
+    assert churn.data.params["evaluation_cutoff"] == "2025-04-02"
+    assert "calibrated xgboost trained on 90-day labels" in churn.data.params["method"]
+    artifacts = _artifacts(client, churn.info.run_id)
+    for plot in ("roc_pr", "calibration", "lift_gain", "shap_summary"):
+        assert f"plots/{plot}.png" in artifacts
+    assert {i.dataset.name.split(" ")[0] for i in churn.inputs.dataset_inputs} == {
+        "churn-training", "churn-evaluation",
+    }  # fmt: skip
+    stage = _artifacts(client, result.models["stage"]["run_id"])
+    assert {"plots/stage_confusion.png", "plots/stage_transitions.png"} <= stage
+    clv = client.get_run(result.models["clv"]["run_id"])
+    assert "plots/clv_deciles.png" in _artifacts(client, clv.info.run_id)
+    for key in ("normalized_gini", "top_decile_capture", "decile_calibration_error", "spearman"):
+        assert key in clv.data.metrics
+    parent = client.get_run(result.run_id)
+    assert any(k.startswith("time_") for k in parent.data.metrics)
+
+
+def test_pyfunc_returns_probabilities_and_takes_a_horizon(
+    first_run: dict, sample_dir: Path
+) -> None:
+    from features.snapshots import build_snapshot
+    from features.sources import load
+
+    frame = build_snapshot(load(sample_dir), as_of=AS_OF, settings=ClmSettings())
+    features = frame.drop(columns=["customer_id", "as_of"]).head(400)
+    churn = mlflow.pyfunc.load_model("models:/clm-churn@champion")
+    p90 = churn.predict(features)["churn_probability"].to_numpy()
+    assert p90.min() >= 0 and p90.max() <= 1
+    assert len(np.unique(p90)) > 20  # probabilities, not 0/1 labels
+    p365 = churn.predict(features, params={"horizon_days": 365})["churn_probability"].to_numpy()
+    assert np.all(p365 <= p90 + 1e-9)  # no purchase in a year implies none in 90 days
+    assert p365.mean() < p90.mean() - 0.01
+    stage = mlflow.pyfunc.load_model("models:/clm-stage@champion").predict(features)
+    assert {"next_stage", "probability_advocacy", "probability_churned"} <= set(stage.columns)
+    clv = mlflow.pyfunc.load_model("models:/clm-clv@champion").predict(features)
+    assert list(clv.columns) == ["expected_purchases", "expected_spend", "clv"]
+    assert (clv["expected_spend"] >= 0).all()
+
+
+def test_a_retrain_on_the_same_data_is_a_challenger_not_a_champion(
+    first_run: dict, sample_dir: Path
+) -> None:
+    again = train(
+        TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), first_run["settings"]
+    )
+    outcome = again.models["churn"]
+    assert outcome["version"] == "2" and outcome["promoted"] is False
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("clm-churn", "challenger").version) == "2"
+    assert champion_version("clm-churn") == "1"
+    decision = json.loads(
+        Path(client.download_artifacts(outcome["run_id"], "promotion.json")).read_text()
+    )
+    assert decision["gate_metric"] == "auc"
+    assert decision["champion_metrics"]["auc"] == pytest.approx(
+        decision["challenger_metrics"]["auc"]
+    )
+    assert "does not beat" in decision["reason"]
+    # By hand: promote version 2, then roll back to 1; nothing before 1.
+    promote("clm-churn", "2")
+    assert champion_version("clm-churn") == "2"
+    assert rollback("clm-churn") == "1"
+    assert champion_version("clm-churn") == "1"
+    with pytest.raises(Exception, match="no previous champion"):
+        rollback("clm-churn")
+
+
+def test_a_failed_run_leaves_the_champion_alone(first_run: dict, tmp_path: Path) -> None:
+    # Every customer buys once in early 2024 and never again: churn labels are all 1.
+    rows = [tx(f"C{i}", f"2024-01-{1 + i % 28:02d}", 10.0 + i) for i in range(60)]
+    rows += [tx("late", "2025-06-30", 5.0)]
+    folder = write_tables(tmp_path / "one-class", transactions=rows)
+    with pytest.raises(ValueError, match="single class"):
+        train(
+            TrainRequest(data=folder, as_of=date(2025, 6, 1), kinds=("churn",)),
+            first_run["settings"],
+        )
+    assert champion_version("clm-churn") == "1"
+    runs = mlflow.search_runs(filter_string="attributes.status = 'FAILED'")
+    assert len(runs) >= 1
+
+
+def test_bad_cutoffs_are_clear_errors(first_run: dict, sample_dir: Path) -> None:
+    settings = first_run["settings"]
+    with pytest.raises(DataError, match=r"as_of 2027-01-01 is after the last record"):
+        train(TrainRequest(data=sample_dir, as_of=date(2027, 1, 1)), settings)
+    with pytest.raises(DataError, match=r"not after the first record"):
+        train(TrainRequest(data=sample_dir, as_of=date(2022, 1, 1)), settings)
+    with pytest.raises(DataError, match=r"too little history for a 90-day horizon"):
+        train(TrainRequest(data=sample_dir, as_of=date(2023, 4, 1)), settings)
+
+
+def test_models_cli_lists_promotes_and_rolls_back(first_run: dict, store: Path) -> None:
+    env = {"CLM_TRAINING__TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "PATH": ""}
+
+    def clm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clm", *args], capture_output=True, text=True, env=env
+        )
+
+    listing = clm("models", "list")
+    assert listing.returncode == 0, listing.stderr
+    assert "clm-churn" in listing.stdout and "champion" in listing.stdout
+    missing = clm("models", "promote", "clm-churn", "99")
+    assert missing.returncode == 1 and "has no version 99" in missing.stderr
+    unknown = clm("models", "rollback", "clm-nothing")
+    assert unknown.returncode == 1 and "is not one of clm-churn" in unknown.stderr

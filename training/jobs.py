@@ -1,0 +1,241 @@
+"""``clm train``: backtest, evaluate, refit, log, register and gate the three models.
+
+For each model: snapshots at time-ordered cutoffs (:mod:`training.splits`); a model fitted
+on all but the latest cutoff is evaluated on the latest next to its baselines; the model
+refitted on every cutoff is logged, registered as ``@challenger``, and promoted to
+``@champion`` when it passes the gate (:mod:`training.promotion`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from rich.console import Console
+
+from clm.errors import DataError
+from clm.settings import ClmSettings, LabelSettings
+from features.snapshots import build_snapshots
+from features.sources import Dataset, load
+from training.models.tabular import xgb_params
+from training.promotion import log_and_register
+from training.registry import configure_tracking
+from training.splits import Folds, backtest_folds
+from training.tasks import TASKS, make_estimator
+from training.tune import tune
+
+__all__ = ["KINDS", "TrainRequest", "TrainResult", "train"]
+
+KINDS = ("churn", "stage", "clv")
+MIN_TRAINED_HORIZON_DAYS = 14
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    data: Path
+    as_of: date
+    kinds: tuple[str, ...] = KINDS
+    horizon_days: int | None = None
+    clv_horizon_days: int | None = None
+    tune: bool = False
+    trials: int | None = None
+    experiment: str | None = None
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Steps:
+    """Timed steps, shown on the console as they run (a spinner while each one works)."""
+
+    def __init__(self, console: Console, timings: dict[str, float]) -> None:
+        self.console, self.timings = console, timings
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        with self.console.status(f"{name} ..."):
+            yield
+        seconds = time.perf_counter() - started
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
+        self.console.print(f"[green]done[/] {name} ({seconds:.1f} s)")
+
+
+def _first_day(dataset: Dataset, as_of: date) -> date:
+    first, last = dataset.date_range()
+    if first is None or last is None:
+        raise DataError("transactions and events are empty: nothing to train on")
+    if as_of <= first.date():
+        raise DataError(
+            f"as_of {as_of:%Y-%m-%d} is not after the first record ({first:%Y-%m-%d}): "
+            "there is no history to train on"
+        )
+    if as_of > last.date() + timedelta(days=1):
+        raise DataError(
+            f"as_of {as_of:%Y-%m-%d} is after the last record ({last:%Y-%m-%d}): label windows "
+            f"would be empty, not observed; use at most {last.date() + timedelta(days=1)}"
+        )
+    return first.date()
+
+
+def plan_folds(
+    first_day: date, as_of: date, horizon: int, settings: ClmSettings, warnings: list[str]
+) -> Folds:
+    """Folds for ``horizon``, or for the longest horizon the history can label."""
+    t = settings.training
+    options = {"folds": t.folds, "step_days": t.fold_step_days}
+    try:
+        return backtest_folds(
+            first_day=first_day, as_of=as_of, horizon_days=horizon,
+            min_history_days=t.min_history_days, **options,
+        )  # fmt: skip
+    except DataError:
+        longest = (as_of - first_day).days - t.min_history_days - t.fold_step_days
+        if longest < MIN_TRAINED_HORIZON_DAYS:
+            raise
+    warnings.append(
+        f"the history ({(as_of - first_day).days} days) cannot label a {horizon}-day horizon "
+        f"with {t.min_history_days} days of history and two cutoffs; trained on {longest}-day "
+        f"labels and extrapolated to {horizon} days (see each model's method)"
+    )
+    return backtest_folds(
+        first_day=first_day, as_of=as_of, horizon_days=longest,
+        min_history_days=t.min_history_days, **options,
+    )  # fmt: skip
+
+
+def _snapshots(dataset: Dataset, folds: Folds, settings: ClmSettings) -> pd.DataFrame:
+    h = folds.horizon_days
+    labels = LabelSettings(churn_horizon_days=h, stage_horizon_days=h, clv_horizon_days=h)
+    return build_snapshots(
+        dataset, cutoffs=folds.cutoffs, settings=settings.model_copy(update={"labels": labels})
+    )
+
+
+def _data_warnings(frame: pd.DataFrame) -> list[str]:
+    latest = frame[frame["as_of"] == frame["as_of"].max()]
+    refunds_only = int(((latest["purchase_days"] == 0) & (latest["refund_count"] > 0)).sum())
+    if refunds_only:
+        return [
+            f"{refunds_only} customers have refunds but no purchase before "
+            f"{latest['as_of'].max()}; they are scored as prospects (no purchase history)"
+        ]
+    return []
+
+
+def train(
+    request: TrainRequest, settings: ClmSettings, console: Console | None = None
+) -> TrainResult:
+    """Train, evaluate, log, register and gate the requested models; see the module doc."""
+    console = console or Console(stderr=True)
+    configure_tracking(settings.training, request.experiment)
+    timings: dict[str, float] = {}
+    steps = Steps(console, timings)
+    with steps.step("load data"):
+        dataset = load(request.data, columns=settings.data.columns)
+    first_day = _first_day(dataset, request.as_of)
+    with mlflow.start_run(run_name=f"train {request.as_of:%Y-%m-%d}") as run:
+        result = TrainResult(run.info.run_id, timings=timings)
+        mlflow.log_params({"as_of": str(request.as_of), "data": str(request.data)})
+        cache: dict[int, pd.DataFrame] = {}
+        for kind in request.kinds:
+            horizon = _horizon(kind, request, settings)
+            folds = plan_folds(first_day, request.as_of, horizon, settings, result.warnings)
+            if folds.horizon_days not in cache:
+                with steps.step(f"snapshots for {folds.horizon_days}-day labels"):
+                    cache[folds.horizon_days] = _snapshots(dataset, folds, settings)
+                result.warnings += _data_warnings(cache[folds.horizon_days])
+            frame = cache[folds.horizon_days]
+            result.models[kind] = _train_one(
+                kind, frame, folds, horizon, request, settings, steps, result.warnings
+            )
+        for warning in result.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+        mlflow.log_text("\n".join(result.warnings) or "none", "warnings.txt")
+        mlflow.log_metrics({f"time_{_slug(k)}_s": v for k, v in timings.items()})
+    return result
+
+
+def _horizon(kind: str, request: TrainRequest, settings: ClmSettings) -> int:
+    if kind == "clv":
+        return request.clv_horizon_days or settings.labels.clv_horizon_days
+    if kind == "stage":
+        return request.horizon_days or settings.labels.stage_horizon_days
+    return request.horizon_days or settings.labels.churn_horizon_days
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_")
+
+
+def _train_one(
+    kind: str,
+    frame: pd.DataFrame,
+    folds: Folds,
+    horizon: int,
+    request: TrainRequest,
+    settings: ClmSettings,
+    steps: Steps,
+    warnings: list[str],
+) -> dict[str, Any]:
+    task = TASKS[kind]
+    training = frame[frame["as_of"] < folds.evaluation]
+    evaluation = frame[frame["as_of"] == folds.evaluation]
+    with mlflow.start_run(run_name=kind, nested=True) as run:
+        params = _base_params(settings)
+        if request.tune:
+            with steps.step(f"{kind}: tune"):
+                params = tune(kind, training, folds, horizon, settings, request.trials, params)
+        with steps.step(f"{kind}: fit and evaluate"):
+            model = make_estimator(kind, folds.horizon_days, horizon, settings, params).fit(
+                training, task.target(training)
+            )
+            if kind == "clv":
+                model, compared = _choose_clv_family(model, training, evaluation, folds, settings)
+            result = task.evaluate(model, training, evaluation)
+        with steps.step(f"{kind}: refit on all folds"):
+            final = make_estimator(kind, folds.horizon_days, horizon, settings, params)
+            final.set_params(**({"family": model.family} if kind == "clv" else {}))
+            final.fit(frame, task.target(frame))
+        with steps.step(f"{kind}: log and register"):
+            decision = log_and_register(
+                kind=kind, model=final, evaluated=model, evaluation=result,
+                training=training, fold=evaluation, folds=folds, horizon=horizon,
+                as_of=request.as_of, settings=settings, data=request.data, warnings=warnings,
+            )  # fmt: skip
+            if kind == "clv":
+                mlflow.log_dict(compared, "clv_family_comparison.json")
+        return {"run_id": run.info.run_id, "metrics": result.metrics, **decision}
+
+
+def _base_params(settings: ClmSettings) -> dict[str, Any]:
+    return xgb_params(settings.training)
+
+
+def _choose_clv_family(
+    model: Any, training: pd.DataFrame, fold: pd.DataFrame, folds: Folds, settings: ClmSettings
+) -> tuple[Any, dict[str, Any]]:
+    """XGBoost or BG/NBD x Gamma-Gamma, whichever has the lower MAE on the evaluation fold."""
+    task = TASKS["clv"]
+    btyd = make_estimator("clv", folds.horizon_days, model.horizon_days, settings, {})
+    btyd.set_params(family="btyd")
+    btyd.fit(training, task.target(training))
+    h = folds.horizon_days
+    scores = {
+        "xgboost": task.metrics(model.predict_frame(fold, h), fold),
+        "btyd": task.metrics(btyd.predict_frame(fold, h), fold),
+    }
+    winner = min(scores, key=lambda name: scores[name]["mae"])
+    return (model if winner == "xgboost" else btyd), {"chosen": winner, "metrics": scores}

@@ -1,0 +1,176 @@
+"""Log a trained model's run, register it as ``@challenger`` and decide on ``@champion``.
+
+The gate compares the challenger (the model fitted without the evaluation fold) with the
+current champion on the same evaluation fold, by the gate metric of the kind
+(:data:`training.registry.GATES`) and the margin ``training.promotion_min_improvement``.
+A champion whose own training labels reached into this fold (its ``as_of`` is after the
+fold's cutoff) would be judged on data it has seen; then its out-of-sample metric from its
+own run is used instead, and the decision says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.data.pandas_dataset import from_pandas
+
+from clm.settings import ClmSettings
+from training.evaluate import beats
+from training.models.pyfunc import (
+    EstimatorPyfunc,
+    input_example,
+    model_signature,
+    pip_requirements,
+)
+from training.models.tabular import feature_frame
+from training.registry import GATES, MODEL_NAMES, champion_version, promote
+from training.splits import Folds
+from training.tasks import TASKS, Evaluation
+
+__all__ = ["log_and_register"]
+
+
+def _finite(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
+    return {f"{prefix}{k}": float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+
+
+def _log_run(kind: str, model: Any, evaluated: Any, evaluation: Evaluation, **context: Any) -> None:
+    folds: Folds = context["folds"]
+    horizon = context["horizon"]
+    params = {
+        "kind": kind,
+        "as_of": str(context["as_of"]),
+        "cutoffs": ",".join(str(c) for c in folds.cutoffs),
+        "evaluation_cutoff": str(folds.evaluation),
+        "label_horizon_days": folds.horizon_days,
+        "horizon_days": horizon,
+        "method": model.method(horizon),
+        **{f"xgb_{k}": v for k, v in (model.params or {}).items()},
+    }
+    if kind == "clv":
+        params |= {"family": model.family, "margin": model.margin}
+        params["annual_discount_rate"] = model.annual_discount_rate
+    mlflow.log_params(params)
+    mlflow.set_tag("clm.method", model.method(horizon))
+    mlflow.log_metrics(_finite(evaluation.metrics))
+    for name, metrics in evaluation.baselines.items():
+        mlflow.log_metrics(_finite(metrics, f"baseline_{name}_"))
+    for name, figure in evaluation.figures.items():
+        mlflow.log_figure(figure, f"plots/{name}.png")
+    if evaluation.notes:
+        mlflow.log_dict(evaluation.notes, "evaluation_notes.json")
+
+
+def _log_inputs(kind: str, training: pd.DataFrame, fold: pd.DataFrame, data: Path) -> None:
+    """Digests of the training and evaluation snapshots (all rows; schema from a sample)."""
+    targets = TASKS[kind].label_columns[-1]
+    for context, frame in (("training", training), ("evaluation", fold)):
+        hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        digest = hashlib.sha256(hashes.tobytes())
+        sample = frame.head(1000).assign(as_of=lambda f: f["as_of"].astype(str))
+        dataset = from_pandas(
+            sample,
+            source=str(data.resolve()),
+            name=f"{kind}-{context} ({len(frame)} rows)",
+            targets=targets,
+            digest=digest.hexdigest()[:16],
+        )
+        mlflow.log_input(dataset, context=context)
+
+
+def _log_model(kind: str, model: Any, fold: pd.DataFrame, horizon: int) -> str:
+    example = input_example(feature_frame(fold))
+    output = model.predict_frame(example, horizon)
+    info = mlflow.pyfunc.log_model(
+        name=kind,
+        python_model=EstimatorPyfunc(model),
+        signature=model_signature(example, output, horizon),
+        input_example=example,
+        pip_requirements=pip_requirements(),
+    )
+    return str(info.model_uri)
+
+
+def _champion_metrics(
+    kind: str, version: str, fold: pd.DataFrame, folds: Folds
+) -> tuple[dict[str, float], str]:
+    """The champion's metrics on this fold, or its own logged ones if it has seen the fold."""
+    client = MlflowClient()
+    name = MODEL_NAMES[kind]
+    run_id = client.get_model_version(name, version).run_id
+    run = client.get_run(run_id) if run_id else None
+    trained_to = run.data.params.get("as_of") if run else None
+    if run and trained_to and date.fromisoformat(trained_to) > folds.evaluation:
+        return dict(run.data.metrics), "its own evaluation fold (it was trained on this one)"
+    champion = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    output = champion.predict(feature_frame(fold), params={"horizon_days": folds.horizon_days})
+    return TASKS[kind].metrics(output, fold), "this evaluation fold"
+
+
+def _decide(
+    kind: str, version: str, evaluation: Evaluation, fold: pd.DataFrame, folds: Folds,
+    min_improvement: float,
+) -> dict[str, Any]:  # fmt: skip
+    gate = GATES[kind]
+    champion = champion_version(MODEL_NAMES[kind])
+    decision: dict[str, Any] = {
+        "challenger_version": version,
+        "champion_version": champion,
+        "gate_metric": gate.metric,
+        "greater_is_better": gate.greater_is_better,
+        "min_improvement": min_improvement,
+        "challenger_metrics": _finite(evaluation.metrics),
+    }
+    if champion is None:
+        return decision | {"promoted": True, "reason": "first version"}
+    metrics, basis = _champion_metrics(kind, champion, fold, folds)
+    decision |= {"champion_metrics": _finite(metrics), "champion_measured_on": basis}
+    won = beats(
+        evaluation.metrics, metrics, gate.metric,
+        greater_is_better=gate.greater_is_better, min_improvement=min_improvement,
+    )  # fmt: skip
+    verdict = "beats" if won else "does not beat"
+    reason = f"challenger {verdict} champion v{champion} on {gate.metric} ({basis})"
+    return decision | {"promoted": won, "reason": reason}
+
+
+def log_and_register(
+    *,
+    kind: str,
+    model: Any,
+    evaluated: Any,
+    evaluation: Evaluation,
+    training: pd.DataFrame,
+    fold: pd.DataFrame,
+    folds: Folds,
+    horizon: int,
+    as_of: date,
+    settings: ClmSettings,
+    data: Path,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Log the run, register the refitted model and move the aliases; returns the decision."""
+    _log_run(kind, model, evaluated, evaluation, folds=folds, horizon=horizon, as_of=as_of)
+    _log_inputs(kind, training, fold, data)
+    if warnings:
+        mlflow.set_tag("clm.warnings", " | ".join(warnings)[:5000])
+    uri = _log_model(kind, model, fold, horizon)
+    name = MODEL_NAMES[kind]
+    version = str(mlflow.register_model(uri, name).version)
+    client = MlflowClient()
+    client.set_registered_model_alias(name, "challenger", version)
+    decision = _decide(
+        kind, version, evaluation, fold, folds, settings.training.promotion_min_improvement
+    )
+    mlflow.log_dict(decision, "promotion.json")
+    mlflow.set_tags({"clm.promoted": str(decision["promoted"]), "clm.decision": decision["reason"]})
+    if decision["promoted"]:
+        promote(name, version)
+    return {"version": version, "promoted": decision["promoted"], "reason": decision["reason"]}

@@ -1,0 +1,163 @@
+"""The MLflow side: where runs go, logging the models, registering, moving aliases.
+
+Registered models are ``clm-churn``, ``clm-stage`` and ``clm-clv``. A new version gets the
+alias ``@challenger``; ``@champion`` moves only when the challenger beats the champion on the
+same evaluation fold by the gate in settings (the first version is promoted). Aliases are
+set as the very last step of a run, so a failed or interrupted run never touches the
+champion; each alias change is one write, so a service reading the registry meanwhile sees
+either the old or the new champion. The registered model's tag ``clm.champion_history``
+lists the champions in order, for ``rollback``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from clm.errors import ClmError
+from clm.settings import TrainingSettings
+
+__all__ = [
+    "GATES",
+    "MODEL_NAMES",
+    "Gate",
+    "champion_version",
+    "configure_tracking",
+    "list_versions",
+    "promote",
+    "rollback",
+]
+
+MODEL_NAMES = {"churn": "clm-churn", "stage": "clm-stage", "clv": "clm-clv"}
+HISTORY_TAG = "clm.champion_history"
+LOCAL_STORE = Path("mlflow")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The metric a challenger must improve on to become champion."""
+
+    metric: str
+    greater_is_better: bool
+
+
+GATES = {
+    "churn": Gate("auc", True),
+    "stage": Gate("log_loss", False),
+    "clv": Gate("relative_mae", False),
+}
+
+
+def configure_tracking(settings: TrainingSettings, experiment: str | None = None) -> str:
+    """Point MLflow at the store from settings, ``MLFLOW_TRACKING_URI`` or ``mlflow/``.
+
+    Returns the tracking URI. The local default is a SQLite database with an artifact folder
+    beside it, so no server is needed.
+    """
+    uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    artifacts: str | None = None
+    if not uri:
+        LOCAL_STORE.mkdir(exist_ok=True)
+        uri = f"sqlite:///{(LOCAL_STORE / 'mlflow.db').resolve()}"
+        artifacts = (LOCAL_STORE / "artifacts").resolve().as_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = experiment or settings.experiment
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=artifacts)
+    mlflow.set_experiment(name)
+    return uri
+
+
+def _client() -> MlflowClient:
+    return MlflowClient()
+
+
+def champion_version(name: str) -> str | None:
+    """The version holding ``@champion``, or None."""
+    try:
+        return str(_client().get_model_version_by_alias(name, "champion").version)
+    except MlflowException:
+        return None
+
+
+def _history(client: MlflowClient, name: str) -> list[str]:
+    tags = client.get_registered_model(name).tags
+    text = tags.get(HISTORY_TAG, "")
+    return [v for v in text.split(",") if v]
+
+
+def _check_version(client: MlflowClient, name: str, version: str) -> None:
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise ClmError(f"model {name} has no version {version}") from None
+
+
+def promote(name: str, version: str) -> None:
+    """Give ``version`` the ``@champion`` alias and record it in the champion history."""
+    client = _client()
+    _check_registered(client, name)
+    _check_version(client, name, version)
+    history = [*_history(client, name), str(version)]
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    client.set_registered_model_alias(name, "champion", str(version))
+
+
+def rollback(name: str) -> str:
+    """Give ``@champion`` back to the previous champion; returns its version."""
+    client = _client()
+    _check_registered(client, name)
+    history = _history(client, name)
+    current = champion_version(name)
+    while history and history[-1] == current:
+        history.pop()
+    if not history:
+        raise ClmError(f"model {name} has no previous champion to roll back to")
+    previous = history[-1]
+    client.set_registered_model_alias(name, "champion", previous)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    return previous
+
+
+def _check_registered(client: MlflowClient, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        known = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
+        raise ClmError(f"no registered model {name} (registered: {known})") from None
+
+
+def list_versions() -> list[dict[str, Any]]:
+    """Every version of the clm models: name, version, aliases, gate metrics, creation time."""
+    client = _client()
+    rows = []
+    for kind, name in MODEL_NAMES.items():
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException:
+            continue
+        aliases: dict[str, list[str]] = {}
+        for alias, version in model.aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+        for version in client.search_model_versions(f"name = '{name}'"):
+            metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+            created = datetime.fromtimestamp(version.creation_timestamp / 1000, tz=UTC)
+            rows.append(
+                {
+                    "name": name,
+                    "version": str(version.version),
+                    "aliases": sorted(aliases.get(str(version.version), [])),
+                    "gate": GATES[kind].metric,
+                    "metric": metrics.get(GATES[kind].metric),
+                    "created": created.strftime("%Y-%m-%d %H:%M"),
+                }
+            )
+    return sorted(rows, key=lambda r: (r["name"], int(r["version"])))

@@ -1,0 +1,101 @@
+"""Optuna tuning over the time-ordered training folds; the evaluation fold is never seen.
+
+The caller passes only the training folds. Each trial walks them forward: fit on the
+cutoffs before cutoff ``j``, score on cutoff ``j``, for every ``j`` after the first; the
+running mean is reported after each step so the median pruner can stop a poor trial early.
+Each trial is one nested MLflow run. The winner is rebuilt from its full parameter set
+(base parameters updated with the trial's), not from a partial dict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlflow
+import optuna
+import pandas as pd
+
+from clm.settings import ClmSettings
+from training.splits import Folds
+from training.tasks import TASKS, make_estimator
+
+__all__ = ["search_space", "tune"]
+
+
+def search_space(trial: optuna.Trial) -> dict[str, Any]:
+    """The XGBoost parameters a trial varies."""
+    return {
+        "max_depth": trial.suggest_int("max_depth", 2, 8),
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+        "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 50.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+    }
+
+
+def _walk_forward(
+    kind: str, training: pd.DataFrame, cutoffs: list[Any], make: Any, trial: optuna.Trial
+) -> float:
+    task = TASKS[kind]
+    scores: list[float] = []
+    for step, cutoff in enumerate(cutoffs[1:], start=1):
+        fit_rows = training[training["as_of"] < cutoff]
+        score_rows = training[training["as_of"] == cutoff]
+        model = make().fit(fit_rows, task.target(fit_rows))
+        output = model.predict_frame(score_rows, model.label_horizon_days)
+        scores.append(task.metrics(output, score_rows)[task.tune_metric])
+        trial.report(sum(scores) / len(scores), step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return sum(scores) / len(scores)
+
+
+def tune(
+    kind: str,
+    training: pd.DataFrame,
+    folds: Folds,
+    horizon: int,
+    settings: ClmSettings,
+    trials: int | None,
+    base: dict[str, Any],
+) -> dict[str, Any]:
+    """The best XGBoost parameters for ``kind`` (lower ``tune_metric`` is better)."""
+    cutoffs = sorted(training["as_of"].unique())
+    if len(cutoffs) < 2:
+        raise ValueError(
+            f"tuning needs at least two training cutoffs before the evaluation fold, got "
+            f"{len(cutoffs)}; raise training.folds"
+        )
+    seed = settings.training.seed
+    study = optuna.create_study(
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+        study_name=f"{kind}-tuning",
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        params = base | search_space(trial)
+
+        def make() -> Any:
+            return make_estimator(kind, folds.horizon_days, horizon, settings, params)
+
+        with mlflow.start_run(run_name=f"{kind} trial {trial.number}", nested=True):
+            mlflow.log_params(params)
+            mlflow.log_param("scored_cutoffs", ",".join(str(c) for c in cutoffs[1:]))
+            try:
+                value = _walk_forward(kind, training, cutoffs, make, trial)
+            except optuna.TrialPruned:
+                mlflow.set_tag("optuna.state", "pruned")
+                raise
+            mlflow.log_metric(TASKS[kind].tune_metric, value)
+            return value if math.isfinite(value) else math.inf
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=trials or settings.training.trials)
+    best = base | study.best_trial.params
+    mlflow.log_params({f"tuned_{k}": v for k, v in study.best_trial.params.items()})
+    mlflow.log_metric(f"tuning_best_{TASKS[kind].tune_metric}", study.best_value)
+    return best
