@@ -10,7 +10,7 @@ PYTEST_ARGS ?= -n 2
 # The lifetimes wheel ships the CDNOW sample the BTYD tests pin published numbers on (never installed).
 CDNOW_WHEEL_DIR := .cache/lifetimes
 
-.PHONY: install demo test lint format clean bench-features
+.PHONY: install demo test lint format clean bench-features bench-training
 
 # The wheel check runs on every install (not only when the venv is rebuilt) so a deleted cache comes back.
 install: $(STAMP)
@@ -27,6 +27,7 @@ demo: install
 	$(BIN)/clm data generate --customers $(DEMO_SIZE) --seed 42 --out $(DEMO_DIR)
 	$(BIN)/clm data validate --data $(DEMO_DIR)
 	$(BIN)/clm features build --data $(DEMO_DIR) --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)-features.parquet
+	$(BIN)/clm train all --data $(DEMO_DIR) --as-of $(DEMO_AS_OF)
 
 lint: install
 	$(BIN)/ruff check .
@@ -47,3 +48,6 @@ bench-features: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+bench-training: install
+	$(BIN)/python benchmarks/training.py

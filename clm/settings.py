@@ -160,7 +160,7 @@ class TrainingSettings(_Section):
     )
     experiment: str = Field("clm", description="MLflow experiment of the training runs.")
     folds: int = Field(
-        4, ge=2, le=24, description="Backtest cutoffs per model; the latest is the evaluation fold."
+        3, ge=2, le=24, description="Backtest cutoffs per model; the latest is the evaluation fold."
     )
     fold_step_days: int = Field(60, ge=7, description="Days between consecutive backtest cutoffs.")
     min_history_days: int = Field(
