@@ -23,6 +23,7 @@ __all__ = [
     "check_fitted",
     "fit_booster",
     "horizon_method",
+    "predict_booster",
     "validation_mask",
 ]
 
@@ -45,25 +46,46 @@ def check_fitted(model: Any) -> None:
 
 
 def fit_booster(
-    model: xgb.XGBModel,
+    params: dict[str, Any],
     X: pd.DataFrame,
     y: np.ndarray,
     valid: np.ndarray,
     monotone: dict[str, int] | None = None,
-) -> tuple[TabularEncoder, xgb.XGBModel]:
-    """Fit the encoder and an XGBoost model on the rows not in ``valid``, early-stopped on them.
+) -> tuple[TabularEncoder, xgb.Booster]:
+    """Fit the encoder and an XGBoost booster on the rows not in ``valid``, early-stopped on them.
 
+    ``params`` are scikit-learn style (``n_estimators``, ``n_jobs``, ``random_state`` and the
+    objective's own). The booster returned keeps the trees up to the best iteration.
     ``monotone`` maps feature names to +1 / -1: the prediction may only rise / fall with them.
+
+    The native API is used because the scikit-learn wrapper builds the evaluation set as a
+    ``QuantileDMatrix``, which XGBoost 3 re-predicts from scratch every round: measured here,
+    11 s instead of 2.4 s for one churn fit on 120,000 rows.
     """
     features = feature_frame(X)
     encoder = TabularEncoder().fit(features[~valid])
     matrix = encoder.transform(features)
-    model.set_params(early_stopping_rounds=EARLY_STOPPING_ROUNDS)
+    native = dict(params)
+    rounds = int(native.pop("n_estimators", 100))
+    native["seed"] = native.pop("random_state", 0) or 0
+    threads = native.pop("n_jobs", None)
+    if threads:
+        native["nthread"] = threads
     if monotone:
         signs = tuple(monotone.get(name, 0) for name in encoder.feature_names_)
-        model.set_params(monotone_constraints=str(signs).replace(" ", ""))
-    model.fit(matrix[~valid], y[~valid], eval_set=[(matrix[valid], y[valid])], verbose=False)
-    return encoder, model
+        native["monotone_constraints"] = str(signs).replace(" ", "")
+    fit = xgb.QuantileDMatrix(matrix[~valid], y[~valid], max_bin=native.get("max_bin", 256))
+    held_out = xgb.DMatrix(matrix[valid], y[valid])
+    booster = xgb.train(
+        native, fit, num_boost_round=rounds, evals=[(held_out, "valid")],
+        early_stopping_rounds=EARLY_STOPPING_ROUNDS, verbose_eval=False,
+    )  # fmt: skip
+    return encoder, booster[: booster.best_iteration + 1]
+
+
+def predict_booster(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
+    """The booster's prediction (probabilities / means, not margins) for an encoded matrix."""
+    return np.asarray(booster.inplace_predict(matrix, validate_features=False), dtype=float)
 
 
 def horizon_method(trained: int, wanted: int, rescaled_by: str) -> str:

@@ -24,7 +24,13 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from training.models.base import check_fitted, fit_booster, horizon_method, validation_mask
+from training.models.base import (
+    check_fitted,
+    fit_booster,
+    horizon_method,
+    predict_booster,
+    validation_mask,
+)
 from training.models.history import BtydModel
 from training.models.tabular import feature_frame
 
@@ -101,10 +107,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 "for every customer): nothing to learn; use more customers or another horizon"
             )
         valid = validation_mask(X)
-        booster = xgb.XGBClassifier(**(self.params or {}), eval_metric="logloss")
+        params = {**(self.params or {}), "objective": "binary:logistic", "eval_metric": "logloss"}
         # Longer since the last purchase never lowers the risk (what a marketer would expect).
         monotone = {"days_since_last_purchase": 1}
-        self.encoder_, self.booster_ = fit_booster(booster, X, target, valid, monotone)
+        self.encoder_, self.booster_ = fit_booster(params, X, target, valid, monotone)
         raw = self._raw(X[valid])
         ids = X.loc[valid, "customer_id"] if "customer_id" in X else pd.Series(np.arange(len(raw)))
         if self.calibration == "auto":
@@ -123,7 +129,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         matrix = self.encoder_.transform(feature_frame(X))
-        return np.asarray(self.booster_.predict_proba(matrix)[:, 1])
+        return predict_booster(self.booster_, matrix)
 
     def churn_probability(self, X: pd.DataFrame, horizon_days: int | None = None) -> np.ndarray:
         """Calibrated P(no purchase in the horizon) for each row of ``X``."""
@@ -159,4 +165,4 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         """XGBoost's native per-row SHAP values (bias last), on the raw margin."""
         check_fitted(self)
         matrix = xgb.DMatrix(self.encoder_.transform(feature_frame(X)))
-        return np.asarray(self.booster_.get_booster().predict(matrix, pred_contribs=True))
+        return np.asarray(self.booster_.predict(matrix, pred_contribs=True))

@@ -20,10 +20,15 @@ from typing import Any, Self
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from training.models.base import check_fitted, fit_booster, horizon_method, validation_mask
+from training.models.base import (
+    check_fitted,
+    fit_booster,
+    horizon_method,
+    predict_booster,
+    validation_mask,
+)
 from training.models.history import BtydModel
 from training.models.tabular import TabularEncoder, feature_frame
 
@@ -76,14 +81,10 @@ class ClvModel(RegressorMixin, BaseEstimator):
         augmented = self._augment(X, self.label_horizon_days)
         valid = validation_mask(X)
         params = dict(self.params or {})
-        count_model = xgb.XGBRegressor(**params, objective="count:poisson")
-        self.encoder_, self.purchases_booster_ = fit_booster(
-            count_model, augmented, purchases, valid
-        )
-        spend_model = xgb.XGBRegressor(
-            **params, objective="reg:tweedie", tweedie_variance_power=1.3
-        )
-        _, self.spend_booster_ = fit_booster(spend_model, augmented, spend, valid)
+        count = {**params, "objective": "count:poisson"}
+        self.encoder_, self.purchases_booster_ = fit_booster(count, augmented, purchases, valid)
+        tweedie = {**params, "objective": "reg:tweedie", "tweedie_variance_power": 1.3}
+        _, self.spend_booster_ = fit_booster(tweedie, augmented, spend, valid)
 
     def _augment(self, X: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
         return pd.concat([X, self.btyd_.outputs(X, horizon_days)], axis=1)
@@ -114,8 +115,8 @@ class ClvModel(RegressorMixin, BaseEstimator):
         assert self.encoder_ is not None
         h = self.label_horizon_days
         matrix = self.encoder_.transform(feature_frame(self._augment(X, h)))
-        purchases = np.asarray(self.purchases_booster_.predict(matrix), dtype=float)
-        spend = np.asarray(self.spend_booster_.predict(matrix), dtype=float)
+        purchases = predict_booster(self.purchases_booster_, matrix)
+        spend = predict_booster(self.spend_booster_, matrix)
         if wanted != h:
             with np.errstate(invalid="ignore", divide="ignore"):
                 ratio = self.btyd_.expected_purchases(X, wanted) / self.btyd_.expected_purchases(

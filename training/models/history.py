@@ -159,7 +159,8 @@ def _fit_btyd(s: Summary) -> tuple[BetaGeoFitter, GammaGammaFitter]:
         bgnbd = BetaGeoFitter().fit(s.x[s.buyer], s.t_x[s.buyer], s.T[s.buyer])
         repeat = s.buyer & (s.x > 0) & (s.repeat_mean_spend > 0)
         gamma_gamma = GammaGammaFitter().fit(s.x[repeat], s.repeat_mean_spend[repeat])
-        _FITTED.clear()  # keep one: a run fits one latest cutoff per horizon
+        if len(_FITTED) >= 4:  # a run fits two latest cutoffs (evaluation, refit) per horizon
+            del _FITTED[next(iter(_FITTED))]
         _FITTED[key] = (bgnbd, gamma_gamma)
     return _FITTED[key]
 

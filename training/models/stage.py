@@ -12,12 +12,17 @@ from typing import Any, Self
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from features.stages import STAGES
 from training.baselines import MarkovStageModel, step_matrix
-from training.models.base import check_fitted, fit_booster, horizon_method, validation_mask
+from training.models.base import (
+    check_fitted,
+    fit_booster,
+    horizon_method,
+    predict_booster,
+    validation_mask,
+)
 from training.models.tabular import feature_frame
 
 __all__ = ["StageModel"]
@@ -50,10 +55,13 @@ class StageModel(ClassifierMixin, BaseEstimator):
         valid = validation_mask(X)
         if len(np.unique(target[~valid])) < len(seen):  # every class must be in the fit rows
             valid = _last_fifth(len(target))
-        booster = xgb.XGBClassifier(
-            **(self.params or {}), objective="multi:softprob", eval_metric="mlogloss"
-        )
-        self.encoder_, self.booster_ = fit_booster(booster, X, target, valid)
+        params = {
+            **(self.params or {}),
+            "objective": "multi:softprob",
+            "num_class": len(seen),
+            "eval_metric": "mlogloss",
+        }
+        self.encoder_, self.booster_ = fit_booster(params, X, target, valid)
         self.markov_ = MarkovStageModel(STAGES).fit(X["stage"].astype(str), labels)
         self.classes_ = np.array(STAGES, dtype=object)
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
@@ -61,7 +69,7 @@ class StageModel(ClassifierMixin, BaseEstimator):
 
     def _xgb_proba(self, X: pd.DataFrame) -> np.ndarray:
         matrix = self.encoder_.transform(feature_frame(X))
-        fitted = np.asarray(self.booster_.predict_proba(matrix))
+        fitted = predict_booster(self.booster_, matrix).reshape(len(X), -1)
         out = np.zeros((len(X), len(STAGES)))
         for j, stage in enumerate(self.fitted_stages_):
             out[:, STAGES.index(stage)] = fitted[:, j]
