@@ -3,7 +3,8 @@
 The one code path for training and scoring: training calls :func:`build_snapshots` at past
 cutoffs with labels; scoring calls :func:`build_snapshot` at the present cutoff without.
 Rows are the customers known before the cutoff (see :mod:`features.stages`); labels are
-prefixed ``label_`` (``label_churned``, ``label_next_stage`` over the churn and stage horizons,
+prefixed ``label_`` (``label_churned`` and ``label_days_to_purchase`` over the churn horizon,
+``label_next_stage`` over the stage horizon,
 ``label_purchases``, ``label_spend`` over the CLV horizon).
 """
 
@@ -93,6 +94,7 @@ def snapshot_sql(
         wanted = {  # label column -> (horizon, column of the label query)
             "label_churned": (horizons.churn_horizon_days, "churned"),
             "label_next_stage": (horizons.stage_horizon_days, "next_stage"),
+            "label_days_to_purchase": (horizons.churn_horizon_days, "days_to_purchase"),
             "label_purchases": (horizons.clv_horizon_days, "purchases"),
             "label_spend": (horizons.clv_horizon_days, "spend"),
         }

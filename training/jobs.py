@@ -194,7 +194,7 @@ def _train_one(
     training = frame[frame["as_of"] < folds.evaluation]
     evaluation = frame[frame["as_of"] == folds.evaluation]
     with mlflow.start_run(run_name=kind, nested=True) as run:
-        params = _base_params(settings)
+        params = xgb_params(settings.training)
         if request.tune:
             with steps.step(f"{kind}: tune"):
                 params = tune(kind, training, folds, horizon, settings, request.trials, params)
@@ -218,10 +218,6 @@ def _train_one(
             if kind == "clv":
                 mlflow.log_dict(compared, "clv_family_comparison.json")
         return {"run_id": run.info.run_id, "metrics": result.metrics, **decision}
-
-
-def _base_params(settings: ClmSettings) -> dict[str, Any]:
-    return xgb_params(settings.training)
 
 
 def _choose_clv_family(

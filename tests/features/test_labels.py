@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from clm.settings import ClmSettings
@@ -90,3 +91,10 @@ def test_each_label_uses_its_own_horizon(tmp_path: Path) -> None:
     assert snap.loc["C"].label_churned == 1  # next purchase only on 2024-07-10
     assert snap.loc["C"].label_next_stage == "churned"  # still the 90-day stage horizon
     assert snap.loc["B"].label_purchases == 1  # and the 365-day CLV horizon
+
+
+def test_days_to_first_purchase_in_the_churn_window(snap) -> None:  # type: ignore[no-untyped-def]
+    assert snap.loc["A"].label_days_to_purchase == 0  # bought on the first day of the window
+    assert snap.loc["C"].label_days_to_purchase == 9  # 2024-07-10, despite churning by cancel
+    assert pd.isna(snap.loc["B"].label_days_to_purchase)  # its purchase is after the window
+    assert pd.isna(snap.loc["V"].label_days_to_purchase)  # no purchase at all

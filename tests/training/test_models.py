@@ -6,6 +6,7 @@ metrics are computed by the same task code that logs them to MLflow.
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from clm.settings import ClmSettings, LabelSettings
 from features.snapshots import build_snapshots
 from features.sources import load
 from features.stages import STAGES
-from training.models.churn import ChurnModel
+from training.models.churn import ChurnModel, survival_curve
 from training.models.tabular import xgb_params
 from training.splits import backtest_folds
 from training.tasks import TASKS, make_estimator
@@ -117,3 +118,19 @@ def test_clv_xgboost_beats_bgnbd_gamma_gamma_on_mae_and_gini(training_dir: Path)
     # The discounted margin is below margin x spend and above zero.
     assert np.all(output["clv"] <= SETTINGS.training.margin * output["expected_spend"] + 1e-9)
     assert np.all(output["clv"] >= 0)
+
+
+def test_survival_curve_passes_through_both_points_and_keeps_the_dead() -> None:
+    u = np.array([0.9, 0.6, 0.5, 0.5, 1.0])
+    v = np.array([0.85, 0.45, 0.25, 0.2, 1.0])  # the 4th has a rising hazard (v < u**2)
+    assert survival_curve(u, v, 1.0) == pytest.approx(v)
+    assert survival_curve(u, v, 0.5)[:3] == pytest.approx(u[:3])  # through S(h/2) = u
+    assert survival_curve(u, v, 0.0) == pytest.approx(np.ones(5))
+    # Far out only the dead share is left: pi = (v - u**2) / ((1 - u)**2 + v - u**2).
+    dead = (v[:2] - u[:2] ** 2) / ((1 - u[:2]) ** 2 + v[:2] - u[:2] ** 2)
+    assert survival_curve(u, v, 200.0)[:2] == pytest.approx(dead, abs=1e-6)
+    assert survival_curve(u, v, 200.0)[2] == pytest.approx(0.0, abs=1e-6)  # pi = 0: Poisson
+    assert survival_curve(u, v, 2.0)[3] == pytest.approx(0.2**2)  # clipped to pure Poisson
+    assert survival_curve(u, v, 3.0)[4] == 1.0  # never buys
+    longer = [survival_curve(u, v, r) for r in (1.0, 1.5, 2.0, 3.0)]
+    assert all((a >= b).all() for a, b in itertools.pairwise(longer))

@@ -5,10 +5,20 @@ Calibration (isotonic or Platt) is fitted on the validation fold (see
 half of the fold and scored (log loss) on the other, both ways; the better method is then
 refitted on the whole fold.
 
-Horizons other than the label horizon ``h`` use BG/NBD for the part the labels cannot see:
+Horizons other than the label horizon ``h``. When the snapshots carry
+``label_days_to_purchase`` (training snapshots do), a second calibrated classifier is fitted
+for the half horizon ``h/2``. The two calibrated survivals ``u = P(none in h/2)`` and
+``v = P(none in h)`` of each customer fix a two-point "dead or alive" curve,
+``S(t) = pi + (1 - pi) * w ** (t / h)`` (a share ``pi`` never buys again, the others buy as a
+Poisson process, ``w = (v - pi) / (1 - pi)``), which passes through both points:
+``pi = (v - u**2) / ((1 - u)**2 + v - u**2)``, clipped to ``[0, v]`` (0 when the hazard
+rises, i.e. ``v < u**2``). ``S(H)`` is the prediction for any other horizon ``H``. Measured on
+the sample data, survival barely falls after a long silence (those who have not bought for
+months rarely return): the curve keeps that, where BG/NBD fitted on a short history (no
+dropout seen yet) lets everyone return.
+
+Without that label, the BG/NBD ratio is used:
 ``P(no purchase in H) = P_xgb(no purchase in h) * P_bgnbd(none in H) / P_bgnbd(none in h)``.
-For ``H > h`` the ratio is BG/NBD's P(no purchase in [h, H) | none in [0, h)), exactly the
-chain rule; for ``H < h`` it is the same identity read backwards. Results are clipped to [0, 1].
 """
 
 from __future__ import annotations
@@ -34,9 +44,23 @@ from training.models.base import (
 from training.models.history import BtydModel
 from training.models.tabular import feature_frame
 
-__all__ = ["ChurnModel", "fit_calibrator"]
+__all__ = ["ChurnModel", "fit_calibrator", "survival_curve"]
 
 CALIBRATIONS = ("isotonic", "sigmoid")
+HALF_LABEL = "label_days_to_purchase"
+
+
+def survival_curve(u: np.ndarray, v: np.ndarray, ratio: float) -> np.ndarray:
+    """``S(ratio * h)`` of the dead-or-alive curve through ``S(h/2) = u`` and ``S(h) = v``."""
+    u = np.clip(np.asarray(u, dtype=float), 0.0, 1.0)
+    v = np.clip(np.minimum(np.asarray(v, dtype=float), u), 0.0, 1.0)
+    rising = v - u**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dead = np.where(rising > 0, rising / ((1 - u) ** 2 + rising), 0.0)
+    dead = np.clip(np.nan_to_num(dead, nan=1.0), 0.0, v)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alive = np.where(dead < 1, (v - dead) / (1 - dead), 1.0)
+    return np.clip(dead + (1 - dead) * np.clip(alive, 0.0, 1.0) ** ratio, 0.0, 1.0)
 
 
 def fit_calibrator(method: str, raw: np.ndarray, y: np.ndarray) -> Any:
@@ -107,25 +131,40 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 "for every customer): nothing to learn; use more customers or another horizon"
             )
         valid = validation_mask(X)
-        params = {**(self.params or {}), "objective": "binary:logistic", "eval_metric": "logloss"}
-        # Longer since the last purchase never lowers the risk (what a marketer would expect).
-        monotone = {"days_since_last_purchase": 1}
-        self.encoder_, self.booster_ = fit_booster(params, X, target, valid, monotone)
-        raw = self._raw(X[valid])
-        ids = X.loc[valid, "customer_id"] if "customer_id" in X else pd.Series(np.arange(len(raw)))
-        if self.calibration == "auto":
-            self.calibration_, self.calibration_losses_ = choose_calibration(
-                raw, target[valid], ids
-            )
-        else:
-            self.calibration_, self.calibration_losses_ = self.calibration, {}
-        self.calibrator_ = fit_calibrator(self.calibration_, raw, target[valid])
+        ids = X.loc[valid, "customer_id"] if "customer_id" in X else pd.Series(range(valid.sum()))
+        self.encoder_, self.booster_, self.calibration_, self.calibrator_, losses = (
+            self._fit_calibrated(X, target, valid, ids, self.calibration)
+        )
+        self.calibration_losses_ = losses
+        self.half_: tuple[Any, Any] | None = None
+        if HALF_LABEL in X.columns and self.label_horizon_days >= 2:
+            days = pd.to_numeric(X[HALF_LABEL]).to_numpy(dtype=float, na_value=np.nan)
+            half = (target == 1) | ~(days < self.label_horizon_days / 2)
+            if len(np.unique(half)) == 2:
+                _, booster, _, calibrator, _ = self._fit_calibrated(
+                    X, half.astype(int), valid, ids, self.calibration_
+                )
+                self.half_ = (booster, calibrator)
         self.btyd_ = BtydModel().fit(
             X, target, label_horizon_days=self.label_horizon_days, labels="churned"
         )
         self.classes_ = np.array([0, 1])
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
         return self
+
+    def _fit_calibrated(
+        self, X: pd.DataFrame, target: np.ndarray, valid: np.ndarray, ids: pd.Series, method: str
+    ) -> tuple[Any, Any, str, Any, dict]:
+        """Booster fitted on the rows not in ``valid``, calibrated on them (method chosen)."""
+        params = {**(self.params or {}), "objective": "binary:logistic", "eval_metric": "logloss"}
+        # Longer since the last purchase never lowers the risk (what a marketer would expect).
+        monotone = {"days_since_last_purchase": 1}
+        encoder, booster = fit_booster(params, X, target, valid, monotone)
+        raw = predict_booster(booster, encoder.transform(feature_frame(X[valid])))
+        losses: dict = {}
+        if method == "auto":
+            method, losses = choose_calibration(raw, target[valid], ids)
+        return encoder, booster, method, fit_calibrator(method, raw, target[valid]), losses
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         matrix = self.encoder_.transform(feature_frame(X))
@@ -136,12 +175,17 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         check_fitted(self)
         p = apply_calibrator(self.calibrator_, self._raw(X))
         wanted = horizon_days or self.horizon_days or self.label_horizon_days
-        if wanted != self.label_horizon_days:
-            ratio = self.btyd_.probability_no_purchase(X, wanted) / np.maximum(
-                self.btyd_.probability_no_purchase(X, self.label_horizon_days), 1e-12
-            )
-            p = p * ratio
-        return np.clip(p, 0.0, 1.0)
+        if wanted == self.label_horizon_days:
+            return np.clip(p, 0.0, 1.0)
+        if self.half_ is not None:
+            booster, calibrator = self.half_
+            matrix = self.encoder_.transform(feature_frame(X))
+            u = apply_calibrator(calibrator, predict_booster(booster, matrix))
+            return survival_curve(u, p, wanted / self.label_horizon_days)
+        ratio = self.btyd_.probability_no_purchase(X, wanted) / np.maximum(
+            self.btyd_.probability_no_purchase(X, self.label_horizon_days), 1e-12
+        )
+        return np.clip(p * ratio, 0.0, 1.0)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         p = self.churn_probability(X)
@@ -153,9 +197,12 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
     def method(self, horizon_days: int | None = None) -> str:
         wanted = horizon_days or self.horizon_days or self.label_horizon_days
         calibrated = f"{self.calibration_}-calibrated "
-        return calibrated + horizon_method(
-            self.label_horizon_days, wanted, "the BG/NBD ratio P(none in H) / P(none in h)"
-        )
+        if self.half_ is not None:
+            h = self.label_horizon_days
+            how = f"the dead-or-alive survival curve through its {h}- and {h / 2:g}-day models"
+        else:
+            how = "the BG/NBD ratio P(none in H) / P(none in h)"
+        return calibrated + horizon_method(self.label_horizon_days, wanted, how)
 
     def predict_frame(self, X: pd.DataFrame, horizon_days: int | None = None) -> pd.DataFrame:
         """The pyfunc output: one ``churn_probability`` column."""
