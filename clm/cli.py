@@ -158,6 +158,14 @@ def features_build(
     build_features(data, parse_date(as_of, "--as-of"), out, _settings(column), labels=labels)
 
 
+@features_app.command("materialize")
+def features_materialize(data: DataOption, as_of: AsOfOption, column: ColumnOption = None) -> None:
+    """Write every customer's features at --as-of to the online store the service reads."""
+    from clm.commands import materialize_features
+
+    materialize_features(data, parse_date(as_of, "--as-of"), _settings(column))
+
+
 @app.command("train")
 def train(
     data: DataOption,
@@ -199,6 +207,26 @@ def train(
         trials=trials,
         experiment=experiment,
     )
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to bind (default: serving.host).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port (default: serving.port)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Worker processes (default: serving.workers)."),
+    ] = None,
+) -> None:
+    """Start the scoring service on the @champion models and the online store."""
+    from clm.serve_command import serve as run
+
+    run(_settings(), host, port, workers, state.config)
 
 
 @models_app.command("list")

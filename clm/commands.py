@@ -131,3 +131,25 @@ def _toml_value(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return str(value)
+
+
+def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> None:
+    """Write every customer's features at ``as_of`` to the online store (atomically)."""
+    from features.online import open_store
+    from features.snapshots import build_snapshot, event_types_before, new_customer_row
+
+    started = time.perf_counter()
+    dataset = sources.load(location, columns=settings.data.columns)
+    types = event_types_before(dataset, as_of=as_of, settings=settings)
+    snapshot = build_snapshot(dataset, as_of=as_of, settings=settings, event_types=types)
+    new_customer = new_customer_row(dataset, as_of=as_of, settings=settings, event_types=types)
+    store = open_store(settings.serving.online_store)
+    written = store.write(snapshot, new_customer)
+    _summary(
+        f"Online store as of {as_of}",
+        [
+            ("customers", f"{written:,}"),
+            ("store", settings.serving.online_store),
+            ("time", f"{time.perf_counter() - started:.1f} s"),
+        ],
+    )

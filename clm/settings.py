@@ -13,7 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from clm.errors import ConfigError
@@ -192,6 +199,86 @@ class TrainingSettings(_Section):
     )
 
 
+class ServingSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address clm serve binds to.")
+    port: int = Field(3000, ge=1, le=65535, description="Port clm serve listens on.")
+    workers: int = Field(1, ge=1, le=64, description="Service worker processes.")
+    api_token: str | None = Field(
+        None,
+        description="Bearer token required on /score and /customers (also CLM_API_TOKEN). "
+        "Unset: no authentication, and clm serve binds to loopback addresses only.",
+    )
+    online_store: str = Field(
+        "sqlite:///mlflow/online.db",
+        description="Online feature store: sqlite:///PATH (the embedded default).",
+    )
+    max_customers: int = Field(1000, ge=1, description="Most customers in one /score request.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
+    risk_medium: float = Field(
+        0.3, gt=0, lt=1, description="churn_probability at or above this is medium risk."
+    )
+    risk_high: float = Field(
+        0.6, gt=0, lt=1, description="churn_probability at or above this is high risk."
+    )
+    reasons: int = Field(3, ge=1, le=20, description="Top features returned as reasons.")
+
+    @model_validator(mode="after")
+    def _bands_in_order(self) -> ServingSettings:
+        if self.risk_medium >= self.risk_high:
+            raise ValueError(
+                f"risk_medium ({self.risk_medium}) must be below risk_high ({self.risk_high})"
+            )
+        return self
+
+
+class Action(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["retention", "growth"] = Field(
+        description="retention: value = churn_probability x uplift x clv - cost; growth: "
+        "value = (1 - churn_probability) x uplift x clv - cost."
+    )
+    cost: float = Field(ge=0, description="Cost of the action per customer, currency units.")
+    uplift: float = Field(
+        ge=0,
+        le=1,
+        description="Assumed success rate: the share of the value at stake it saves "
+        "(retention) or adds (growth).",
+    )
+    stages: list[str] = Field(description="Lifecycle stages the action applies to.")
+    min_clv: float = Field(0.0, ge=0, description="Only for customers with at least this CLV.")
+
+
+def _default_playbook() -> dict[str, Action]:
+    return {
+        "vip_outreach": Action(
+            kind="retention", cost=25.0, uplift=0.3, stages=["retention", "advocacy"], min_clv=200
+        ),
+        "retention_offer": Action(
+            kind="retention", cost=5.0, uplift=0.15, stages=["purchase", "retention", "advocacy"]
+        ),
+        "win_back": Action(kind="retention", cost=3.0, uplift=0.05, stages=["churned"]),
+        "onboarding_followup": Action(kind="growth", cost=1.0, uplift=0.1, stages=["purchase"]),
+        "referral_ask": Action(kind="growth", cost=0.5, uplift=0.05, stages=["advocacy"]),
+        "nurture": Action(
+            kind="growth", cost=0.2, uplift=0.05, stages=["awareness", "consideration"]
+        ),
+    }
+
+
+class DecisionSettings(_Section):
+    actions: dict[str, Action] = Field(
+        default_factory=_default_playbook,
+        description="The playbook: action name -> kind, cost, uplift, stages, min_clv. The "
+        "action with the highest positive expected value is chosen; else 'none'.",
+    )
+    budget: int | None = Field(
+        None,
+        ge=0,
+        description="Most costly actions in one batch scoring run (highest value first).",
+    )
+
+
 class ClmSettings(BaseSettings):
     """Every threshold, window and horizon of clm, with its documented default."""
 
@@ -204,6 +291,8 @@ class ClmSettings(BaseSettings):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    decision: DecisionSettings = Field(default_factory=DecisionSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -30,6 +30,7 @@ __all__ = [
     "build_snapshot",
     "build_snapshots",
     "event_types_before",
+    "new_customer_row",
     "snapshot_sql",
     "snapshot_table",
 ]
@@ -200,3 +201,26 @@ def build_snapshots(
         for c in sorted(cutoffs)
     ]
     return pd.concat(frames, ignore_index=True)
+
+
+def new_customer_row(
+    dataset: Dataset, *, as_of: date, settings: ClmSettings, event_types: list[str] | None = None
+) -> dict[str, object]:
+    """The features of a customer with no history at all at ``as_of``: what a snapshot row
+    holds for someone known only from now on (counts 0, recencies and averages empty)."""
+    types = (
+        event_types
+        if event_types is not None
+        else event_types_before(dataset, as_of=as_of, settings=settings)
+    )
+    row: dict[str, object] = {"stage": "awareness", "days_in_stage": 0}
+    for query in (
+        rfm_query(as_of=as_of, settings=settings.features),
+        engagement_query(
+            as_of=as_of, settings=settings.features, stages=settings.stages, event_types=types
+        ),
+    ):
+        row.update({c: 0 if c in query.zero_fill else None for c in query.columns})
+    row["days_since_signup"] = None
+    row.update({attribute: None for attribute in dataset.attributes})
+    return row

@@ -11,10 +11,8 @@ lists the champions in order, for ``rollback``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -23,6 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from clm.errors import ClmError
 from clm.settings import TrainingSettings
+from clm.tracking import LOCAL_STORE, MODEL_NAMES, tracking_uri
 
 __all__ = [
     "GATES",
@@ -35,9 +34,7 @@ __all__ = [
     "rollback",
 ]
 
-MODEL_NAMES = {"churn": "clm-churn", "stage": "clm-stage", "clv": "clm-clv"}
 HISTORY_TAG = "clm.champion_history"
-LOCAL_STORE = Path("mlflow")
 
 
 @dataclass(frozen=True)
@@ -61,12 +58,9 @@ def configure_tracking(settings: TrainingSettings, experiment: str | None = None
     Returns the tracking URI. The local default is a SQLite database with an artifact folder
     beside it, so no server is needed.
     """
-    uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    artifacts: str | None = None
-    if not uri:
+    uri, artifacts = tracking_uri(settings)
+    if artifacts is not None:
         LOCAL_STORE.mkdir(exist_ok=True)
-        uri = f"sqlite:///{(LOCAL_STORE / 'mlflow.db').resolve()}"
-        artifacts = (LOCAL_STORE / "artifacts").resolve().as_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = experiment or settings.experiment

@@ -166,11 +166,11 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             method, losses = choose_calibration(raw, target[valid], ids)
         return encoder, booster, method, fit_calibrator(method, raw, target[valid]), losses
 
-    def _raw(self, X: pd.DataFrame) -> np.ndarray:
+    def _raw(self, X: Any) -> np.ndarray:
         matrix = self.encoder_.transform(feature_frame(X))
         return predict_booster(self.booster_, matrix)
 
-    def churn_probability(self, X: pd.DataFrame, horizon_days: int | None = None) -> np.ndarray:
+    def churn_probability(self, X: Any, horizon_days: int | None = None) -> np.ndarray:
         """Calibrated P(no purchase in the horizon) for each row of ``X``."""
         check_fitted(self)
         p = apply_calibrator(self.calibrator_, self._raw(X))
@@ -208,7 +208,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         """The pyfunc output: one ``churn_probability`` column."""
         return pd.DataFrame({"churn_probability": self.churn_probability(X, horizon_days)})
 
-    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+    def contributions(self, X: Any) -> np.ndarray:
         """XGBoost's native per-row SHAP values (bias last), on the raw margin."""
         check_fitted(self)
         matrix = xgb.DMatrix(self.encoder_.transform(feature_frame(X)))

@@ -86,11 +86,17 @@ class ClvModel(RegressorMixin, BaseEstimator):
         tweedie = {**params, "objective": "reg:tweedie", "tweedie_variance_power": 1.3}
         _, self.spend_booster_ = fit_booster(tweedie, augmented, spend, valid)
 
-    def _augment(self, X: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
-        return pd.concat([X, self.btyd_.outputs(X, horizon_days)], axis=1)
+    def _augment(self, X: Any, horizon_days: int) -> Any:
+        if isinstance(X, pd.DataFrame):
+            return pd.concat([X, self.btyd_.outputs(X, horizon_days)], axis=1)
+        return {**X, **self.btyd_.outputs(X, horizon_days)}
 
     def predict_frame(self, X: pd.DataFrame, horizon_days: int | None = None) -> pd.DataFrame:
         """``expected_purchases``, ``expected_spend`` and ``clv`` over the horizon."""
+        return pd.DataFrame(self.predict_columns(X, horizon_days))
+
+    def predict_columns(self, X: Any, horizon_days: int | None = None) -> dict[str, np.ndarray]:
+        """:meth:`predict_frame` as a dict of arrays; ``X`` may be a mapping of arrays."""
         check_fitted(self)
         wanted = horizon_days or self.horizon_days or self.label_horizon_days
         btyd = self.btyd_
@@ -103,15 +109,13 @@ class ClvModel(RegressorMixin, BaseEstimator):
         with np.errstate(invalid="ignore", divide="ignore"):
             discount = btyd.clv(X, wanted) / (self.margin * btyd_spend)
         discount = np.where(np.isfinite(discount), discount, btyd.discount_factor(wanted))
-        return pd.DataFrame(
-            {
-                "expected_purchases": purchases,
-                "expected_spend": spend,
-                "clv": self.margin * spend * np.clip(discount, 0.0, 1.0),
-            }
-        )
+        return {
+            "expected_purchases": np.asarray(purchases, dtype=float),
+            "expected_spend": np.asarray(spend, dtype=float),
+            "clv": self.margin * spend * np.clip(discount, 0.0, 1.0),
+        }
 
-    def _xgboost_outputs(self, X: pd.DataFrame, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+    def _xgboost_outputs(self, X: Any, wanted: int) -> tuple[np.ndarray, np.ndarray]:
         assert self.encoder_ is not None
         h = self.label_horizon_days
         matrix = self.encoder_.transform(feature_frame(self._augment(X, h)))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -35,13 +35,18 @@ class Summary:
     repeat_mean_spend: np.ndarray
 
 
-def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in frame.columns:
+def _column(frame: Any, name: str) -> np.ndarray:
+    """One numeric column of a DataFrame or of a mapping of column name to 1-D array."""
+    if isinstance(frame, pd.DataFrame):
+        if name not in frame.columns:
+            raise ValueError(f"missing feature column {name} (from features.rfm)")
+        return pd.to_numeric(frame[name]).to_numpy(dtype=float, na_value=np.nan)
+    if name not in frame:
         raise ValueError(f"missing feature column {name} (from features.rfm)")
-    return pd.to_numeric(frame[name]).to_numpy(dtype=float, na_value=np.nan)
+    return np.asarray(frame[name], dtype=float)
 
 
-def summary(frame: pd.DataFrame) -> Summary:
+def summary(frame: Any) -> Summary:
     """BG/NBD's (x, t_x, T) and the repeat mean spend, in days, from snapshot features."""
     x = _column(frame, "repeat_purchase_days")
     t_x = _column(frame, "days_between_first_and_last_purchase")
@@ -132,17 +137,17 @@ class BtydModel:
         years = np.linspace(0, horizon_days / 365, 13)[1:]
         return float(np.mean((1 + self.annual_discount_rate) ** -years))
 
-    def outputs(self, X: pd.DataFrame, horizon_days: float) -> pd.DataFrame:
-        """The BTYD columns added to the CLV model's features."""
+    def outputs(self, X: Any, horizon_days: float) -> Any:
+        """The BTYD columns added to the CLV model's features (a dict for a mapping ``X``)."""
         purchases = self.expected_purchases(X, horizon_days)
-        return pd.DataFrame(
-            {
-                "btyd_probability_alive": self.probability_alive(X),
-                "btyd_expected_purchases": purchases,
-                "btyd_expected_spend": purchases * self.expected_spend_per_purchase(X),
-            },
-            index=X.index,
-        )
+        columns = {
+            "btyd_probability_alive": self.probability_alive(X),
+            "btyd_expected_purchases": purchases,
+            "btyd_expected_spend": purchases * self.expected_spend_per_purchase(X),
+        }
+        if isinstance(X, pd.DataFrame):
+            return pd.DataFrame(columns, index=X.index)
+        return columns
 
 
 _FITTED: dict[str, tuple[BetaGeoFitter, GammaGammaFitter]] = {}

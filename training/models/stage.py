@@ -67,15 +67,15 @@ class StageModel(ClassifierMixin, BaseEstimator):
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
         return self
 
-    def _xgb_proba(self, X: pd.DataFrame) -> np.ndarray:
+    def _xgb_proba(self, X: Any) -> np.ndarray:
         matrix = self.encoder_.transform(feature_frame(X))
-        fitted = predict_booster(self.booster_, matrix).reshape(len(X), -1)
-        out = np.zeros((len(X), len(STAGES)))
+        fitted = predict_booster(self.booster_, matrix).reshape(matrix.shape[0], -1)
+        out = np.zeros((matrix.shape[0], len(STAGES)))
         for j, stage in enumerate(self.fitted_stages_):
             out[:, STAGES.index(stage)] = fitted[:, j]
         return out
 
-    def stage_probabilities(self, X: pd.DataFrame, horizon_days: int | None = None) -> np.ndarray:
+    def stage_probabilities(self, X: Any, horizon_days: int | None = None) -> np.ndarray:
         """P(stage after the horizon) per row, columns in ``STAGES`` order."""
         check_fitted(self)
         wanted = horizon_days or self.horizon_days or self.label_horizon_days
@@ -84,7 +84,7 @@ class StageModel(ClassifierMixin, BaseEstimator):
             return self._xgb_proba(X)
         if wanted > h:
             return self._xgb_proba(X) @ step_matrix(self.markov_.matrix_, (wanted - h) / h)
-        onehot = np.vstack([_onehot(s) for s in X["stage"].astype(str)])
+        onehot = np.vstack([_onehot(s) for s in np.asarray(X["stage"]).astype(str)])
         return onehot @ step_matrix(self.markov_.matrix_, wanted / h)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:

@@ -21,8 +21,14 @@ NON_FEATURES = ("customer_id", "as_of")
 MAX_LEVELS = 30
 
 
-def feature_frame(snapshot: pd.DataFrame) -> pd.DataFrame:
-    """The input columns of a snapshot: everything but keys and ``label_*`` columns."""
+def feature_frame(snapshot: Any) -> Any:
+    """The input columns of a snapshot: everything but keys and ``label_*`` columns.
+
+    A mapping of column name to 1-D array (how the service passes rows, without pandas)
+    passes through: the encoder reads only its own columns from it.
+    """
+    if not isinstance(snapshot, pd.DataFrame):
+        return snapshot
     keep = [c for c in snapshot.columns if c not in NON_FEATURES and not c.startswith("label_")]
     return snapshot[keep]
 
@@ -65,13 +71,17 @@ class TabularEncoder:
             else:
                 yield column
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        missing = [c for c in self.input_columns_ if c not in frame.columns]
+    def transform(self, frame: Any) -> np.ndarray:
+        """A DataFrame, or a mapping of column name to 1-D array, to the float32 matrix."""
+        columns = frame.columns if isinstance(frame, pd.DataFrame) else frame.keys()
+        missing = [c for c in self.input_columns_ if c not in columns]
         if missing:
             raise ValueError(
                 f"missing feature columns {missing[:10]} ({len(missing)} in all); the model was "
                 "trained on snapshots from features.snapshots"
             )
+        if not isinstance(frame, pd.DataFrame):
+            return self._transform_arrays(frame)
         parts: list[np.ndarray] = []
         for column in self.input_columns_:
             values = frame[column]
@@ -81,6 +91,25 @@ class TabularEncoder:
             else:
                 parts.append(_as_float(values, column))
         return np.column_stack(parts) if parts else np.empty((len(frame), 0), np.float32)
+
+    def _transform_arrays(self, columns: Any) -> np.ndarray:
+        rows = len(next(iter(columns.values()))) if columns else 0
+        out = np.empty((rows, len(self.feature_names_)), dtype=np.float32)
+        j = 0
+        for column in self.input_columns_:
+            values = columns[column]
+            if column in self.levels_:
+                text = np.asarray(values, dtype=object)
+                for level in self.levels_[column]:
+                    out[:, j] = text == level
+                    j += 1
+            else:
+                try:
+                    out[:, j] = np.asarray(values, dtype=np.float64)
+                except (TypeError, ValueError) as error:
+                    raise ValueError(f"feature {column}: expected numbers ({error})") from None
+                j += 1
+        return out
 
 
 def _is_numeric(values: pd.Series) -> bool:

@@ -1,0 +1,74 @@
+"""``clm serve``: checks, then hands the process to ``bentoml serve``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+
+from clm.errors import ClmError
+from clm.settings import ClmSettings
+
+__all__ = ["is_loopback", "serve"]
+
+SERVICE = "serving.service:Scoring"
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(
+                ipaddress.ip_address(info[4][0]).is_loopback
+                for info in socket.getaddrinfo(host, None)
+            )
+        except (OSError, ValueError):
+            return False
+
+
+def check(settings: ClmSettings, host: str) -> None:
+    """Refuse, with one clear line, what would make the service fail or be unsafe."""
+    from features.online import open_store
+    from serving.middleware import api_token
+    from serving.scoring import champion_versions
+
+    if api_token(settings.serving) is None and not is_loopback(host):
+        raise ClmError(
+            f"refusing to serve on {host} without an API token: set serving.api_token or "
+            "CLM_API_TOKEN, or bind to 127.0.0.1"
+        )
+    open_store(settings.serving.online_store).meta()
+    champion_versions(settings)
+
+
+def serve(
+    settings: ClmSettings, host: str | None, port: int | None, workers: int | None,
+    config: Path | None,
+) -> None:  # fmt: skip
+    host = host or settings.serving.host
+    port = port or settings.serving.port
+    check(settings, host)
+    env = dict(os.environ)
+    if config is not None:
+        env["CLM_CONFIG"] = str(config.resolve())
+    if workers is not None:
+        env["CLM_SERVING__WORKERS"] = str(workers)
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        SERVICE,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    print(f"serving on http://{host}:{port} (docs at /docs); Ctrl-C stops", file=sys.stderr)
+    os.execve(sys.executable, command, env)

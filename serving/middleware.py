@@ -1,0 +1,98 @@
+"""What guards every request before it reaches the service: the API token and body size.
+
+* With a token configured (``serving.api_token`` or ``CLM_API_TOKEN``), ``/score`` and
+  ``/customers/...`` need ``Authorization: Bearer <token>``; anything else gets 401. The
+  comparison is constant-time. Health, metrics and the docs stay open.
+* A body over ``serving.max_body_bytes`` gets 413, whether it declares its length or streams.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from typing import Any
+
+from clm.settings import ServingSettings
+
+__all__ = ["PROTECTED", "GuardMiddleware", "api_token"]
+
+PROTECTED = ("/score", "/customers")
+
+
+def api_token(settings: ServingSettings) -> str | None:
+    return settings.api_token or os.environ.get("CLM_API_TOKEN") or None
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _reply(send: Any, status: int, message: str, headers: list | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    """Pure ASGI middleware (no per-request objects beyond what it checks)."""
+
+    def __init__(self, app: Any, token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode() if token else None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if self.expected is not None and path.startswith(PROTECTED):
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                await _reply(
+                    send,
+                    401,
+                    "missing or wrong Authorization: Bearer token",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _reply(send, 413, f"request body over {self.max_body_bytes} bytes")
+            return
+        received = 0
+        limit = self.max_body_bytes
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
+
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge:
+            if not started:
+                await _reply(send, 413, f"request body over {limit} bytes")

@@ -1,0 +1,226 @@
+"""Scoring with the registered champions, shared by the service and batch scoring.
+
+The champions are resolved from the registry once (``models:/clm-churn@champion`` and the
+others, pinned to the version the alias held at load time) and loaded through MLflow's
+pyfunc loader; scoring then calls the fitted estimators directly on columns of numpy arrays,
+never pyfunc's DataFrame path (measured here: about 3 ms per 1-row pyfunc call against
+about 0.2 ms for the native booster). Every XGBoost booster runs on one thread: a service
+worker per core scales better than threads fighting over a busy core.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import xgboost as xgb
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from clm.errors import ClmError
+from clm.settings import ClmSettings
+from clm.tracking import MODEL_NAMES, tracking_uri
+from features.stages import STAGES
+from serving.decision import Policy
+
+__all__ = ["BadInput", "Champions", "Scorer", "champion_versions", "load_champions"]
+
+# Numeric features that may be negative; every other numeric feature is a count, an amount
+# of spend, a number of days or a rate, which cannot be.
+SIGNED = ("net_spend", "_trend_")
+
+
+class BadInput(ValueError):
+    """A request the caller must fix; the message names the customer and the field."""
+
+
+@dataclass(frozen=True)
+class Champions:
+    churn: Any
+    stage: Any
+    clv: Any
+    versions: dict[str, str]
+    uri: str
+
+
+def _one_thread(estimator: Any) -> None:
+    for value in vars(estimator).values():
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, xgb.Booster):
+                item.set_param({"nthread": 1})
+
+
+def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:
+    """The tracking URI and the version each ``@champion`` alias points at; a clear error
+    names the store or the models that are missing."""
+    uri, _ = tracking_uri(settings.training)
+    if uri.startswith("sqlite:///"):
+        database = uri.removeprefix("sqlite:///")
+        if not Path(database).is_file():
+            raise ClmError(f"no MLflow store at {database}: run clm train first")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions, missing = {}, []
+    for name in MODEL_NAMES.values():
+        try:
+            versions[name] = str(client.get_model_version_by_alias(name, "champion").version)
+        except MlflowException:
+            missing.append(name)
+    if missing:
+        raise ClmError(
+            f"no @champion for {', '.join(missing)} in {uri}: run clm train (or clm models "
+            "promote) first"
+        )
+    return uri, versions
+
+
+def load_champions(settings: ClmSettings) -> Champions:
+    """The three ``@champion`` estimators; a clear error names what is missing."""
+    uri, versions = champion_versions(settings)
+    loaded = {}
+    for kind, name in MODEL_NAMES.items():
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{versions[name]}")
+        estimator = model.unwrap_python_model().estimator
+        _one_thread(estimator)
+        loaded[kind] = estimator
+    return Champions(loaded["churn"], loaded["stage"], loaded["clv"], versions, uri)
+
+
+class Scorer:
+    """Rows of features in, scores and decisions out; see :meth:`score`."""
+
+    def __init__(
+        self, champions: Champions, settings: ClmSettings, new_customer: Mapping[str, Any]
+    ) -> None:
+        self.champions = champions
+        self.settings = settings.serving
+        self.policy = Policy(settings.decision, STAGES)
+        self.new_customer = dict(new_customer)
+        encoders = [champions.churn.encoder_, champions.stage.encoder_]
+        if champions.clv.encoder_ is not None:
+            encoders.append(champions.clv.encoder_)
+        self.text = set().union(*(e.levels_ for e in encoders)) | {"stage"}
+        clv_columns = set(champions.clv.feature_names_in_)
+        self.columns = sorted(
+            set().union(*(e.input_columns_ for e in encoders)) | clv_columns | {"stage"}
+        )
+        self.known = frozenset(self.columns)
+        names = champions.churn.encoder_.feature_names_
+        self.reason_feature = [n.split("=", 1)[0] if "=" in n else n for n in names]
+
+    def freeze(self) -> None:
+        """Move everything loaded so far out of the garbage collector's way (see module doc
+        of serving.service): later full collections then walk only per-request objects."""
+        gc.collect()
+        gc.freeze()
+
+    def check(self, index: int, overrides: Mapping[str, Any]) -> None:
+        """Reject unknown feature names and values of the wrong kind, naming them."""
+        unknown = sorted(set(overrides) - self.known)
+        if unknown:
+            raise BadInput(
+                f"customers[{index}].features: unknown feature names {unknown[:5]}"
+                f"{' ...' if len(unknown) > 5 else ''} (see GET /customers/{{id}} for the names)"
+            )
+        for name, value in overrides.items():
+            where = f"customers[{index}].features.{name}"
+            if name in self.text:
+                if value is not None and not isinstance(value, str):
+                    raise BadInput(f"{where}: expected text, got {value!r}")
+                if name == "stage" and value is not None and value not in STAGES:
+                    raise BadInput(f"{where}: expected one of {list(STAGES)}, got {value!r}")
+                continue
+            if isinstance(value, str):
+                raise BadInput(f"{where}: expected a number, got {value!r}")
+            if (
+                value is not None
+                and value < 0
+                and not any(s in name for s in SIGNED)
+                and not name.startswith("attr_")
+            ):
+                raise BadInput(f"{where}: expected a number >= 0, got {value!r}")
+
+    def rows(
+        self,
+        requests: Sequence[tuple[str, Mapping[str, Any] | None]],
+        stored: Mapping[str, Mapping[str, Any]],
+    ) -> tuple[list[dict[str, Any]], list[bool]]:
+        """The feature row of each (customer_id, overrides): stored or new, then overridden."""
+        rows, known = [], []
+        for index, (customer_id, overrides) in enumerate(requests):
+            base = stored.get(customer_id)
+            if overrides:
+                self.check(index, overrides)
+            row = dict(base if base is not None else self.new_customer)
+            if overrides:
+                row.update(overrides)
+            rows.append(row)
+            known.append(base is not None)
+        return rows, known
+
+    def columns_of(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        columns: dict[str, np.ndarray] = {}
+        for name in self.columns:
+            values = [row.get(name) for row in rows]
+            if name in self.text:
+                columns[name] = np.array(values, dtype=object)
+            else:
+                columns[name] = np.array(values, dtype=float)
+        return columns
+
+    def score(
+        self, customer_ids: Sequence[str], rows: Sequence[Mapping[str, Any]], known: Sequence[bool]
+    ) -> list[dict[str, Any]]:
+        """One result dict per row, in order (the fields of serving.contracts.ScoreResult)."""
+        c = self.champions
+        columns = self.columns_of(rows)
+        churn = c.churn.churn_probability(columns)
+        contributions = c.churn.contributions(columns)[:, :-1]
+        stage_p = c.stage.stage_probabilities(columns)
+        value = c.clv.predict_columns(columns)
+        stage = columns["stage"].astype(str)
+        decisions = self.policy.decide(stage, churn, value["clv"])
+        medium, high = self.settings.risk_medium, self.settings.risk_high
+        top = np.argsort(-np.abs(contributions), axis=1)[:, : self.settings.reasons]
+        results = []
+        for i, customer_id in enumerate(customer_ids):
+            p = float(churn[i])
+            results.append(
+                {
+                    "customer_id": customer_id,
+                    "known": bool(known[i]),
+                    "stage": str(stage[i]),
+                    "churn_probability": p,
+                    "churn_risk": "high" if p >= high else "medium" if p >= medium else "low",
+                    "next_stage": STAGES[int(stage_p[i].argmax())],
+                    "next_stage_probabilities": {
+                        s: float(stage_p[i, j]) for j, s in enumerate(STAGES)
+                    },
+                    "expected_purchases": float(value["expected_purchases"][i]),
+                    "expected_spend": float(value["expected_spend"][i]),
+                    "clv": float(value["clv"][i]),
+                    "action": str(decisions.action[i]),
+                    "action_value": float(decisions.value[i]),
+                    "reasons": [self._reason(rows[i], j, contributions[i, j]) for j in top[i]],
+                    "model_versions": c.versions,
+                }
+            )
+        return results
+
+    def _reason(self, row: Mapping[str, Any], j: int, contribution: float) -> dict[str, Any]:
+        feature = self.reason_feature[j]
+        value = row.get(feature)
+        if isinstance(value, float) and not np.isfinite(value):
+            value = None
+        return {
+            "feature": feature,
+            "value": value,
+            "contribution": float(contribution),
+            "direction": "raises risk" if contribution > 0 else "lowers risk",
+        }

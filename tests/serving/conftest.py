@@ -1,0 +1,88 @@
+"""A real scoring service on 127.0.0.1: champions trained on sample data, a materialized store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pytest
+
+from features import synthetic
+
+AS_OF = "2025-07-01"
+TOKEN = "test-token-123"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    data: Path
+    env: dict[str, str]  # CLM_* and MLflow variables of the store and online store
+
+
+def _clm(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "clm", *args], check=True, env=env, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    """Sample data (3,000 people), ``clm train all`` and ``clm features materialize``."""
+    root = tmp_path_factory.mktemp("deployment")
+    data = root / "data"
+    synthetic.write(
+        synthetic.generate(3000, seed=3, start=date(2023, 1, 1), end=date(2026, 1, 1)), data
+    )
+    env = {
+        **os.environ,
+        "CLM_TRAINING__TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+        "CLM_SERVING__ONLINE_STORE": f"sqlite:///{root}/online.db",
+    }
+    _clm("train", "all", "--data", str(data), "--as-of", AS_OF, env=env)
+    _clm("features", "materialize", "--data", str(data), "--as-of", AS_OF, env=env)
+    return Deployment(data, env)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server(deployment: Deployment) -> Iterator[str]:
+    """``clm serve`` with an API token, on a free port; yields its base URL."""
+    port = free_port()
+    env = {**deployment.env, "CLM_API_TOKEN": TOKEN}
+    log = deployment.data.parent / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clm", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"clm serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("clm serve did not become ready in 120 s")
+    yield url
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)

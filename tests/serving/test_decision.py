@@ -1,0 +1,73 @@
+"""The retention decision on hand-made customers: value = P x uplift x CLV - cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clm.errors import ConfigError
+from clm.settings import Action, DecisionSettings
+from features.stages import STAGES
+from serving.decision import NO_ACTION, Policy, apply_budget
+
+PLAYBOOK = {
+    "vip_outreach": Action(
+        kind="retention", cost=25, uplift=0.3, stages=["retention"], min_clv=200
+    ),
+    "retention_offer": Action(
+        kind="retention", cost=5, uplift=0.15, stages=["purchase", "retention"]
+    ),
+    "win_back": Action(kind="retention", cost=3, uplift=0.05, stages=["churned"]),
+    "referral_ask": Action(kind="growth", cost=0.5, uplift=0.05, stages=["advocacy"]),
+}
+
+
+def decide(stage: str, churn: float, clv: float) -> tuple[str, float]:
+    policy = Policy(DecisionSettings(actions=PLAYBOOK), STAGES)
+    decided = policy.decide(np.array([stage]), np.array([churn]), np.array([clv]))
+    return str(decided.action[0]), float(decided.value[0])
+
+
+def test_valuable_customer_at_risk_gets_the_personal_call() -> None:
+    # vip: 0.8 x 0.3 x 1000 - 25 = 215; offer: 0.8 x 0.15 x 1000 - 5 = 115
+    assert decide("retention", 0.8, 1000) == ("vip_outreach", pytest.approx(215))
+
+
+def test_below_the_vip_clv_floor_the_offer_wins() -> None:
+    # vip is not eligible (clv 150 < 200); offer: 0.8 x 0.15 x 150 - 5 = 13
+    assert decide("retention", 0.8, 150) == ("retention_offer", pytest.approx(13))
+
+
+def test_nothing_positive_means_no_action() -> None:
+    # offer: 0.1 x 0.15 x 100 - 5 = -3.5 < 0
+    assert decide("retention", 0.1, 100) == (NO_ACTION, 0.0)
+
+
+def test_actions_only_apply_to_their_stages() -> None:
+    assert decide("awareness", 0.9, 10_000)[0] == NO_ACTION
+    # win back a churned customer: 0.9 x 0.05 x 400 - 3 = 15
+    assert decide("churned", 0.9, 400) == ("win_back", pytest.approx(15))
+
+
+def test_growth_value_uses_the_chance_to_stay() -> None:
+    # (1 - 0.2) x 0.05 x 100 - 0.5 = 3.5
+    assert decide("advocacy", 0.2, 100) == ("referral_ask", pytest.approx(3.5))
+
+
+def test_budget_keeps_the_most_valuable_costly_actions() -> None:
+    policy = Policy(DecisionSettings(actions=PLAYBOOK), STAGES)
+    decided = policy.decide(
+        np.array(["retention", "retention", "retention", "awareness"]),
+        np.array([0.8, 0.5, 0.9, 0.9]),
+        np.array([150.0, 150.0, 150.0, 150.0]),
+    )
+    assert list(decided.action) == ["retention_offer"] * 3 + [NO_ACTION]
+    assert apply_budget(decided, policy, 2) == 1
+    assert list(decided.action) == ["retention_offer", NO_ACTION, "retention_offer", NO_ACTION]
+    assert decided.value[1] == 0.0
+
+
+def test_playbook_naming_an_unknown_stage_is_refused() -> None:
+    bad = {"x": Action(kind="growth", cost=1, uplift=0.1, stages=["loyal"])}
+    with pytest.raises(ConfigError, match=r"decision.actions.x.stages: \['loyal'\]"):
+        Policy(DecisionSettings(actions=bad), STAGES)

@@ -1,0 +1,201 @@
+"""The scoring service, over HTTP against a real ``clm serve`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pytest
+
+from clm.settings import ClmSettings
+from features.snapshots import build_snapshot
+from features.sources import load
+from features.stages import STAGES
+from tests.serving.conftest import TOKEN, Deployment
+
+pytestmark = pytest.mark.slow
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def score(url: str, customers: list[dict], headers: dict | None = None) -> httpx.Response:
+    return httpx.post(
+        f"{url}/score", json={"customers": customers}, headers=AUTH if headers is None else headers,
+        timeout=30,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def snapshot(deployment: Deployment):  # type: ignore[no-untyped-def]
+    return build_snapshot(load(deployment.data), as_of=date(2025, 7, 1), settings=ClmSettings())
+
+
+def test_scores_by_id_equal_the_registered_pyfunc_models(
+    server: str, deployment: Deployment, snapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = snapshot["customer_id"].iloc[::40].tolist()
+    response = score(server, [{"customer_id": i} for i in ids])
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["customer_id"] for r in results] == ids  # same order
+    assert all(r["known"] for r in results)
+
+    mlflow.set_tracking_uri(deployment.env["CLM_TRAINING__TRACKING_URI"])
+    mlflow.set_registry_uri(deployment.env["CLM_TRAINING__TRACKING_URI"])
+    rows = snapshot.set_index("customer_id").loc[ids].reset_index()
+    features = rows.drop(columns=["customer_id", "as_of"])
+    churn = mlflow.pyfunc.load_model("models:/clm-churn@champion").predict(features)
+    stage = mlflow.pyfunc.load_model("models:/clm-stage@champion").predict(features)
+    clv = mlflow.pyfunc.load_model("models:/clm-clv@champion").predict(features)
+    np.testing.assert_allclose(
+        [r["churn_probability"] for r in results], churn["churn_probability"], atol=1e-6
+    )
+    for s in STAGES:
+        np.testing.assert_allclose(
+            [r["next_stage_probabilities"][s] for r in results], stage[f"probability_{s}"],
+            atol=1e-6,
+        )  # fmt: skip
+    assert [r["next_stage"] for r in results] == stage["next_stage"].tolist()
+    for column in ("expected_purchases", "expected_spend", "clv"):
+        np.testing.assert_allclose([r[column] for r in results], clv[column], rtol=1e-5)
+    assert [r["stage"] for r in results] == rows["stage"].tolist()
+
+
+def test_result_fields_reasons_risk_bands_and_actions(server: str, snapshot) -> None:
+    ids = snapshot["customer_id"].iloc[:200].tolist()
+    results = score(server, [{"customer_id": i} for i in ids]).json()["results"]
+    settings = ClmSettings()
+    for r in results:
+        p = r["churn_probability"]
+        band = "high" if p >= settings.serving.risk_high else "medium"
+        assert r["churn_risk"] == (band if p >= settings.serving.risk_medium else "low")
+        assert sum(r["next_stage_probabilities"].values()) == pytest.approx(1, abs=1e-5)
+        assert r["action"] in {*settings.decision.actions, "none"}
+        assert (r["action"] == "none") == (r["action_value"] == 0)
+        assert len(r["reasons"]) == settings.serving.reasons
+        sizes = [abs(reason["contribution"]) for reason in r["reasons"]]
+        assert sizes == sorted(sizes, reverse=True)
+        for reason in r["reasons"]:
+            assert (reason["direction"] == "raises risk") == (reason["contribution"] > 0)
+        assert set(r["model_versions"]) == {"clm-churn", "clm-stage", "clm-clv"}
+    assert {r["churn_risk"] for r in results} == {"low", "medium", "high"}
+    assert len({r["action"] for r in results}) >= 2
+
+
+def test_given_features_override_the_stored_ones(server: str, snapshot) -> None:
+    buyer = snapshot[snapshot["stage"] == "retention"].iloc[0]
+    stored = score(server, [{"customer_id": buyer.customer_id}]).json()["results"][0]
+    lapsed = {"customer_id": buyer.customer_id, "features": {"days_since_last_purchase": 400}}
+    changed = score(server, [lapsed]).json()["results"][0]
+    assert changed["known"] is True
+    assert changed["churn_probability"] > stored["churn_probability"]
+
+
+def test_unknown_customer_is_scored_as_new(server: str) -> None:
+    results = score(server, [{"customer_id": "never-seen"}]).json()["results"]
+    new = results[0]
+    assert new["known"] is False and new["stage"] == "awareness"
+    assert new["churn_probability"] > 0.8  # a stranger rarely buys within the horizon
+    assert new["expected_purchases"] < 0.5
+
+
+def test_customer_endpoint_returns_features_and_score(server: str, snapshot) -> None:
+    customer = snapshot.iloc[7]
+    response = httpx.get(f"{server}/customers/{customer.customer_id}", headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["as_of"] == "2025-07-01"
+    assert body["features"]["purchase_days"] == customer.purchase_days
+    assert body["score"]["customer_id"] == customer.customer_id
+    missing = httpx.get(f"{server}/customers/nobody-42", headers=AUTH)
+    assert missing.status_code == 404 and "nobody-42" in missing.text
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"customers": []}, "customers"),
+        ({"customers": [{"customer_id": ""}]}, "customer_id"),
+        ({"customers": [{"customer_id": "a", "features": {"nope": 1}}]}, "nope"),
+        ({"customers": [{"customer_id": "a", "features": {"purchase_days": -2}}]}, "purchase_days"),
+        (
+            {"customers": [{"customer_id": "a", "features": {"purchase_days": "many"}}]},
+            "purchase_days",
+        ),
+        ({"customers": [{"customer_id": "a", "features": {"stage": "loyal"}}]}, "stage"),
+        ({"customers": [{"customer_id": "a", "features": {"stage": 3}}]}, "stage"),
+        ({"customers": [{"customer_id": 5}]}, "customer_id"),
+        ({"customers": [{"customer_id": "a", "extra": 1}]}, "extra"),
+        ({"people": []}, "customers"),
+        ({"customers": [{"customer_id": str(i)} for i in range(1001)]}, "customers"),
+    ],
+)
+def test_bad_requests_get_4xx_naming_the_field(server: str, body: dict, named: str) -> None:
+    response = httpx.post(f"{server}/score", json=body, headers=AUTH, timeout=30)
+    assert 400 <= response.status_code < 500, response.text
+    assert named in response.text
+
+
+def test_non_finite_numbers_and_broken_json_get_400(server: str) -> None:
+    raw = '{"customers": [{"customer_id": "a", "features": {"purchase_days": NaN}}]}'
+    headers = {**AUTH, "content-type": "application/json"}
+    for body in (raw, raw.replace("NaN", "Infinity"), "{not json"):
+        response = httpx.post(f"{server}/score", content=body, headers=headers)
+        assert response.status_code == 400, (body, response.text)
+
+
+def test_bodies_over_one_mib_get_413(server: str) -> None:
+    big = json.dumps({"customers": [{"customer_id": "x" * 150}] * 8000})
+    assert len(big) > 1_048_576
+    response = httpx.post(
+        f"{server}/score", content=big, headers={**AUTH, "content-type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+def test_token_is_required_on_scoring_endpoints_only(server: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        assert score(server, [{"customer_id": "a"}], headers=headers).status_code == 401
+        assert httpx.get(f"{server}/customers/a", headers=headers).status_code == 401
+    assert httpx.get(f"{server}/readyz").status_code == 200
+    assert httpx.get(f"{server}/metrics").status_code == 200
+    assert score(server, [{"customer_id": "a"}]).status_code == 200
+
+
+def test_openapi_documents_every_result_field(server: str) -> None:
+    schema = httpx.get(f"{server}/docs.json").json()
+    text = json.dumps(schema)
+    for field in ("churn_probability", "churn_risk", "next_stage_probabilities", "clv",
+                  "action_value", "reasons", "model_versions", "/customers/{customer_id}"):  # fmt: skip
+        assert field in text, field
+
+
+def _serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clm", "serve", *args], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+def test_serve_refuses_a_public_address_without_a_token(deployment: Deployment) -> None:
+    env = {k: v for k, v in deployment.env.items() if k != "CLM_API_TOKEN"}
+    result = _serve(env, "--host", "0.0.0.0")
+    assert result.returncode == 1
+    assert "refusing to serve on 0.0.0.0 without an API token" in result.stderr
+
+
+def test_serve_refuses_to_start_without_champions_or_store(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    no_models = {**deployment.env, "CLM_TRAINING__TRACKING_URI": f"sqlite:///{tmp_path}/x.db"}
+    result = _serve(no_models)
+    assert result.returncode == 1 and "no MLflow store" in result.stderr
+    no_store = {**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{tmp_path}/none.db"}
+    result = _serve(no_store)
+    assert result.returncode == 1 and "run clm features materialize" in result.stderr
