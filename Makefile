@@ -10,7 +10,7 @@ PYTEST_ARGS ?= -n 2
 # The lifetimes wheel ships the CDNOW sample the BTYD tests pin published numbers on (never installed).
 CDNOW_WHEEL_DIR := .cache/lifetimes
 
-.PHONY: install demo test lint format clean bench-features bench-training
+.PHONY: install demo serve test lint format clean bench-features bench-training bench-serving
 
 # The wheel check runs on every install (not only when the venv is rebuilt) so a deleted cache comes back.
 install: $(STAMP)
@@ -28,6 +28,13 @@ demo: install
 	$(BIN)/clm data validate --data $(DEMO_DIR)
 	$(BIN)/clm features build --data $(DEMO_DIR) --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)-features.parquet
 	$(BIN)/clm train all --data $(DEMO_DIR) --as-of $(DEMO_AS_OF)
+	$(BIN)/clm features materialize --data $(DEMO_DIR) --as-of $(DEMO_AS_OF)
+	@echo
+	@echo "Start the scoring service with: make serve    (then paste the curl above)"
+
+# The scoring service on the demo's champions and online store (make demo first).
+serve: install
+	$(BIN)/clm serve
 
 lint: install
 	$(BIN)/ruff check .
@@ -51,3 +58,8 @@ clean:
 
 bench-training: install
 	$(BIN)/python benchmarks/training.py
+
+# wrk (Debian) drives the load; installed here when missing.
+bench-serving: install
+	command -v wrk >/dev/null || apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python benchmarks/serving.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import date
@@ -137,6 +138,7 @@ def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> 
     """Write every customer's features at ``as_of`` to the online store (atomically)."""
     from features.online import open_store
     from features.snapshots import build_snapshot, event_types_before, new_customer_row
+    from serving.middleware import api_token
 
     started = time.perf_counter()
     dataset = sources.load(location, columns=settings.data.columns)
@@ -152,4 +154,14 @@ def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> 
             ("store", settings.serving.online_store),
             ("time", f"{time.perf_counter() - started:.1f} s"),
         ],
+    )
+    buyers = snapshot[snapshot["stage"].isin(["retention", "advocacy"])]
+    example = (buyers if len(buyers) else snapshot)["customer_id"].iloc[0]
+    serving = settings.serving
+    body = json.dumps({"customers": [{"customer_id": str(example)}]})
+    auth = ' -H "Authorization: Bearer $CLM_API_TOKEN"' if api_token(serving) else ""
+    print(
+        f"Score a customer (with clm serve running):\ncurl -s -X POST "
+        f"http://{serving.host}:{serving.port}/score -H 'Content-Type: application/json'"
+        f"{auth} -d '{body}'"
     )

@@ -43,9 +43,11 @@ def test_every_command_documents_every_option() -> None:
         ["data", "generate"],
         ["data", "validate"],
         ["features", "build"],
+        ["features", "materialize"],
         ["models", "list"],
         ["models", "promote"],
         ["models", "rollback"],
+        ["serve"],
         ["train"],
     ]
     group = typer.main.get_command(app)

@@ -33,8 +33,7 @@ def test_round_trip_keeps_values_and_missing_as_none(tmp_path: Path) -> None:
     assert store.write(frame(3, 7), NEW) == 3
     got = store.get_many(["C1", "C0", "nobody"])
     assert set(got) == {"C0", "C1"}  # unknown ids are simply absent
-    assert got["C1"] == {"as_of": "2025-07-01", "stage": "retention", "purchase_days": 7,
-                         "days_since_last_purchase": 7.0}  # fmt: skip
+    assert got["C1"] == {"stage": "retention", "purchase_days": 7, "days_since_last_purchase": 7.0}
     assert got["C0"]["days_since_last_purchase"] is None
     meta = store.meta()
     assert meta["as_of"] == "2025-07-01" and meta["customers"] == 3

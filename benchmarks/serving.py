@@ -1,0 +1,220 @@
+"""Serving benchmark: ``clm serve`` under wrk, beside a bare FastAPI + uvicorn baseline.
+
+Models are trained once on a cached sample (20,000 people) and the online store is
+materialized; both live in benchmarks/.cache (git-ignored). Then, for each server in turn
+(never both at once: this machine has two cores), wrk drives for ``--seconds`` per level:
+
+* single customers by id at concurrency 1, 8 and 32 (each request a random known id);
+* 100-customer requests at concurrency 8.
+
+The baseline is the least a scoring endpoint can do: FastAPI parses the same body, reads
+the same store and runs the same churn booster with ``inplace_predict``, nothing else.
+Printed: requests/s, p50 and p99 latency, customers/s, and the ratios to the baseline.
+Run: ``make bench-serving`` (installs wrk from Debian when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+# This file is named like the package it measures: keep its folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+import httpx  # noqa: E402
+
+from features import synthetic  # noqa: E402
+
+CACHE = Path(__file__).parent / ".cache"
+AS_OF = "2025-07-01"
+LUA = """
+local ids = {%s}
+local batch = %d
+math.randomseed(%d)
+request = function()
+  local parts = {}
+  for i = 1, batch do
+    parts[i] = '{"customer_id":"' .. ids[math.random(#ids)] .. '"}'
+  end
+  return wrk.format("POST", "/score", {["Content-Type"] = "application/json"},
+    '{"customers":[' .. table.concat(parts, ",") .. ']}')
+end
+"""
+BASELINE = """
+import json, os, sqlite3
+import mlflow, numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+uri = os.environ["CLM_TRAINING__TRACKING_URI"]
+mlflow.set_tracking_uri(uri); mlflow.set_registry_uri(uri)
+churn = mlflow.pyfunc.load_model("models:/clm-churn@champion").unwrap_python_model().estimator
+churn.booster_.set_param({"nthread": 1})
+encoder = churn.encoder_
+store = sqlite3.connect(os.environ["CLM_SERVING__ONLINE_STORE"].removeprefix("sqlite:///"),
+                        check_same_thread=False)
+app = FastAPI()
+
+@app.post("/score")
+async def score(request: Request):
+    body = await request.json()
+    ids = [c["customer_id"] for c in body["customers"]]
+    marks = ",".join("?" * len(ids))
+    rows = {cid: json.loads(v) for cid, v in store.execute(
+        f"SELECT customer_id, vector FROM features WHERE customer_id IN ({marks})", ids)}
+    columns = {c: np.array([rows[i].get(c) for i in ids],
+                           dtype=object if c in encoder.levels_ else float)
+               for c in encoder.input_columns_}
+    p = churn.booster_.inplace_predict(encoder.transform(columns))
+    return JSONResponse({"results": [{"customer_id": i, "churn": float(x)}
+                                     for i, x in zip(ids, p)]})
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def deployment(customers: int) -> tuple[dict[str, str], list[str]]:
+    folder = CACHE / f"serving-{customers}"
+    data = folder / "data"
+    env = {
+        **os.environ,
+        "CLM_TRAINING__TRACKING_URI": f"sqlite:///{folder.resolve()}/mlflow.db",
+        "CLM_SERVING__ONLINE_STORE": f"sqlite:///{folder.resolve()}/online.db",
+        "CLM_TRAINING__EXPERIMENT": "bench",
+    }
+    env.pop("CLM_API_TOKEN", None)
+    if not (folder / "online.db").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        sample = synthetic.generate(customers, seed=2, start=date(2023, 1, 1), end=date(2026, 1, 1))
+        synthetic.write(sample, data)
+        for args in (("train", "all"), ("features", "materialize")):
+            subprocess.run(
+                [sys.executable, "-m", "clm", *args, "--data", str(data), "--as-of", AS_OF],
+                check=True, env=env, capture_output=True,
+            )  # fmt: skip
+    import sqlite3
+
+    path = env["CLM_SERVING__ONLINE_STORE"].removeprefix("sqlite:///")
+    ids = [r[0] for r in sqlite3.connect(path).execute("SELECT customer_id FROM features")]
+    return env, ids
+
+
+def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.post(
+                f"{url}/score", json={"customers": [{"customer_id": "warm-up"}]}, timeout=5
+            )
+            if response.status_code < 500:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGTERM)
+    raise SystemExit(f"{command} did not start in 120 s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def wrk(url: str, ids: list[str], batch: int, connections: int, seconds: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        quoted = ",".join(json.dumps(i) for i in ids[:5000])
+        script.write(LUA % (quoted, batch, 7))
+    result = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency",
+         "-s", script.name, url],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    Path(script.name).unlink()
+    text = result.stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rps": rate,
+        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", text).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", text).group(1)),  # type: ignore[union-attr]
+        "customers_per_s": rate * batch,
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+LEVELS = (("by id, concurrency 1", 1, 1), ("by id, concurrency 8", 1, 8),
+          ("by id, concurrency 32", 1, 32), ("100 per request, concurrency 8", 100, 8))  # fmt: skip
+
+
+def measure(name: str, command: list[str], env: dict[str, str], ids: list[str], seconds: int):  # type: ignore[no-untyped-def]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start([*command, "--port", str(port)], env, url)
+    try:
+        wrk(url, ids, 1, 8, 3)  # warm-up
+        return {label: wrk(url, ids, batch, c, seconds) for label, batch, c in LEVELS}
+    finally:
+        stop(process)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: run make bench-serving (apt-get install wrk)")
+    started = time.perf_counter()
+    env, ids = deployment(args.customers)
+    print(f"deployment: {args.customers:,} people, {len(ids):,} in the store "
+          f"({time.perf_counter() - started:.0f} s to prepare)")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "bare_app.py").write_text(BASELINE)
+        bare = [sys.executable, "-m", "uvicorn", "--app-dir", tmp, "--log-level", "warning",
+                "--no-access-log", "bare_app:app"]  # fmt: skip
+        baseline = measure("bare FastAPI", bare, env, ids, args.seconds)
+    service = measure("clm serve", [sys.executable, "-m", "clm", "serve"], env, ids, args.seconds)
+    print(f"{'level':<34}{'server':<14}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'cust/s':>10}{'errors':>8}")  # fmt: skip
+    for label, *_ in LEVELS:
+        for name, figures in (("bare FastAPI", baseline[label]), ("clm serve", service[label])):
+            f = figures
+            print(f"{label:<34}{name:<14}{f['rps']:>9.0f}{f['p50']:>9.2f}{f['p99']:>9.2f}"
+                  f"{f['customers_per_s']:>10.0f}{f['errors']:>8.0f}")  # fmt: skip
+    saturated = max(service[label]["rps"] for label, b, _ in LEVELS if b == 1)
+    bare_saturated = max(baseline[label]["rps"] for label, b, _ in LEVELS if b == 1)
+    one = service["by id, concurrency 1"]
+    batch = service["100 per request, concurrency 8"]
+    print(f"concurrency 1: p50 {one['p50']:.2f} ms (target < 2), p99 {one['p99']:.2f} ms "
+          f"(target < 10)")  # fmt: skip
+    print(f"saturated throughput: {saturated:.0f} req/s = {saturated / bare_saturated:.0%} of "
+          f"the bare app's {bare_saturated:.0f} (target >= 60%)")  # fmt: skip
+    print(f"100-customer requests: {batch['customers_per_s']:.0f} customers/s "
+          f"(target >= 20,000)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
