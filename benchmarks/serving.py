@@ -122,11 +122,8 @@ def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            response = httpx.post(
-                f"{url}/score", json={"customers": [{"customer_id": "warm-up"}]}, timeout=5
-            )
-            if response.status_code < 500:
-                return process
+            httpx.get(f"{url}/", timeout=5)  # any answer: the server is up
+            return process
         except httpx.TransportError:
             time.sleep(0.5)
     os.killpg(process.pid, signal.SIGTERM)

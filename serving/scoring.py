@@ -112,6 +112,8 @@ class Scorer:
         )
         self.known = frozenset(self.columns)
         names = champions.churn.encoder_.feature_names_
+        # Churn and stage are fitted on the same snapshot columns: one encoding serves both.
+        self.shared = names == champions.stage.encoder_.feature_names_
         self.reason_feature = [n.split("=", 1)[0] if "=" in n else n for n in names]
 
     def freeze(self) -> None:
@@ -180,9 +182,10 @@ class Scorer:
         """One result dict per row, in order (the fields of serving.contracts.ScoreResult)."""
         c = self.champions
         columns = self.columns_of(rows)
-        churn = c.churn.churn_probability(columns)
-        contributions = c.churn.contributions(columns)[:, :-1]
-        stage_p = c.stage.stage_probabilities(columns)
+        matrix = c.churn.encoder_.transform(columns)
+        churn, contributions = c.churn.scores(columns, matrix)
+        contributions = contributions[:, :-1]
+        stage_p = c.stage.stage_probabilities(columns, matrix=matrix if self.shared else None)
         value = c.clv.predict_columns(columns)
         stage = columns["stage"].astype(str)
         decisions = self.policy.decide(stage, churn, value["clv"])

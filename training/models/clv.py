@@ -29,7 +29,7 @@ from training.models.base import (
     predict_booster,
     validation_mask,
 )
-from training.models.history import BtydModel
+from training.models.history import BtydModel, Summary, summary
 from training.models.tabular import TabularEncoder, feature_frame
 
 __all__ = ["FAMILIES", "ClvModel"]
@@ -86,10 +86,12 @@ class ClvModel(RegressorMixin, BaseEstimator):
         tweedie = {**params, "objective": "reg:tweedie", "tweedie_variance_power": 1.3}
         _, self.spend_booster_ = fit_booster(tweedie, augmented, spend, valid)
 
-    def _augment(self, X: Any, horizon_days: int) -> Any:
+    def _augment(self, X: Any, horizon_days: int, s: Summary | None = None) -> Any:
+        """``X`` with the BTYD columns; ``s`` is ``X``'s summary if already at hand."""
+        columns = self.btyd_.outputs(s if s is not None else summary(X), horizon_days)
         if isinstance(X, pd.DataFrame):
-            return pd.concat([X, self.btyd_.outputs(X, horizon_days)], axis=1)
-        return {**X, **self.btyd_.outputs(X, horizon_days)}
+            return pd.concat([X, pd.DataFrame(columns, index=X.index)], axis=1)
+        return {**X, **columns}
 
     def predict_frame(self, X: pd.DataFrame, horizon_days: int | None = None) -> pd.DataFrame:
         """``expected_purchases``, ``expected_spend`` and ``clv`` over the horizon."""
@@ -99,15 +101,15 @@ class ClvModel(RegressorMixin, BaseEstimator):
         """:meth:`predict_frame` as a dict of arrays; ``X`` may be a mapping of arrays."""
         check_fitted(self)
         wanted = horizon_days or self.horizon_days or self.label_horizon_days
-        btyd = self.btyd_
-        btyd_purchases = btyd.expected_purchases(X, wanted)
-        btyd_spend = btyd_purchases * btyd.expected_spend_per_purchase(X)
+        btyd, s = self.btyd_, summary(X)
+        btyd_purchases = btyd.expected_purchases(s, wanted)
+        btyd_spend = btyd_purchases * btyd.expected_spend_per_purchase(s)
         if self.family == "btyd":
             purchases, spend = btyd_purchases, btyd_spend
         else:
-            purchases, spend = self._xgboost_outputs(X, wanted)
+            purchases, spend = self._xgboost_outputs(X, wanted, s)
         with np.errstate(invalid="ignore", divide="ignore"):
-            discount = btyd.clv(X, wanted) / (self.margin * btyd_spend)
+            discount = btyd.clv(s, wanted) / (self.margin * btyd_spend)
         discount = np.where(np.isfinite(discount), discount, btyd.discount_factor(wanted))
         return {
             "expected_purchases": np.asarray(purchases, dtype=float),
@@ -115,16 +117,16 @@ class ClvModel(RegressorMixin, BaseEstimator):
             "clv": self.margin * spend * np.clip(discount, 0.0, 1.0),
         }
 
-    def _xgboost_outputs(self, X: Any, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+    def _xgboost_outputs(self, X: Any, wanted: int, s: Summary) -> tuple[np.ndarray, np.ndarray]:
         assert self.encoder_ is not None
         h = self.label_horizon_days
-        matrix = self.encoder_.transform(feature_frame(self._augment(X, h)))
+        matrix = self.encoder_.transform(feature_frame(self._augment(X, h, s)))
         purchases = predict_booster(self.purchases_booster_, matrix)
         spend = predict_booster(self.spend_booster_, matrix)
         if wanted != h:
             with np.errstate(invalid="ignore", divide="ignore"):
-                ratio = self.btyd_.expected_purchases(X, wanted) / self.btyd_.expected_purchases(
-                    X, h
+                ratio = self.btyd_.expected_purchases(s, wanted) / self.btyd_.expected_purchases(
+                    s, h
                 )
             ratio = np.where(np.isfinite(ratio), ratio, wanted / h)
             purchases, spend = purchases * ratio, spend * ratio

@@ -12,14 +12,16 @@ training labels, as a Poisson rate: ``E[X(h)] = rate * h``, ``P(no purchase) = e
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 
-from training.btyd import BetaGeoFitter, GammaGammaFitter, discounted_clv
+from training.btyd import BetaGeoFitter, GammaGammaFitter, discounted_clv, trusted_inputs
 
 __all__ = ["BtydModel", "Summary", "summary"]
 
@@ -44,6 +46,21 @@ def _column(frame: Any, name: str) -> np.ndarray:
     if name not in frame:
         raise ValueError(f"missing feature column {name} (from features.rfm)")
     return np.asarray(frame[name], dtype=float)
+
+
+def _trusted(method: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """Run a prediction with the BTYD input checks off: summaries are clean by construction."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> np.ndarray:
+        with trusted_inputs():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def _summary(X: Any) -> Summary:
+    return X if isinstance(X, Summary) else summary(X)
 
 
 def summary(frame: Any) -> Summary:
@@ -93,28 +110,33 @@ class BtydModel:
         self.first_purchase_spend_ = float(np.nanmean(first_spend)) if everyone.buyer.any() else 0.0
         return self
 
-    def probability_no_purchase(self, X: pd.DataFrame, horizon_days: float) -> np.ndarray:
-        s = summary(X)
+    @_trusted
+    def probability_no_purchase(self, X: Any, horizon_days: float) -> np.ndarray:
+        s = _summary(X)
         p = self.bgnbd_.probability_no_purchase(horizon_days, s.x, s.t_x, s.T)
         return np.where(s.buyer, p, np.exp(-self.prospect_rate_per_day_ * horizon_days))
 
-    def expected_purchases(self, X: pd.DataFrame, horizon_days: float) -> np.ndarray:
-        s = summary(X)
+    @_trusted
+    def expected_purchases(self, X: Any, horizon_days: float) -> np.ndarray:
+        s = _summary(X)
         n = self.bgnbd_.expected_purchases(horizon_days, s.x, s.t_x, s.T)
         return np.where(s.buyer, n, self.prospect_rate_per_day_ * horizon_days)
 
-    def expected_spend_per_purchase(self, X: pd.DataFrame) -> np.ndarray:
-        s = summary(X)
+    @_trusted
+    def expected_spend_per_purchase(self, X: Any) -> np.ndarray:
+        s = _summary(X)
         spend = self.gamma_gamma_.conditional_expected_spend(s.x, s.repeat_mean_spend)
         return np.where(s.buyer, spend, self.first_purchase_spend_)
 
-    def probability_alive(self, X: pd.DataFrame) -> np.ndarray:
-        s = summary(X)
+    @_trusted
+    def probability_alive(self, X: Any) -> np.ndarray:
+        s = _summary(X)
         return np.where(s.buyer, self.bgnbd_.probability_alive(s.x, s.t_x, s.T), np.nan)
 
-    def clv(self, X: pd.DataFrame, horizon_days: float) -> np.ndarray:
+    @_trusted
+    def clv(self, X: Any, horizon_days: float) -> np.ndarray:
         """Discounted margin over the horizon (monthly steps); prospects undiscounted-rate."""
-        s = summary(X)
+        s = _summary(X)
         value = discounted_clv(
             self.bgnbd_,
             self.gamma_gamma_,
@@ -128,7 +150,7 @@ class BtydModel:
             step=30,
             periods_per_year=365,
         )
-        prospect_spend = self.expected_purchases(X, horizon_days) * self.first_purchase_spend_
+        prospect_spend = self.expected_purchases(s, horizon_days) * self.first_purchase_spend_
         prospects = self.margin * prospect_spend * self.discount_factor(horizon_days)
         return np.where(s.buyer, value, prospects)
 
@@ -139,11 +161,12 @@ class BtydModel:
 
     def outputs(self, X: Any, horizon_days: float) -> Any:
         """The BTYD columns added to the CLV model's features (a dict for a mapping ``X``)."""
-        purchases = self.expected_purchases(X, horizon_days)
+        s = _summary(X)
+        purchases = self.expected_purchases(s, horizon_days)
         columns = {
-            "btyd_probability_alive": self.probability_alive(X),
+            "btyd_probability_alive": self.probability_alive(s),
             "btyd_expected_purchases": purchases,
-            "btyd_expected_spend": purchases * self.expected_spend_per_purchase(X),
+            "btyd_expected_spend": purchases * self.expected_spend_per_purchase(s),
         }
         if isinstance(X, pd.DataFrame):
             return pd.DataFrame(columns, index=X.index)

@@ -67,23 +67,30 @@ class StageModel(ClassifierMixin, BaseEstimator):
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
         return self
 
-    def _xgb_proba(self, X: Any) -> np.ndarray:
-        matrix = self.encoder_.transform(feature_frame(X))
+    def _xgb_proba(self, X: Any, matrix: np.ndarray | None = None) -> np.ndarray:
+        if matrix is None:
+            matrix = self.encoder_.transform(feature_frame(X))
         fitted = predict_booster(self.booster_, matrix).reshape(matrix.shape[0], -1)
         out = np.zeros((matrix.shape[0], len(STAGES)))
         for j, stage in enumerate(self.fitted_stages_):
             out[:, STAGES.index(stage)] = fitted[:, j]
         return out
 
-    def stage_probabilities(self, X: Any, horizon_days: int | None = None) -> np.ndarray:
-        """P(stage after the horizon) per row, columns in ``STAGES`` order."""
+    def stage_probabilities(
+        self, X: Any, horizon_days: int | None = None, matrix: np.ndarray | None = None
+    ) -> np.ndarray:
+        """P(stage after the horizon) per row, columns in ``STAGES`` order.
+
+        ``matrix`` is ``X`` already encoded by an encoder with the same feature names, if at
+        hand (the service encodes once for the churn and stage models).
+        """
         check_fitted(self)
         wanted = horizon_days or self.horizon_days or self.label_horizon_days
         h = self.label_horizon_days
         if wanted == h:
-            return self._xgb_proba(X)
+            return self._xgb_proba(X, matrix)
         if wanted > h:
-            return self._xgb_proba(X) @ step_matrix(self.markov_.matrix_, (wanted - h) / h)
+            return self._xgb_proba(X, matrix) @ step_matrix(self.markov_.matrix_, (wanted - h) / h)
         onehot = np.vstack([_onehot(s) for s in np.asarray(X["stage"]).astype(str)])
         return onehot @ step_matrix(self.markov_.matrix_, wanted / h)
 
