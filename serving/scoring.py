@@ -183,7 +183,8 @@ class Scorer:
         c = self.champions
         columns = self.columns_of(rows)
         matrix = c.churn.encoder_.transform(columns)
-        churn, contributions = c.churn.scores(columns, matrix)
+        approx = self.settings.contributions == "approx"
+        churn, contributions = c.churn.scores(columns, matrix, approx_contributions=approx)
         contributions = contributions[:, :-1]
         stage_p = c.stage.stage_probabilities(columns, matrix=matrix if self.shared else None)
         value = c.clv.predict_columns(columns)

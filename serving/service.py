@@ -17,16 +17,15 @@ import gc
 import logging
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import bentoml
-from bentoml.exceptions import InvalidArgument
 from fastapi import FastAPI, HTTPException
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from clm.settings import load_settings
 from features.online import open_store
-from serving.contracts import CustomerIn, CustomerView, ScoreResponse, ScoreResult
+from serving.contracts import CustomerView, ScoreRequest, ScoreResponse, ScoreResult
 from serving.middleware import GuardMiddleware, api_token
 from serving.scoring import BadInput, Scorer, load_champions
 
@@ -34,7 +33,18 @@ __all__ = ["Scoring"]
 
 log = logging.getLogger("clm.serving")
 SETTINGS = load_settings()
-customers_app = FastAPI(title="clm customers")
+app = FastAPI(title="clm scoring", description="Churn, next stage, CLV and a retention decision.")
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What is wrong, naming the field.")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "A value the service cannot score (named)."},
+    401: {"description": "Missing or wrong Authorization: Bearer token."},
+    413: {"description": "Request body over serving.max_body_bytes."},
+}
 
 
 @bentoml.service(
@@ -43,9 +53,13 @@ customers_app = FastAPI(title="clm customers")
     traffic={"timeout": 30},
     http={"port": SETTINGS.serving.port},
 )
-@bentoml.asgi_app(customers_app, path="/customers")
+@bentoml.asgi_app(app, path="/")
 class Scoring:
-    """Real-time churn, next-stage and CLV scores with a retention decision per customer."""
+    """Real-time churn, next-stage and CLV scores with a retention decision per customer.
+
+    The endpoints are FastAPI routes mounted on the BentoML service: FastAPI validates the
+    body against serving.contracts (422 naming the field) and documents every response.
+    """
 
     def __init__(self) -> None:
         settings = load_settings()
@@ -57,43 +71,37 @@ class Scoring:
         self.scorer.freeze()
         gc.set_threshold(50_000, 50, 1_000)
 
-    @bentoml.api(route="/score")
-    def score(
-        self,
-        customers: Annotated[
-            list[CustomerIn],
-            Field(
-                min_length=1,
-                max_length=1000,
-                description="1 to 1,000 customers; results keep this order.",
-            ),
-        ],
-    ) -> ScoreResponse:
+    @app.post("/score", response_model=ScoreResponse, responses=ERRORS)
+    def score(self, body: ScoreRequest) -> ScoreResponse:
         """Score customers given by id (features from the online store) or with features."""
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex[:12]
+        customers = body.customers
         if len(customers) > self.max_customers:
-            raise InvalidArgument(
-                f"customers: {len(customers)} given, at most {self.max_customers} per request"
+            raise HTTPException(
+                400, f"customers: {len(customers)} given, at most {self.max_customers} per request"
             )
-        results = self._score([(c.customer_id, c.features) for c in customers])
-        log.info(
-            "request %s: scored %d customers in %.1f ms",
-            request_id,
-            len(customers),
-            (time.perf_counter() - started) * 1000,
-        )
-        return ScoreResponse(results=[ScoreResult.model_validate(r) for r in results])
-
-    def _score(self, requests: list[tuple[str, dict[str, Any] | None]]) -> list[dict[str, Any]]:
+        requests = [(c.customer_id, c.features) for c in customers]
         stored = self.store.get_many(cid for cid, _ in requests)
         try:
             rows, known = self.scorer.rows(requests, stored)
         except BadInput as error:
-            raise InvalidArgument(str(error)) from None
-        return self.scorer.score([cid for cid, _ in requests], rows, known)
+            raise HTTPException(400, str(error)) from None
+        results = self.scorer.score([cid for cid, _ in requests], rows, known)
+        log.info(
+            "request %s: scored %d customers in %.1f ms",
+            uuid.uuid4().hex[:12],
+            len(customers),
+            (time.perf_counter() - started) * 1000,
+        )
+        return ScoreResponse.model_construct(
+            results=[ScoreResult.model_construct(**r) for r in results]
+        )
 
-    @customers_app.get("/{customer_id}", response_model=CustomerView)
+    @app.get(
+        "/customers/{customer_id}",
+        response_model=CustomerView,
+        responses={**ERRORS, 404: {"model": ErrorBody, "description": "Unknown customer id."}},
+    )
     def customer(self, customer_id: str) -> CustomerView:
         """The stored features of one customer and their score now."""
         stored = self.store.get_many([customer_id])

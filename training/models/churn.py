@@ -183,18 +183,27 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         return self._probability(X, matrix, predict_booster(self.booster_, matrix), horizon_days)
 
     def scores(
-        self, X: Any, matrix: np.ndarray | None = None, horizon_days: int | None = None
+        self,
+        X: Any,
+        matrix: np.ndarray | None = None,
+        horizon_days: int | None = None,
+        *,
+        approx_contributions: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Churn probability and XGBoost's native contributions (bias last) in one pass.
 
-        The raw probability is the logistic of the contributions' sum (they add up to the
-        margin), so the booster is walked once. ``matrix`` is the encoded ``X`` if at hand.
+        The raw probability is the logistic of the contributions' sum (exact or approximate,
+        they add up to the margin), so the booster is walked once. ``matrix`` is the encoded
+        ``X`` if at hand.
         """
         check_fitted(self)
         if matrix is None:
             matrix = self.encoder_.transform(feature_frame(X))
         contributions = np.asarray(
-            self.booster_.predict(xgb.DMatrix(matrix), pred_contribs=True), dtype=float
+            self.booster_.predict(
+                xgb.DMatrix(matrix), pred_contribs=True, approx_contribs=approx_contributions
+            ),
+            dtype=float,
         )
         raw = 1.0 / (1.0 + np.exp(-contributions.sum(axis=1)))
         return self._probability(X, matrix, raw, horizon_days), contributions
