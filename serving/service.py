@@ -20,7 +20,9 @@ import uuid
 from typing import Any
 
 import bentoml
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from clm.settings import load_settings
@@ -34,6 +36,17 @@ __all__ = ["Scoring"]
 log = logging.getLogger("clm.serving")
 SETTINGS = load_settings()
 app = FastAPI(title="clm scoring", description="Churn, next stage, CLV and a retention decision.")
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field; the inputs are not echoed back (they may be NaN, which JSON
+    cannot carry, or customer data, which does not belong in responses and logs)."""
+    detail = [
+        {"loc": [str(part) for part in e["loc"]], "msg": str(e["msg"]), "type": str(e["type"])}
+        for e in error.errors()
+    ]
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 class ErrorBody(BaseModel):

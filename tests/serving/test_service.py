@@ -142,12 +142,17 @@ def test_bad_requests_get_4xx_naming_the_field(server: str, body: dict, named: s
     assert named in response.text
 
 
-def test_non_finite_numbers_and_broken_json_get_400(server: str) -> None:
+def test_non_finite_numbers_and_broken_json_get_422_naming_the_problem(server: str) -> None:
     raw = '{"customers": [{"customer_id": "a", "features": {"purchase_days": NaN}}]}'
     headers = {**AUTH, "content-type": "application/json"}
-    for body in (raw, raw.replace("NaN", "Infinity"), "{not json"):
+    for body, named in (
+        (raw, "purchase_days"),
+        (raw.replace("NaN", "Infinity"), "purchase_days"),
+        ("{not json", "json_invalid"),
+    ):
         response = httpx.post(f"{server}/score", content=body, headers=headers)
-        assert response.status_code == 400, (body, response.text)
+        assert response.status_code == 422, (body, response.text)
+        assert named in response.text
 
 
 def test_bodies_over_one_mib_get_413(server: str) -> None:
