@@ -17,6 +17,7 @@ from clm.settings import ClmSettings
 from features.snapshots import build_snapshot
 from features.sources import load
 from features.stages import STAGES
+from serving.contracts import ScoreResponse
 from tests.serving.conftest import TOKEN, Deployment
 
 pytestmark = pytest.mark.slow
@@ -69,7 +70,9 @@ def test_scores_by_id_equal_the_registered_pyfunc_models(
 
 def test_result_fields_reasons_risk_bands_and_actions(server: str, snapshot) -> None:
     ids = snapshot["customer_id"].iloc[:200].tolist()
-    results = score(server, [{"customer_id": i} for i in ids]).json()["results"]
+    body = score(server, [{"customer_id": i} for i in ids]).json()
+    ScoreResponse.model_validate(body)  # every field present, of its documented type
+    results = body["results"]
     settings = ClmSettings()
     for r in results:
         p = r["churn_probability"]
