@@ -209,6 +209,46 @@ def train(
     )
 
 
+@app.command("score")
+def score(
+    data: DataOption,
+    as_of: AsOfOption,
+    out: Annotated[Path, typer.Option("--out", help="Output file: .parquet or .csv.")],
+    customers: Annotated[
+        Path | None,
+        typer.Option(
+            "--customers",
+            help="CSV/Parquet list with a customer_id column (default: every known customer).",
+        ),
+    ] = None,
+    horizon_days: Annotated[
+        int | None,
+        typer.Option("--horizon-days", min=1, help="Churn and stage horizon (default: trained)."),
+    ] = None,
+    clv_horizon_days: Annotated[
+        int | None,
+        typer.Option("--clv-horizon-days", min=1, help="CLV horizon (default: trained)."),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option("--budget", min=0, help="Most costly actions (default: decision.budget)."),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (one machine) or spark.")
+    ] = "local",
+    column: ColumnOption = None,
+) -> None:
+    """Score customers with the @champion models and decide an action for each."""
+    from clm.commands import score_customers
+
+    settings = _settings(column)
+    score_customers(
+        data, parse_date(as_of, "--as-of"), out, settings, customers=customers,
+        horizon_days=horizon_days, clv_horizon_days=clv_horizon_days,
+        budget=budget if budget is not None else settings.decision.budget, engine=engine,
+    )  # fmt: skip
+
+
 @app.command("serve")
 def serve(
     host: Annotated[

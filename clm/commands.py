@@ -7,6 +7,7 @@ import os
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -164,4 +165,32 @@ def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> 
         f"Score a customer (with clm serve running):\ncurl -s -X POST "
         f"http://{serving.host}:{serving.port}/score -H 'Content-Type: application/json'"
         f"{auth} -d '{body}'"
+    )
+
+
+def score_customers(
+    data: Path, as_of: date, out: Path, settings: ClmSettings, **options: Any
+) -> None:
+    """``clm score``: see serving.batch."""
+    from serving.batch import BatchRequest, score_batch
+
+    request = BatchRequest(data=data, as_of=as_of, out=out, **options)
+    summary = score_batch(request, settings)
+
+    def counts(counter: Any) -> str:
+        return ", ".join(f"{k} {v:,}" for k, v in counter.most_common())
+
+    _summary(
+        f"Scores as of {as_of}",
+        [
+            ("customers", f"{summary.rows:,} ({summary.unknown:,} unknown, scored as new)"),
+            ("stages", counts(summary.by_stage)),
+            ("churn risk", counts(summary.by_risk)),
+            ("actions", counts(summary.by_action)),
+            ("cut by budget", f"{summary.cut_by_budget:,}"),
+            ("expected value", f"{summary.expected_value:,.0f}"),
+            ("models", ", ".join(f"{k} v{v}" for k, v in summary.versions.items())),
+            ("output", str(out)),
+            ("time", f"{summary.seconds:.1f} s"),
+        ],
     )

@@ -28,7 +28,7 @@ from clm.tracking import MODEL_NAMES, tracking_uri
 from features.stages import STAGES
 from serving.decision import Policy
 
-__all__ = ["BadInput", "Champions", "Scorer", "champion_versions", "load_champions"]
+__all__ = ["BadInput", "Champions", "Scorer", "Scores", "champion_versions", "load_champions"]
 
 # Numeric features that may be negative; every other numeric feature is a count, an amount
 # of spend, a number of days or a rate, which cannot be.
@@ -37,6 +37,25 @@ SIGNED = ("net_spend", "_trend_")
 
 class BadInput(ValueError):
     """A request the caller must fix; the message names the customer and the field."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-customer arrays: the three models' outputs, the decision and the top reasons
+    (indices into the churn model's encoded feature names, and their contributions)."""
+
+    stage: np.ndarray
+    churn_probability: np.ndarray
+    churn_risk: np.ndarray
+    stage_probabilities: np.ndarray
+    next_stage: np.ndarray
+    expected_purchases: np.ndarray
+    expected_spend: np.ndarray
+    clv: np.ndarray
+    action: np.ndarray
+    action_value: np.ndarray
+    top_features: np.ndarray
+    top_contributions: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -106,9 +125,11 @@ class Scorer:
         if champions.clv.encoder_ is not None:
             encoders.append(champions.clv.encoder_)
         self.text = set().union(*(e.levels_ for e in encoders)) | {"stage"}
+        # The CLV model's own encoder also reads the BTYD columns it derives: its inputs are
+        # feature_names_in_.
         clv_columns = set(champions.clv.feature_names_in_)
         self.columns = sorted(
-            set().union(*(e.input_columns_ for e in encoders)) | clv_columns | {"stage"}
+            set().union(*(e.input_columns_ for e in encoders[:2])) | clv_columns | {"stage"}
         )
         self.known = frozenset(self.columns)
         names = champions.churn.encoder_.feature_names_
@@ -176,43 +197,75 @@ class Scorer:
                 columns[name] = np.array(values, dtype=float)
         return columns
 
+    def compute(
+        self,
+        columns: Mapping[str, np.ndarray],
+        horizon_days: int | None = None,
+        clv_horizon_days: int | None = None,
+    ) -> Scores:
+        """The three models and the decision on columns of arrays (one row per customer).
+
+        ``horizon_days`` asks the churn and stage models, ``clv_horizon_days`` the CLV model,
+        for another horizon than the trained one.
+        """
+        c = self.champions
+        matrix = c.churn.encoder_.transform(columns)
+        approx = self.settings.contributions == "approx"
+        churn, contributions = c.churn.scores(
+            columns, matrix, horizon_days, approx_contributions=approx
+        )
+        contributions = contributions[:, :-1]
+        shared = matrix if self.shared else None
+        stage_p = c.stage.stage_probabilities(columns, horizon_days, matrix=shared)
+        value = c.clv.predict_columns(columns, clv_horizon_days)
+        stage = np.asarray(columns["stage"]).astype(str)
+        decisions = self.policy.decide(stage, churn, value["clv"])
+        medium, high = self.settings.risk_medium, self.settings.risk_high
+        risk = np.where(churn >= high, "high", np.where(churn >= medium, "medium", "low"))
+        top = np.argsort(-np.abs(contributions), axis=1)[:, : self.settings.reasons]
+        return Scores(
+            stage=stage,
+            churn_probability=churn,
+            churn_risk=risk,
+            stage_probabilities=stage_p,
+            next_stage=np.asarray(STAGES, dtype=object)[stage_p.argmax(axis=1)],
+            expected_purchases=np.asarray(value["expected_purchases"], dtype=float),
+            expected_spend=np.asarray(value["expected_spend"], dtype=float),
+            clv=np.asarray(value["clv"], dtype=float),
+            action=decisions.action,
+            action_value=decisions.value,
+            top_features=top,
+            top_contributions=np.take_along_axis(contributions, top, axis=1),
+        )
+
     def score(
         self, customer_ids: Sequence[str], rows: Sequence[Mapping[str, Any]], known: Sequence[bool]
     ) -> list[dict[str, Any]]:
         """One result dict per row, in order (the fields of serving.contracts.ScoreResult)."""
-        c = self.champions
-        columns = self.columns_of(rows)
-        matrix = c.churn.encoder_.transform(columns)
-        approx = self.settings.contributions == "approx"
-        churn, contributions = c.churn.scores(columns, matrix, approx_contributions=approx)
-        contributions = contributions[:, :-1]
-        stage_p = c.stage.stage_probabilities(columns, matrix=matrix if self.shared else None)
-        value = c.clv.predict_columns(columns)
-        stage = columns["stage"].astype(str)
-        decisions = self.policy.decide(stage, churn, value["clv"])
-        medium, high = self.settings.risk_medium, self.settings.risk_high
-        top = np.argsort(-np.abs(contributions), axis=1)[:, : self.settings.reasons]
+        s = self.compute(self.columns_of(rows))
         results = []
         for i, customer_id in enumerate(customer_ids):
-            p = float(churn[i])
             results.append(
                 {
                     "customer_id": customer_id,
                     "known": bool(known[i]),
-                    "stage": str(stage[i]),
-                    "churn_probability": p,
-                    "churn_risk": "high" if p >= high else "medium" if p >= medium else "low",
-                    "next_stage": STAGES[int(stage_p[i].argmax())],
+                    "stage": str(s.stage[i]),
+                    "churn_probability": float(s.churn_probability[i]),
+                    "churn_risk": str(s.churn_risk[i]),
+                    "next_stage": str(s.next_stage[i]),
                     "next_stage_probabilities": {
-                        s: float(stage_p[i, j]) for j, s in enumerate(STAGES)
+                        stage: float(s.stage_probabilities[i, j]) for j, stage in enumerate(STAGES)
                     },
-                    "expected_purchases": float(value["expected_purchases"][i]),
-                    "expected_spend": float(value["expected_spend"][i]),
-                    "clv": float(value["clv"][i]),
-                    "action": str(decisions.action[i]),
-                    "action_value": float(decisions.value[i]),
-                    "reasons": [self._reason(rows[i], j, contributions[i, j]) for j in top[i]],
-                    "model_versions": c.versions,
+                    "expected_purchases": float(s.expected_purchases[i]),
+                    "expected_spend": float(s.expected_spend[i]),
+                    "clv": float(s.clv[i]),
+                    "action": str(s.action[i]),
+                    "action_value": float(s.action_value[i]),
+                    "reasons": [
+                        self._reason(rows[i], int(j), float(v))
+                        for j, v in zip(s.top_features[i], s.top_contributions[i], strict=True)
+                    ],
+                    "model_versions": self.champions.versions,
                 }
             )
         return results

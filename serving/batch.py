@@ -1,0 +1,240 @@
+"""``clm score``: score a customer list (or every known customer) into a file.
+
+Features come from the same snapshot code as training (:func:`features.snapshots.build_snapshot`
+at ``as_of``); the three ``@champion`` models and the decision policy are those of the service
+(:mod:`serving.scoring`). Rows are scored in chunks; the output is written to a temporary file
+beside the target and renamed at the end, so an interrupted run never leaves a file that looks
+complete. The model versions go into the output's rows and, for Parquet, its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import Progress
+
+from clm.errors import DataError
+from clm.settings import ClmSettings
+from features.snapshots import build_snapshot, event_types_before, new_customer_row
+from features.sources import load
+from features.stages import STAGES
+from serving.decision import NO_ACTION, Decisions, apply_budget
+from serving.scoring import Scorer, Scores, load_champions
+
+__all__ = ["BatchRequest", "BatchSummary", "read_customer_list", "score_batch"]
+
+CHUNK_ROWS = 50_000
+OUTPUTS = (".parquet", ".csv")
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    data: Path
+    as_of: date
+    out: Path
+    customers: Path | None = None
+    horizon_days: int | None = None
+    clv_horizon_days: int | None = None
+    budget: int | None = None
+    engine: str = "local"
+
+
+@dataclass
+class BatchSummary:
+    rows: int = 0
+    unknown: int = 0
+    cut_by_budget: int = 0
+    by_stage: Counter[str] = field(default_factory=Counter)
+    by_risk: Counter[str] = field(default_factory=Counter)
+    by_action: Counter[str] = field(default_factory=Counter)
+    expected_value: float = 0.0
+    seconds: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def read_customer_list(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet list with a ``customer_id`` column (other columns are carried)."""
+    if not path.is_file():
+        raise DataError(f"{path}: customer list not found")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    if suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    elif suffix in (".csv", ".csv.gz"):
+        frame = pd.read_csv(path, dtype={"customer_id": str}, keep_default_na=False)
+    else:
+        raise DataError(f"{path}: expected a .csv, .csv.gz or .parquet customer list")
+    if "customer_id" not in frame.columns:
+        raise DataError(
+            f"{path}: no customer_id column (found {', '.join(map(str, frame.columns[:10]))})"
+        )
+    ids = frame["customer_id"].astype("string")
+    empty = ids.isna() | (ids.str.strip() == "")
+    if empty.any():
+        rows = (np.flatnonzero(empty.to_numpy()) + 1)[:5].tolist()
+        raise DataError(
+            f"{path}: column customer_id: {int(empty.sum())} empty ids (expected text), "
+            f"first at rows {rows}"
+        )
+    duplicated = ids.duplicated()
+    if duplicated.any():
+        first = ids[duplicated].iloc[0]
+        raise DataError(
+            f"{path}: column customer_id: {int(duplicated.sum())} duplicated ids, "
+            f"first {first!r}; each customer once"
+        )
+    frame["customer_id"] = ids.astype(str)
+    return frame
+
+
+def _columns(frame: pd.DataFrame, text: set[str], names: list[str]) -> dict[str, np.ndarray]:
+    columns: dict[str, np.ndarray] = {}
+    for name in names:
+        values = frame[name]
+        if name in text:
+            columns[name] = np.asarray(values.astype(object).where(values.notna(), None))
+        else:
+            columns[name] = pd.to_numeric(values).to_numpy(dtype=float, na_value=np.nan)
+    return columns
+
+
+def _rows_to_score(
+    request: BatchRequest, snapshot: pd.DataFrame, new_customer: dict[str, Any]
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]:
+    """The feature rows in output order, whether each id was known, and carried columns."""
+    if request.customers is None:
+        return snapshot, np.ones(len(snapshot), dtype=bool), None
+    wanted = read_customer_list(request.customers)
+    known = wanted["customer_id"].isin(snapshot["customer_id"]).to_numpy()
+    indexed = snapshot.set_index("customer_id")
+    rows = indexed.reindex(wanted["customer_id"]).reset_index()
+    for name, value in new_customer.items():
+        if name in rows.columns:
+            rows.loc[~known, name] = value
+    carried = wanted.drop(columns=["customer_id"])
+    return rows, known, carried
+
+
+def _frame(ids: np.ndarray, known: np.ndarray, s: Scores, reasons: list[str]) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "known": known,
+            "stage": s.stage,
+            "churn_probability": s.churn_probability,
+            "churn_risk": s.churn_risk,
+            "next_stage": s.next_stage.astype(str),
+        }
+    )
+    for j, stage in enumerate(STAGES):
+        out[f"probability_{stage}"] = s.stage_probabilities[:, j]
+    out["expected_purchases"] = s.expected_purchases
+    out["expected_spend"] = s.expected_spend
+    out["clv"] = s.clv
+    out["action"] = s.action.astype(str)
+    out["action_value"] = s.action_value
+    names = np.asarray(reasons, dtype=object)[s.top_features]
+    for k in range(s.top_features.shape[1]):
+        out[f"reason_{k + 1}"] = names[:, k]
+        out[f"reason_{k + 1}_contribution"] = s.top_contributions[:, k]
+    return out
+
+
+def _write(table: pa.Table, out: Path, versions: dict[str, str]) -> None:
+    """Write to a temporary file beside ``out`` and rename it over ``out`` at the end."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        if out.suffix == ".parquet":
+            metadata = {
+                **(table.schema.metadata or {}),
+                b"clm.model_versions": json.dumps(versions),
+            }
+            pq.write_table(table.replace_schema_metadata(metadata), partial)
+        else:
+            pacsv.write_csv(table, partial)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def score_batch(
+    request: BatchRequest, settings: ClmSettings, console: Console | None = None
+) -> BatchSummary:
+    """Score, decide, apply the budget, write; see the module doc."""
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    if request.out.suffix not in OUTPUTS:
+        raise DataError(f"--out {request.out}: expected a .parquet or .csv file name")
+    if request.engine != "local":
+        raise DataError(f"--engine {request.engine}: only the local engine is available yet")
+    champions = load_champions(settings)
+    dataset = load(request.data, columns=settings.data.columns)
+    types = event_types_before(dataset, as_of=request.as_of, settings=settings)
+    snapshot = build_snapshot(dataset, as_of=request.as_of, settings=settings, event_types=types)
+    new_customer = new_customer_row(
+        dataset, as_of=request.as_of, settings=settings, event_types=types
+    )
+    scorer = Scorer(champions, settings, new_customer)
+    rows, known, carried = _rows_to_score(request, snapshot, new_customer)
+    names = scorer.columns
+    missing = [n for n in names if n not in rows.columns]
+    if missing:
+        raise DataError(
+            f"the champions need features {missing[:5]} that the data at {request.as_of} lacks "
+            "(were they trained on data with other columns?)"
+        )
+    parts: list[pd.DataFrame] = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("scoring", total=len(rows))
+        for start in range(0, len(rows), CHUNK_ROWS):
+            chunk = rows.iloc[start : start + CHUNK_ROWS]
+            scores = scorer.compute(
+                _columns(chunk, scorer.text, names), request.horizon_days, request.clv_horizon_days
+            )
+            parts.append(
+                _frame(
+                    chunk["customer_id"].to_numpy(), known[start : start + CHUNK_ROWS], scores,
+                    scorer.reason_feature,
+                )
+            )  # fmt: skip
+            progress.advance(task, len(chunk))
+    if not parts:
+        raise DataError("no customer to score: the data has no customer known before --as-of")
+    result = pd.concat(parts, ignore_index=True)
+    decisions = Decisions(
+        result["action"].to_numpy(object, copy=True), result["action_value"].to_numpy(copy=True)
+    )
+    cut = apply_budget(decisions, scorer.policy, request.budget)
+    result["action"], result["action_value"] = decisions.action, decisions.value
+    for name, version in champions.versions.items():
+        result[f"version_{name.removeprefix('clm-')}"] = version
+    if carried is not None:
+        clash = [c for c in carried.columns if c in result.columns]
+        result = pd.concat(
+            [result, carried.add_prefix("input_", axis=1) if clash else carried], axis=1
+        )
+    _write(pa.Table.from_pandas(result, preserve_index=False), request.out, champions.versions)
+    return BatchSummary(
+        rows=len(result),
+        unknown=int((~known).sum()),
+        cut_by_budget=cut,
+        by_stage=Counter(result["stage"]),
+        by_risk=Counter(result["churn_risk"]),
+        by_action=Counter(result["action"]),
+        expected_value=float(result.loc[result["action"] != NO_ACTION, "action_value"].sum()),
+        seconds=time.perf_counter() - started,
+        versions=champions.versions,
+    )

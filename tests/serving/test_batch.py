@@ -1,0 +1,143 @@
+"""``clm score`` (local engine) on the deployment's champions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from clm.errors import DataError
+from clm.settings import ClmSettings
+from features.snapshots import build_snapshot
+from features.sources import load
+from serving.batch import BatchRequest, score_batch
+from tests.serving.conftest import AS_OF, Deployment
+
+pytestmark = pytest.mark.slow
+
+
+def settings(deployment: Deployment) -> ClmSettings:
+    uri = deployment.env["CLM_TRAINING__TRACKING_URI"]
+    return ClmSettings(training={"tracking_uri": uri})  # type: ignore[arg-type]
+
+
+def run(deployment: Deployment, out: Path, **options) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    request = BatchRequest(data=deployment.data, as_of=date(2025, 7, 1), out=out, **options)
+    score_batch(request, settings(deployment))
+    return pd.read_parquet(out) if out.suffix == ".parquet" else pd.read_csv(out)
+
+
+@pytest.fixture(scope="module")
+def everyone(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    return run(deployment, tmp_path_factory.mktemp("batch") / "all.parquet")
+
+
+def test_every_known_customer_is_scored_like_the_registered_models(
+    everyone: pd.DataFrame, deployment: Deployment
+) -> None:
+    snapshot = build_snapshot(load(deployment.data), as_of=date(2025, 7, 1), settings=ClmSettings())
+    assert everyone["customer_id"].tolist() == snapshot["customer_id"].tolist()
+    assert everyone["known"].all()
+    uri = deployment.env["CLM_TRAINING__TRACKING_URI"]
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    features = snapshot.drop(columns=["customer_id", "as_of"])
+    churn = mlflow.pyfunc.load_model("models:/clm-churn@champion").predict(features)
+    clv = mlflow.pyfunc.load_model("models:/clm-clv@champion").predict(features)
+    np.testing.assert_allclose(everyone["churn_probability"], churn["churn_probability"], atol=1e-6)
+    np.testing.assert_allclose(everyone["clv"], clv["clv"], rtol=1e-5)
+    assert set(everyone["action"]) > {"none"}
+    assert everyone["reason_1"].notna().all()
+
+
+def test_parquet_metadata_and_rows_name_the_model_versions(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    out = tmp_path / "s.parquet"
+    run(deployment, out)
+    versions = json.loads(pq.read_schema(out).metadata[b"clm.model_versions"])
+    assert set(versions) == {"clm-churn", "clm-stage", "clm-clv"}
+    frame = pd.read_parquet(out)
+    assert (frame["version_churn"] == versions["clm-churn"]).all()
+
+
+def test_customer_list_keeps_order_flags_unknown_ids_and_carries_columns(
+    deployment: Deployment, everyone: pd.DataFrame, tmp_path: Path
+) -> None:
+    known = everyone["customer_id"].iloc[[30, 5, 400]].tolist()
+    listing = tmp_path / "list.csv"
+    pd.DataFrame(
+        {"customer_id": [known[0], "brand-new", *known[1:]], "campaign": ["a", "b", "c", "d"]}
+    ).to_csv(listing, index=False)
+    out = run(deployment, tmp_path / "out.csv", customers=listing)
+    assert out["customer_id"].tolist() == [known[0], "brand-new", *known[1:]]
+    assert out["known"].tolist() == [True, False, True, True]
+    assert out["campaign"].tolist() == ["a", "b", "c", "d"]
+    assert out.loc[1, "stage"] == "awareness"
+    again = everyone.set_index("customer_id").loc[known[0], "churn_probability"]
+    assert out.loc[0, "churn_probability"] == pytest.approx(again, abs=1e-9)
+
+
+def test_budget_keeps_the_most_valuable_costly_actions(
+    deployment: Deployment, everyone: pd.DataFrame, tmp_path: Path
+) -> None:
+    acting = everyone[everyone["action"] != "none"]
+    assert len(acting) > 20
+    capped = run(deployment, tmp_path / "b.parquet", budget=10)
+    kept = capped[capped["action"] != "none"]
+    assert len(kept) == 10
+    assert kept["action_value"].min() >= acting["action_value"].nlargest(10).min() - 1e-9
+
+
+def test_longer_horizon_lowers_the_chance_of_no_purchase(
+    deployment: Deployment, everyone: pd.DataFrame, tmp_path: Path
+) -> None:
+    longer = run(deployment, tmp_path / "h.parquet", horizon_days=180)
+    assert (longer["churn_probability"] <= everyone["churn_probability"] + 1e-9).all()
+    assert longer["churn_probability"].mean() < everyone["churn_probability"].mean() - 0.01
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("id\nC1\n", "no customer_id column"),
+        ("customer_id\nC1\n\n", None),  # a trailing blank line is no row
+        ("customer_id,x\nC1,1\n,2\n", "1 empty ids"),
+        ("customer_id\nC1\nC1\n", "duplicated ids, first 'C1'"),
+    ],
+)
+def test_bad_customer_lists_are_named_and_leave_the_old_output(
+    deployment: Deployment, tmp_path: Path, content: str, message: str | None
+) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text(content)
+    out = tmp_path / "out.csv"
+    out.write_text("previous\n")
+    if message is None:
+        run(deployment, out, customers=listing)
+        assert pd.read_csv(out)["customer_id"].tolist() == ["C1"]
+        return
+    with pytest.raises(DataError, match=message) as error:
+        run(deployment, out, customers=listing)
+    assert str(listing) in str(error.value)
+    assert out.read_text() == "previous\n"
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_clm_score_prints_a_summary(deployment: Deployment, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "clm", "score", "--data", str(deployment.data), "--as-of", AS_OF,
+         "--out", str(tmp_path / "s.csv"), "--budget", "5"],
+        env=deployment.env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    for label in ("customers", "churn risk", "actions", "cut by budget", "expected value"):
+        assert label in result.stdout
+    assert (tmp_path / "s.csv").exists()
