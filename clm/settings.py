@@ -285,6 +285,14 @@ class DecisionSettings(_Section):
     )
 
 
+class SparkSettings(_Section):
+    master: str = Field("local[*]", description="Spark master for clm score --engine spark.")
+    shuffle_partitions: int = Field(
+        8, ge=1, description="spark.sql.shuffle.partitions (raise it on a cluster)."
+    )
+    driver_memory: str = Field("4g", description="spark.driver.memory (local mode: all of it).")
+
+
 class ClmSettings(BaseSettings):
     """Every threshold, window and horizon of clm, with its documented default."""
 
@@ -299,6 +307,7 @@ class ClmSettings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     decision: DecisionSettings = Field(default_factory=DecisionSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -38,7 +38,10 @@ def event_type_columns(event_types: list[str]) -> dict[str, str]:
 
 
 def _trend(recent: str, prior: str, recent_days: int, prior_days: int) -> str:
-    r, p = f"({recent}) / {float(recent_days)}", f"({prior}) / {float(prior_days)}"
+    # In double precision on both engines: Spark would divide by a decimal literal exactly
+    # (as DECIMAL), giving 0.33332 where DuckDB gives 0.3333333333333333.
+    r = f"CAST(({recent}) AS DOUBLE) / {recent_days}"
+    p = f"CAST(({prior}) AS DOUBLE) / {prior_days}"
     return f"CASE WHEN {r} + {p} = 0 THEN 0.0 ELSE ({r} - {p}) / NULLIF({r} + {p}, 0) END"
 
 

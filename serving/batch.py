@@ -178,8 +178,15 @@ def score_batch(
     started = time.perf_counter()
     if request.out.suffix not in OUTPUTS:
         raise DataError(f"--out {request.out}: expected a .parquet or .csv file name")
+    if request.engine == "spark":
+        if request.out.suffix != ".parquet":
+            raise DataError(f"--out {request.out}: the Spark engine writes partitioned .parquet")
+        from serving.spark import score_with_spark
+
+        fields, versions = score_with_spark(request, settings)
+        return BatchSummary(**fields, seconds=time.perf_counter() - started, versions=versions)
     if request.engine != "local":
-        raise DataError(f"--engine {request.engine}: only the local engine is available yet")
+        raise DataError(f"--engine {request.engine}: expected local or spark")
     champions = load_champions(settings)
     dataset = load(request.data, columns=settings.data.columns)
     types = event_types_before(dataset, as_of=request.as_of, settings=settings)

@@ -86,3 +86,17 @@ def server(deployment: Deployment) -> Iterator[str]:
     yield url
     os.killpg(process.pid, 15)
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def everyone(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """``clm score`` (local engine) of every known customer, as a DataFrame."""
+    import pandas as pd
+
+    from clm.settings import ClmSettings
+    from serving.batch import BatchRequest, score_batch
+
+    out = tmp_path_factory.mktemp("batch") / "all.parquet"
+    settings = ClmSettings(training={"tracking_uri": deployment.env["CLM_TRAINING__TRACKING_URI"]})  # type: ignore[arg-type]
+    score_batch(BatchRequest(data=deployment.data, as_of=date(2025, 7, 1), out=out), settings)
+    return pd.read_parquet(out)

@@ -35,11 +35,6 @@ def run(deployment: Deployment, out: Path, **options) -> pd.DataFrame:  # type: 
     return pd.read_parquet(out) if out.suffix == ".parquet" else pd.read_csv(out)
 
 
-@pytest.fixture(scope="module")
-def everyone(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    return run(deployment, tmp_path_factory.mktemp("batch") / "all.parquet")
-
-
 def test_every_known_customer_is_scored_like_the_registered_models(
     everyone: pd.DataFrame, deployment: Deployment
 ) -> None:

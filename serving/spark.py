@@ -1,0 +1,241 @@
+"""``clm score --engine spark``: the same features and scores, computed by Spark.
+
+* Data: the tables are loaded and validated once by :mod:`features.sources` (the data
+  contract lives there) and handed to Spark as Parquet.
+* Features: the rollups and the snapshot query are the DuckDB definitions of
+  :mod:`features`, transpiled to Spark SQL by sqlglot (:func:`features.sql.to_spark`);
+  there is no second copy of the feature logic.
+* Scores: each Python worker loads the ``@champion`` models once and scores its Arrow
+  batches with :class:`serving.scoring.Scorer` (native boosters in ``mapInPandas``), the
+  code the local engine and the service use.
+* Output: Parquet partitioned by stage, written to a temporary folder and renamed at the end.
+
+Workers run ``sys.executable`` (``PYSPARK_PYTHON``), or they would not find pandas.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clm.errors import DataError
+from clm.settings import ClmSettings
+from features.rollups import ROLLUPS
+from features.snapshots import event_types_before, new_customer_row, snapshot_sql
+from features.sources import Dataset, load
+from features.sql import to_spark
+from features.stages import STAGES
+from serving.decision import NO_ACTION, Decisions, Policy, apply_budget
+
+__all__ = ["score_with_spark", "spark_session"]
+
+TABLES = ("transactions", "events", "customers")
+
+
+def spark_session(settings: ClmSettings) -> Any:
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise DataError(
+            "--engine spark needs PySpark: pip install 'clm[spark]' (make install does)"
+        ) from None
+    spark = settings.spark
+    return (
+        SparkSession.builder.master(spark.master)
+        .appName("clm-score")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(spark.shuffle_partitions))
+        .config("spark.driver.memory", spark.driver_memory)
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
+
+
+def _register(session: Any, dataset: Dataset, folder: Path) -> None:
+    """Hand the validated tables to Spark (as Parquet) and build the rollups there."""
+    for table in TABLES:
+        path = folder / f"{table}.parquet"
+        dataset.con.execute(f"COPY {table} TO '{path}' (FORMAT parquet)")
+        session.read.parquet(str(path)).createOrReplaceTempView(table)
+    for name, sql in ROLLUPS.items():
+        session.sql(to_spark(sql)).cache().createOrReplaceTempView(name)
+
+
+def _output_schema(reasons: int) -> str:
+    fields = ["customer_id string", "known boolean", "stage string",
+              "churn_probability double", "churn_risk string", "next_stage string"]  # fmt: skip
+    fields += [f"probability_{s} double" for s in STAGES]
+    fields += ["expected_purchases double", "expected_spend double", "clv double",
+               "action string", "action_value double"]  # fmt: skip
+    for k in range(1, reasons + 1):
+        fields += [f"reason_{k} string", f"reason_{k}_contribution double"]
+    return ", ".join(fields)
+
+
+_SCORERS: dict[str, Any] = {}
+
+
+def _scorer(settings: ClmSettings, new_customer: dict[str, Any]) -> Any:
+    """One Scorer per Python worker process (the models load once, not per batch)."""
+    from serving.scoring import Scorer, load_champions
+
+    key = settings.model_dump_json()
+    if key not in _SCORERS:
+        _SCORERS[key] = Scorer(load_champions(settings), settings, new_customer)
+    return _SCORERS[key]
+
+
+def _score_batches(
+    settings: ClmSettings,
+    new_customer: dict[str, Any],
+    horizon_days: int | None,
+    clv_horizon_days: int | None,
+) -> Any:
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from serving.batch import _columns, _frame
+
+        scorer = _scorer(settings, new_customer)
+        for batch in batches:
+            known = batch.pop("_known").to_numpy(dtype=bool)
+            for name, value in new_customer.items():
+                if name in batch.columns and not known.all():
+                    batch[name] = batch[name].astype(object)
+                    batch.loc[~known, name] = value
+            columns = _columns(batch, scorer.text, scorer.columns)
+            scores = scorer.compute(columns, horizon_days, clv_horizon_days)
+            yield _frame(batch["customer_id"].to_numpy(), known, scores, scorer.reason_feature)
+
+    return score
+
+
+def score_with_spark(request: Any, settings: ClmSettings) -> tuple[dict[str, Any], Any]:
+    """Score with Spark; returns the summary fields and the model versions."""
+    from pyspark.sql import functions as F
+
+    from serving.batch import read_customer_list
+    from serving.scoring import champion_versions
+
+    _, versions = champion_versions(settings)
+    session = spark_session(settings)
+    dataset = load(request.data, columns=settings.data.columns)
+    types = event_types_before(dataset, as_of=request.as_of, settings=settings)
+    new_customer = new_customer_row(
+        dataset, as_of=request.as_of, settings=settings, event_types=types
+    )
+    with tempfile.TemporaryDirectory(prefix="clm-spark-") as tmp:
+        _register(session, dataset, Path(tmp))
+        sql = snapshot_sql(
+            as_of=request.as_of, settings=settings, event_types=types,
+            attributes=list(dataset.attributes),
+        )  # fmt: skip
+        snapshot = session.sql(to_spark(sql)).drop("as_of")
+        carried = None
+        if request.customers is not None:
+            listing = read_customer_list(request.customers)
+            wanted = session.createDataFrame(listing[["customer_id"]])
+            rows = wanted.join(
+                snapshot.withColumn("_known", F.lit(True)), "customer_id", "left"
+            ).fillna({"_known": False})
+            carried = listing
+        else:
+            rows = snapshot.withColumn("_known", F.lit(True))
+        scored = rows.mapInPandas(
+            _score_batches(settings, new_customer, request.horizon_days, request.clv_horizon_days),
+            schema=_output_schema(settings.serving.reasons),
+        ).cache()
+        total = scored.count()
+        if total == 0:
+            raise DataError("no customer to score: the data has no customer known before --as-of")
+        cut = 0
+        if request.budget is not None:
+            scored, cut = _apply_budget(session, scored, settings, request.budget)
+        for name, version in versions.items():
+            scored = scored.withColumn(f"version_{name.removeprefix('clm-')}", F.lit(version))
+        if carried is not None and len(carried.columns) > 1:
+            extra = carried.rename(
+                columns={
+                    c: f"input_{c}"
+                    for c in carried.columns
+                    if c != "customer_id" and c in scored.columns
+                }
+            )
+            scored = scored.join(session.createDataFrame(extra), "customer_id", "left")
+        summary = _summary(scored, total, cut)
+        _write(scored, request.out)
+    return summary, versions
+
+
+def _apply_budget(session: Any, scored: Any, settings: ClmSettings, budget: int) -> tuple[Any, int]:
+    """The local engine's budget rule (serving.decision.apply_budget) on the costly rows."""
+    from pyspark.sql import functions as F
+
+    policy = Policy(settings.decision, STAGES)
+    costly = [name for name, action in policy.actions.items() if action.cost > 0]
+    rows = (
+        scored.filter(F.col("action").isin(costly))
+        .select("customer_id", "action", "action_value")
+        .toPandas()
+    )
+    decisions = Decisions(
+        rows["action"].to_numpy(object, copy=True), rows["action_value"].to_numpy(copy=True)
+    )
+    cut = apply_budget(decisions, policy, budget)
+    if not cut:
+        return scored, 0
+    dropped = rows.loc[decisions.action == NO_ACTION, ["customer_id"]].assign(_cut=True)
+    joined = scored.join(F.broadcast(session.createDataFrame(dropped)), "customer_id", "left")
+    is_cut = F.coalesce(F.col("_cut"), F.lit(False))
+    joined = joined.withColumn(
+        "action", F.when(is_cut, F.lit(NO_ACTION)).otherwise(F.col("action"))
+    )
+    joined = joined.withColumn(
+        "action_value", F.when(is_cut, F.lit(0.0)).otherwise(F.col("action_value"))
+    )
+    return joined.drop("_cut"), cut
+
+
+def _summary(scored: Any, total: int, cut: int) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    def counts(column: str) -> Counter[str]:
+        return Counter({r[column]: r["count"] for r in scored.groupBy(column).count().collect()})
+
+    value = scored.filter(F.col("action") != NO_ACTION).agg(F.sum("action_value")).first()[0]
+    unknown = scored.filter(~F.col("known")).count()
+    return {
+        "rows": total,
+        "unknown": unknown,
+        "cut_by_budget": cut,
+        "by_stage": counts("stage"),
+        "by_risk": counts("churn_risk"),
+        "by_action": counts("action"),
+        "expected_value": float(value or 0.0),
+    }
+
+
+def _write(scored: Any, out: Path) -> None:
+    """Partitioned Parquet in a temporary folder beside ``out``, renamed over it at the end."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        scored.write.partitionBy("stage").parquet(str(partial))
+        if out.exists():
+            os.replace(out, old)
+        os.replace(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        if old.exists():
+            shutil.rmtree(old) if old.is_dir() else old.unlink()

@@ -1,0 +1,48 @@
+"""``clm score --engine spark`` in local mode: the same scores as the local engine."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clm.settings import ClmSettings
+from features.stages import STAGES
+from serving.batch import BatchRequest, score_batch
+from tests.serving.conftest import Deployment
+
+pytestmark = pytest.mark.slow
+
+
+def test_spark_scores_equal_the_local_engine_for_every_customer(
+    deployment: Deployment, everyone: pd.DataFrame, tmp_path: Path
+) -> None:
+    listing = tmp_path / "list.parquet"
+    ids = [*everyone["customer_id"], "not-a-customer"]
+    pd.DataFrame({"customer_id": ids, "segment": np.arange(len(ids)) % 3}).to_parquet(listing)
+    settings = ClmSettings(
+        training={"tracking_uri": deployment.env["CLM_TRAINING__TRACKING_URI"]},  # type: ignore[arg-type]
+        spark={"master": "local[2]", "shuffle_partitions": 4},  # type: ignore[arg-type]
+    )
+    out = tmp_path / "spark.parquet"
+    request = BatchRequest(
+        data=deployment.data, as_of=date(2025, 7, 1), out=out, customers=listing, engine="spark"
+    )
+    summary = score_batch(request, settings)
+    assert summary.rows == len(ids) and summary.unknown == 1
+    assert out.is_dir() and sorted(p.name for p in out.glob("stage=*"))  # partitioned by stage
+    spark = pd.read_parquet(out).set_index("customer_id")
+    assert spark.loc["not-a-customer", "known"] == np.False_
+    assert (spark["segment"].reindex(ids).to_numpy() == np.arange(len(ids)) % 3).all()
+    local = everyone.set_index("customer_id")
+    spark = spark.loc[local.index]
+    assert spark["stage"].astype(str).tolist() == local["stage"].tolist()
+    numbers = ["churn_probability", "expected_purchases", "expected_spend", "clv", "action_value",
+               *(f"probability_{s}" for s in STAGES)]  # fmt: skip
+    for column in numbers:
+        np.testing.assert_allclose(spark[column], local[column], atol=1e-6, err_msg=column)
+    for column in ("churn_risk", "next_stage", "action", "reason_1", "reason_2", "reason_3"):
+        assert (spark[column].astype(str) == local[column].astype(str)).all(), column
