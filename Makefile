@@ -28,6 +28,7 @@ demo: install
 	$(BIN)/clm data validate --data $(DEMO_DIR)
 	$(BIN)/clm features build --data $(DEMO_DIR) --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)-features.parquet
 	$(BIN)/clm train all --data $(DEMO_DIR) --as-of $(DEMO_AS_OF)
+	$(BIN)/clm score --data $(DEMO_DIR) --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)-scores.parquet
 	$(BIN)/clm features materialize --data $(DEMO_DIR) --as-of $(DEMO_AS_OF)
 	@echo
 	@echo "Start the scoring service with: make serve    (then paste the curl above)"

@@ -136,3 +136,24 @@ def test_clm_score_prints_a_summary(deployment: Deployment, tmp_path: Path) -> N
     for label in ("customers", "churn risk", "actions", "cut by budget", "expected value"):
         assert label in result.stdout
     assert (tmp_path / "s.csv").exists()
+
+
+def test_a_transactions_only_folder_trains_and_scores_end_to_end(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    folder = tmp_path / "tx-only"
+    folder.mkdir()
+    (folder / "transactions.parquet").write_bytes(
+        (deployment.data / "transactions.parquet").read_bytes()
+    )
+    env = {**deployment.env, "CLM_TRAINING__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    for args in (("train", "all"), ("score", "--out", str(tmp_path / "s.csv"))):
+        subprocess.run(
+            [sys.executable, "-m", "clm", *args, "--data", str(folder), "--as-of", AS_OF],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    scores = pd.read_csv(tmp_path / "s.csv")
+    assert len(scores) > 500 and scores["known"].all()
+    assert set(scores["stage"]) <= {"purchase", "retention", "churned"}  # buyers only
+    assert scores["churn_probability"].between(0, 1).all()
+    assert (scores["clv"] >= 0).all() and scores["clv"].sum() > 0
