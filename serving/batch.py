@@ -187,7 +187,7 @@ def score_batch(
         return BatchSummary(**fields, seconds=time.perf_counter() - started, versions=versions)
     if request.engine != "local":
         raise DataError(f"--engine {request.engine}: expected local or spark")
-    champions = load_champions(settings)
+    champions = load_champions(settings, threads=settings.training.n_jobs)
     dataset = load(request.data, columns=settings.data.columns)
     types = event_types_before(dataset, as_of=request.as_of, settings=settings)
     snapshot = build_snapshot(dataset, as_of=request.as_of, settings=settings, event_types=types)

@@ -11,6 +11,7 @@ worker per core scales better than threads fighting over a busy core.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,11 +68,12 @@ class Champions:
     uri: str
 
 
-def _one_thread(estimator: Any) -> None:
+def _set_threads(estimator: Any, threads: int) -> None:
+    """XGBoost threads of every booster of an estimator (0: one per core)."""
     for value in vars(estimator).values():
         for item in value if isinstance(value, tuple) else (value,):
             if isinstance(item, xgb.Booster):
-                item.set_param({"nthread": 1})
+                item.set_param({"nthread": threads or (os.cpu_count() or 1)})
 
 
 def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:
@@ -99,14 +101,18 @@ def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:
     return uri, versions
 
 
-def load_champions(settings: ClmSettings) -> Champions:
-    """The three ``@champion`` estimators; a clear error names what is missing."""
+def load_champions(settings: ClmSettings, threads: int = 1) -> Champions:
+    """The three ``@champion`` estimators; a clear error names what is missing.
+
+    ``threads``: XGBoost threads per booster, 1 for the service (a worker per core), 0 for
+    batch scoring (every core).
+    """
     uri, versions = champion_versions(settings)
     loaded = {}
     for kind, name in MODEL_NAMES.items():
         model = mlflow.pyfunc.load_model(f"models:/{name}/{versions[name]}")
         estimator = model.unwrap_python_model().estimator
-        _one_thread(estimator)
+        _set_threads(estimator, threads)
         loaded[kind] = estimator
     return Champions(loaded["churn"], loaded["stage"], loaded["clv"], versions, uri)
 
@@ -222,7 +228,11 @@ class Scorer:
         decisions = self.policy.decide(stage, churn, value["clv"])
         medium, high = self.settings.risk_medium, self.settings.risk_high
         risk = np.where(churn >= high, "high", np.where(churn >= medium, "medium", "low"))
-        top = np.argsort(-np.abs(contributions), axis=1)[:, : self.settings.reasons]
+        k = min(self.settings.reasons, contributions.shape[1])
+        size = np.abs(contributions)
+        top = np.argpartition(-size, k - 1, axis=1)[:, :k]  # the k largest, unordered
+        order = np.argsort(-np.take_along_axis(size, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
         return Scores(
             stage=stage,
             churn_probability=churn,

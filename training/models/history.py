@@ -59,6 +59,16 @@ def _trusted(method: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     return wrapper
 
 
+def _on_buyers(s: Summary, compute: Callable[[Summary], np.ndarray], others: float) -> np.ndarray:
+    """``compute`` on the buyers' rows only (BTYD starts at the first purchase), ``others``
+    for the rest: the closed forms (2F1 series) are the costly part of scoring."""
+    out = np.full(s.buyer.shape, others, dtype=float)
+    b = s.buyer
+    if b.any():
+        out[b] = compute(Summary(b[b], s.x[b], s.t_x[b], s.T[b], s.repeat_mean_spend[b]))
+    return out
+
+
 def _summary(X: Any) -> Summary:
     return X if isinstance(X, Summary) else summary(X)
 
@@ -112,47 +122,57 @@ class BtydModel:
 
     @_trusted
     def probability_no_purchase(self, X: Any, horizon_days: float) -> np.ndarray:
-        s = _summary(X)
-        p = self.bgnbd_.probability_no_purchase(horizon_days, s.x, s.t_x, s.T)
-        return np.where(s.buyer, p, np.exp(-self.prospect_rate_per_day_ * horizon_days))
+        return _on_buyers(
+            _summary(X),
+            lambda b: self.bgnbd_.probability_no_purchase(horizon_days, b.x, b.t_x, b.T),
+            np.exp(-self.prospect_rate_per_day_ * horizon_days),
+        )
 
     @_trusted
     def expected_purchases(self, X: Any, horizon_days: float) -> np.ndarray:
-        s = _summary(X)
-        n = self.bgnbd_.expected_purchases(horizon_days, s.x, s.t_x, s.T)
-        return np.where(s.buyer, n, self.prospect_rate_per_day_ * horizon_days)
+        return _on_buyers(
+            _summary(X),
+            lambda b: self.bgnbd_.expected_purchases(horizon_days, b.x, b.t_x, b.T),
+            self.prospect_rate_per_day_ * horizon_days,
+        )
 
     @_trusted
     def expected_spend_per_purchase(self, X: Any) -> np.ndarray:
-        s = _summary(X)
-        spend = self.gamma_gamma_.conditional_expected_spend(s.x, s.repeat_mean_spend)
-        return np.where(s.buyer, spend, self.first_purchase_spend_)
+        return _on_buyers(
+            _summary(X),
+            lambda b: self.gamma_gamma_.conditional_expected_spend(b.x, b.repeat_mean_spend),
+            self.first_purchase_spend_,
+        )
 
     @_trusted
     def probability_alive(self, X: Any) -> np.ndarray:
-        s = _summary(X)
-        return np.where(s.buyer, self.bgnbd_.probability_alive(s.x, s.t_x, s.T), np.nan)
+        return _on_buyers(
+            _summary(X), lambda b: self.bgnbd_.probability_alive(b.x, b.t_x, b.T), np.nan
+        )
 
     @_trusted
     def clv(self, X: Any, horizon_days: float) -> np.ndarray:
         """Discounted margin over the horizon (monthly steps); prospects undiscounted-rate."""
         s = _summary(X)
-        value = discounted_clv(
-            self.bgnbd_,
-            self.gamma_gamma_,
-            s.x,
-            s.t_x,
-            s.T,
-            s.repeat_mean_spend,
-            horizon=horizon_days,
-            margin=self.margin,
-            annual_discount_rate=self.annual_discount_rate,
-            step=30,
-            periods_per_year=365,
-        )
-        prospect_spend = self.expected_purchases(s, horizon_days) * self.first_purchase_spend_
+        prospect_spend = self.prospect_rate_per_day_ * horizon_days * self.first_purchase_spend_
         prospects = self.margin * prospect_spend * self.discount_factor(horizon_days)
-        return np.where(s.buyer, value, prospects)
+        return _on_buyers(
+            s,
+            lambda b: discounted_clv(
+                self.bgnbd_,
+                self.gamma_gamma_,
+                b.x,
+                b.t_x,
+                b.T,
+                b.repeat_mean_spend,
+                horizon=horizon_days,
+                margin=self.margin,
+                annual_discount_rate=self.annual_discount_rate,
+                step=30,
+                periods_per_year=365,
+            ),
+            prospects,
+        )
 
     def discount_factor(self, horizon_days: float) -> float:
         """Mean discount over a horizon for value spread evenly across it."""
