@@ -10,7 +10,7 @@ PYTEST_ARGS ?= -n 2
 # The lifetimes wheel ships the CDNOW sample the BTYD tests pin published numbers on (never installed).
 CDNOW_WHEEL_DIR := .cache/lifetimes
 
-.PHONY: install demo serve test lint format clean bench-features bench-training bench-serving
+.PHONY: install demo serve test lint format clean bench-features bench-training bench-serving bench-batch
 
 # The wheel check runs on every install (not only when the venv is rebuilt) so a deleted cache comes back.
 install: $(STAMP)
@@ -64,3 +64,6 @@ bench-training: install
 bench-serving: install
 	command -v wrk >/dev/null || apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python benchmarks/serving.py
+
+bench-batch: install
+	$(BIN)/python benchmarks/batch.py
