@@ -191,6 +191,10 @@ def score_customers(
             ("expected value", f"{summary.expected_value:,.0f}"),
             ("models", ", ".join(f"{k} v{v}" for k, v in summary.versions.items())),
             ("output", str(out)),
-            ("time", f"{summary.seconds:.1f} s"),
+            ("time", f"{summary.seconds:.1f} s" + _steps(summary.timings)),
         ],
     )
+
+
+def _steps(timings: dict[str, float]) -> str:
+    return f" ({', '.join(f'{k} {v:.1f} s' for k, v in timings.items())})" if timings else ""

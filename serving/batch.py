@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -63,6 +64,7 @@ class BatchSummary:
     expected_value: float = 0.0
     seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def read_customer_list(path: Path) -> pd.DataFrame:
@@ -187,14 +189,24 @@ def score_batch(
         return BatchSummary(**fields, seconds=time.perf_counter() - started, versions=versions)
     if request.engine != "local":
         raise DataError(f"--engine {request.engine}: expected local or spark")
-    champions = load_champions(settings, threads=settings.training.n_jobs)
-    dataset = load(request.data, columns=settings.data.columns)
-    types = event_types_before(dataset, as_of=request.as_of, settings=settings)
-    snapshot = build_snapshot(dataset, as_of=request.as_of, settings=settings, event_types=types)
-    new_customer = new_customer_row(
-        dataset, as_of=request.as_of, settings=settings, event_types=types
-    )
+    timings: dict[str, float] = {}
+    # The models load (MLflow, unpickling) while DuckDB builds the features: DuckDB releases
+    # the GIL, so the two overlap.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(load_champions, settings, settings.training.n_jobs)
+        dataset = load(request.data, columns=settings.data.columns)
+        timings["load"] = time.perf_counter() - started
+        types = event_types_before(dataset, as_of=request.as_of, settings=settings)
+        snapshot = build_snapshot(
+            dataset, as_of=request.as_of, settings=settings, event_types=types
+        )
+        new_customer = new_customer_row(
+            dataset, as_of=request.as_of, settings=settings, event_types=types
+        )
+        timings["features"] = time.perf_counter() - started - timings["load"]
+        champions = loading.result()
     scorer = Scorer(champions, settings, new_customer)
+    scoring_started = time.perf_counter()
     rows, known, carried = _rows_to_score(request, snapshot, new_customer)
     names = scorer.columns
     missing = [n for n in names if n not in rows.columns]
@@ -229,11 +241,13 @@ def score_batch(
     for name, version in champions.versions.items():
         result[f"version_{name.removeprefix('clm-')}"] = version
     if carried is not None:
-        clash = [c for c in carried.columns if c in result.columns]
-        result = pd.concat(
-            [result, carried.add_prefix("input_", axis=1) if clash else carried], axis=1
-        )
+        # Carried columns keep their names unless one clashes with an output column.
+        renamed = {c: f"input_{c}" for c in carried.columns if c in result.columns}
+        result = pd.concat([result, carried.rename(columns=renamed)], axis=1)
+    timings["scoring"] = time.perf_counter() - scoring_started
+    written = time.perf_counter()
     _write(pa.Table.from_pandas(result, preserve_index=False), request.out, champions.versions)
+    timings["write"] = time.perf_counter() - written
     return BatchSummary(
         rows=len(result),
         unknown=int((~known).sum()),
@@ -244,4 +258,5 @@ def score_batch(
         expected_value=float(result.loc[result["action"] != NO_ACTION, "action_value"].sum()),
         seconds=time.perf_counter() - started,
         versions=champions.versions,
+        timings=timings,
     )

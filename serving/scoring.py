@@ -17,11 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
-import xgboost as xgb
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from clm.errors import ClmError
 from clm.settings import ClmSettings
@@ -70,6 +66,8 @@ class Champions:
 
 def _set_threads(estimator: Any, threads: int) -> None:
     """XGBoost threads of every booster of an estimator (0: one per core)."""
+    import xgboost as xgb
+
     for value in vars(estimator).values():
         for item in value if isinstance(value, tuple) else (value,):
             if isinstance(item, xgb.Booster):
@@ -84,6 +82,12 @@ def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:
         database = uri.removeprefix("sqlite:///")
         if not Path(database).is_file():
             raise ClmError(f"no MLflow store at {database}: run clm train first")
+    # MLflow is imported here, not at module level: it takes seconds, which batch scoring
+    # spends while DuckDB builds the features.
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -108,6 +112,8 @@ def load_champions(settings: ClmSettings, threads: int = 1) -> Champions:
     batch scoring (every core).
     """
     uri, versions = champion_versions(settings)
+    import mlflow.pyfunc
+
     loaded = {}
     for kind, name in MODEL_NAMES.items():
         model = mlflow.pyfunc.load_model(f"models:/{name}/{versions[name]}")
