@@ -31,7 +31,7 @@ from clm.settings import ClmSettings  # noqa: E402
 from features import synthetic  # noqa: E402
 from features.snapshots import build_snapshot, event_types_before, new_customer_row  # noqa: E402
 from features.sources import load  # noqa: E402
-from serving.batch import _columns  # noqa: E402
+from serving.batch import feature_columns  # noqa: E402
 from serving.scoring import Scorer, load_champions  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache"
@@ -89,7 +89,7 @@ def scoring_throughput(folder: Path, settings: ClmSettings, contributions: str) 
     new = new_customer_row(dataset, as_of=as_of, settings=settings, event_types=types)
     scorer = Scorer(load_champions(settings, threads=0), settings, new)
     chunks = [
-        _columns(snapshot.iloc[i : i + CHUNK], scorer.text, scorer.columns)
+        feature_columns(snapshot.iloc[i : i + CHUNK], scorer.text, scorer.columns)
         for i in range(0, len(snapshot), CHUNK)
     ]
     c = scorer.champions

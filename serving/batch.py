@@ -35,7 +35,15 @@ from features.stages import STAGES
 from serving.decision import NO_ACTION, Decisions, apply_budget
 from serving.scoring import Scorer, Scores, load_champions
 
-__all__ = ["BatchRequest", "BatchSummary", "read_customer_list", "score_batch"]
+__all__ = [
+    "BatchRequest",
+    "BatchSummary",
+    "feature_columns",
+    "fill_new_customers",
+    "read_customer_list",
+    "score_batch",
+    "score_frame",
+]
 
 CHUNK_ROWS = 50_000
 OUTPUTS = (".parquet", ".csv")
@@ -101,7 +109,8 @@ def read_customer_list(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _columns(frame: pd.DataFrame, text: set[str], names: list[str]) -> dict[str, np.ndarray]:
+def feature_columns(frame: pd.DataFrame, text: set[str], names: list[str]) -> dict[str, np.ndarray]:
+    """The named columns of ``frame`` as arrays: objects for text, floats (NaN) for numbers."""
     columns: dict[str, np.ndarray] = {}
     for name in names:
         values = frame[name]
@@ -110,6 +119,16 @@ def _columns(frame: pd.DataFrame, text: set[str], names: list[str]) -> dict[str,
         else:
             columns[name] = pd.to_numeric(values).to_numpy(dtype=float, na_value=np.nan)
     return columns
+
+
+def fill_new_customers(rows: pd.DataFrame, known: np.ndarray, new_customer: dict[str, Any]) -> None:
+    """Give the rows of unknown ids (``~known``) the features of a customer with no history."""
+    if known.all():
+        return
+    for name, value in new_customer.items():
+        if name in rows.columns:
+            rows[name] = rows[name].astype(object)
+            rows.loc[~known, name] = value
 
 
 def _rows_to_score(
@@ -122,14 +141,13 @@ def _rows_to_score(
     known = wanted["customer_id"].isin(snapshot["customer_id"]).to_numpy()
     indexed = snapshot.set_index("customer_id")
     rows = indexed.reindex(wanted["customer_id"]).reset_index()
-    for name, value in new_customer.items():
-        if name in rows.columns:
-            rows.loc[~known, name] = value
+    fill_new_customers(rows, known, new_customer)
     carried = wanted.drop(columns=["customer_id"])
     return rows, known, carried
 
 
-def _frame(ids: np.ndarray, known: np.ndarray, s: Scores, reasons: list[str]) -> pd.DataFrame:
+def score_frame(ids: np.ndarray, known: np.ndarray, s: Scores, reasons: list[str]) -> pd.DataFrame:
+    """The output rows of a chunk (the columns of the README's batch section)."""
     out = pd.DataFrame(
         {
             "customer_id": ids,
@@ -221,10 +239,12 @@ def score_batch(
         for start in range(0, len(rows), CHUNK_ROWS):
             chunk = rows.iloc[start : start + CHUNK_ROWS]
             scores = scorer.compute(
-                _columns(chunk, scorer.text, names), request.horizon_days, request.clv_horizon_days
+                feature_columns(chunk, scorer.text, names),
+                request.horizon_days,
+                request.clv_horizon_days,
             )
             parts.append(
-                _frame(
+                score_frame(
                     chunk["customer_id"].to_numpy(), known[start : start + CHUNK_ROWS], scores,
                     scorer.reason_feature,
                 )

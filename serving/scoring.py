@@ -185,17 +185,16 @@ class Scorer:
         self,
         requests: Sequence[tuple[str, Mapping[str, Any] | None]],
         stored: Mapping[str, Mapping[str, Any]],
-    ) -> tuple[list[dict[str, Any]], list[bool]]:
-        """The feature row of each (customer_id, overrides): stored or new, then overridden."""
+    ) -> tuple[list[Mapping[str, Any]], list[bool]]:
+        """The feature row of each (customer_id, overrides): stored or new, then overridden
+        (rows without overrides are the stored mappings themselves, not copies)."""
         rows, known = [], []
         for index, (customer_id, overrides) in enumerate(requests):
             base = stored.get(customer_id)
             if overrides:
                 self.check(index, overrides)
-            row = dict(base if base is not None else self.new_customer)
-            if overrides:
-                row.update(overrides)
-            rows.append(row)
+            row = base if base is not None else self.new_customer
+            rows.append({**row, **overrides} if overrides else row)
             known.append(base is not None)
         return rows, known
 

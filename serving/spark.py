@@ -103,18 +103,16 @@ def _score_batches(
     clv_horizon_days: int | None,
 ) -> Any:
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from serving.batch import _columns, _frame
+        from serving.batch import feature_columns, fill_new_customers, score_frame
 
         scorer = _scorer(settings, new_customer)
         for batch in batches:
             known = batch.pop("_known").to_numpy(dtype=bool)
-            for name, value in new_customer.items():
-                if name in batch.columns and not known.all():
-                    batch[name] = batch[name].astype(object)
-                    batch.loc[~known, name] = value
-            columns = _columns(batch, scorer.text, scorer.columns)
+            fill_new_customers(batch, known, new_customer)
+            columns = feature_columns(batch, scorer.text, scorer.columns)
             scores = scorer.compute(columns, horizon_days, clv_horizon_days)
-            yield _frame(batch["customer_id"].to_numpy(), known, scores, scorer.reason_feature)
+            ids = batch["customer_id"].to_numpy()
+            yield score_frame(ids, known, scores, scorer.reason_feature)
 
     return score
 

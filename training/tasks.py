@@ -62,7 +62,7 @@ def _churn_evaluate(model: Any, train: pd.DataFrame, fold: pd.DataFrame) -> Eval
         "recency": RecencyChurnBaseline().fit(train, _churn_target(train)).predict_proba(fold),
         "bgnbd": model.btyd_.probability_no_purchase(fold, horizon),
     }
-    contributions = model.contributions(fold.head(5000))
+    _, contributions = model.scores(fold.head(5000))
     values = model.encoder_.transform(feature_frame(fold.head(5000)))
     figures = {
         "roc_pr": plots.roc_pr_figure(y, scores),

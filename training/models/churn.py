@@ -244,9 +244,3 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
     def predict_frame(self, X: pd.DataFrame, horizon_days: int | None = None) -> pd.DataFrame:
         """The pyfunc output: one ``churn_probability`` column."""
         return pd.DataFrame({"churn_probability": self.churn_probability(X, horizon_days)})
-
-    def contributions(self, X: Any) -> np.ndarray:
-        """XGBoost's native per-row SHAP values (bias last), on the raw margin."""
-        check_fitted(self)
-        matrix = xgb.DMatrix(self.encoder_.transform(feature_frame(X)))
-        return np.asarray(self.booster_.predict(matrix, pred_contribs=True))
