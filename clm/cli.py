@@ -249,6 +249,25 @@ def score(
     )  # fmt: skip
 
 
+@app.command("report")
+def report(
+    data: DataOption,
+    as_of: AsOfOption,
+    out: Annotated[Path, typer.Option("--out", help="Output HTML file.")],
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            "--scores", help="Output of clm score (.parquet/.csv): adds risk and actions."
+        ),
+    ] = None,
+    column: ColumnOption = None,
+) -> None:
+    """Write the lifecycle report (funnel, churn, value, NPS) as one self-contained HTML file."""
+    from clm.commands import write_report
+
+    write_report(data, parse_date(as_of, "--as-of"), out, _settings(column), scores=scores)
+
+
 @app.command("serve")
 def serve(
     host: Annotated[

@@ -20,7 +20,14 @@ from clm.settings import ClmSettings
 from features import sources, synthetic
 from features.snapshots import snapshot_table
 
-__all__ = ["build_features", "generate_sample", "show_settings", "validate_data", "write_table"]
+__all__ = [
+    "build_features",
+    "generate_sample",
+    "show_settings",
+    "validate_data",
+    "write_report",
+    "write_table",
+]
 
 console = Console()
 
@@ -100,6 +107,44 @@ def build_features(
             ),
         ],
     )
+
+
+def write_report(
+    location: Path, as_of: date, out: Path, settings: ClmSettings, *, scores: Path | None = None
+) -> None:
+    from reporting.html import render
+    from reporting.metrics import build_report, read_scores
+
+    if not out.name.lower().endswith((".html", ".htm")):
+        raise ClmError(f"--out {out}: expected an .html file name")
+    started = time.perf_counter()
+    scored = read_scores(scores) if scores is not None else None
+    dataset = sources.load(location, columns=settings.data.columns)
+    report = build_report(
+        dataset,
+        as_of=as_of,
+        settings=settings,
+        source=str(location),
+        scores=scored,
+        scores_source=str(scores) if scores is not None else None,
+    )
+    page = render(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    partial.write_text(page, encoding="utf-8")
+    os.replace(partial, out)
+    k = report.kpis
+    rows = [
+        ("customers", f"{k['customers']:,.0f} ({k['active_buyers']:,.0f} active buyers)"),
+        ("churned last month", f"{100 * k['churn_rate_last_month']:.1f}% of active buyers"),
+        ("NPS (365 days)", f"{k['nps']:.1f}"),
+        ("CLV", report.clv_source),
+        ("output", f"{out} ({len(page.encode()) / 1e6:.1f} MB)"),
+        ("time", f"{time.perf_counter() - started:.1f} s"),
+    ]
+    for note in report.notes:
+        rows.append(("note", note))
+    _summary(f"Lifecycle report as of {as_of}", rows)
 
 
 def show_settings(settings: ClmSettings) -> None:

@@ -293,6 +293,23 @@ class SparkSettings(_Section):
     driver_memory: str = Field("4g", description="spark.driver.memory (local mode: all of it).")
 
 
+class ReportSettings(_Section):
+    months: int = Field(
+        12, ge=2, le=60, description="Months of history in the report's monthly figures."
+    )
+    period_months: int = Field(
+        3, ge=1, le=12, description="Length of a period of the funnel's conversion rates."
+    )
+    cohort_quarters: int = Field(8, ge=1, le=40, description="Signup-quarter cohorts shown.")
+    channel_attribute: str = Field(
+        "acquisition_channel",
+        description="Customer attribute holding the acquisition channel (else first touch).",
+    )
+    top_customers: int = Field(
+        25, ge=1, le=1000, description="Rows of the top at-risk high-value customers."
+    )
+
+
 class ClmSettings(BaseSettings):
     """Every threshold, window and horizon of clm, with its documented default."""
 
@@ -308,6 +325,7 @@ class ClmSettings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     decision: DecisionSettings = Field(default_factory=DecisionSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
 
     @classmethod
     def settings_customise_sources(
