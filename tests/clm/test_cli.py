@@ -47,6 +47,7 @@ def test_every_command_documents_every_option() -> None:
         ["models", "list"],
         ["models", "promote"],
         ["models", "rollback"],
+        ["report"],
         ["score"],
         ["serve"],
         ["train"],
