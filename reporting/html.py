@@ -12,6 +12,7 @@ import html
 import json
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from plotly.offline import get_plotlyjs
 from features.stages import STAGES
 from reporting.metrics import FUNNEL, RISK_BANDS, Report
 
-__all__ = ["render"]
+__all__ = ["Chart", "charts", "render"]
 
 STAGE_COLOURS = {
     "awareness": "#9ecae1",
@@ -76,24 +77,39 @@ def _percent(value: float, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f}%"
 
 
-def _figure(fig: go.Figure, div_id: str, title: str, caption: str, height: int = 380) -> str:
-    fig.update_layout(
-        template="plotly_white",
-        height=height,
-        margin={"l": 60, "r": 20, "t": 40, "b": 50},
-        title={"text": title, "x": 0.01, "font": {"size": 15}},
-        legend={"orientation": "h", "y": -0.18},
-    )
-    body = fig.to_html(
-        full_html=False,
-        include_plotlyjs=False,
-        div_id=div_id,
-        config={"displaylogo": False, "responsive": True},
-    )
-    return (
-        f'<figure class="chart" data-chart="{div_id}">{body}'
-        f"<figcaption><b>How to read it:</b> {html.escape(caption)}</figcaption></figure>"
-    )
+@dataclass
+class Chart:
+    """One figure of the report with its title and one-line caption."""
+
+    figure: go.Figure
+    id: str
+    title: str
+    caption: str
+    height: int = 380
+
+    def __post_init__(self) -> None:
+        self.figure.update_layout(
+            template="plotly_white",
+            height=self.height,
+            margin={"l": 60, "r": 20, "t": 40, "b": 50},
+            title={"text": self.title, "x": 0.01, "font": {"size": 15}},
+            legend={"orientation": "h", "y": -0.18},
+        )
+
+    def html(self) -> str:
+        body = self.figure.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=self.id,
+            config={"displaylogo": False, "responsive": True},
+        )
+        return (
+            f'<figure class="chart" data-chart="{self.id}">{body}'
+            f"<figcaption><b>How to read it:</b> {html.escape(self.caption)}</figcaption></figure>"
+        )
+
+
+Part = str | Chart
 
 
 def _table(frame: pd.DataFrame, table_id: str, formats: dict[str, Any] | None = None) -> str:
@@ -140,7 +156,7 @@ def _kpis(report: Report) -> str:
     )
 
 
-def _funnel_section(report: Report) -> str:
+def _funnel_section(report: Report) -> list[Part]:
     counts = report.stage_counts.set_index("stage")["customers"]
     funnel = go.Figure(
         go.Funnel(
@@ -203,44 +219,42 @@ def _funnel_section(report: Report) -> str:
         {"customers": lambda v: f"{v:,}", "share": _percent},
     )
     period = conv["period"].iloc[-1]
-    return "".join(
-        [
-            '<section id="funnel"><h2>Funnel</h2><div class="grid">',
-            _figure(
-                funnel,
-                "chart-funnel",
-                f"Customers in each lifecycle stage on {report.as_of}",
-                "each bar is the number of customers whose stage is that one today (churned "
-                "customers are counted apart); the percentage is relative to awareness.",
-            ),
-            _figure(
-                rates,
-                "chart-conversion",
-                "Stage-to-stage conversion per period",
-                "of the customers in a stage at a period's start, the share further along the "
-                "funnel at its end; a falling line means fewer customers move on.",
-            ),
-            _figure(
-                by_channel,
-                "chart-conversion-channel",
-                f"Conversion by acquisition channel, {period}",
-                "rows are channels (prospects not yet signed up by their first-touch channel), "
-                f"columns the step; darker cells convert better; blank: fewer than {MIN_BASE} "
-                "customers to start from.",
-            ),
-            _figure(
-                stacked,
-                "chart-stage-channel",
-                "Stages by acquisition channel today",
-                "each bar is one channel's customers split by stage: channels whose bars are "
-                "mostly retention and advocacy bring lasting customers.",
-            ),
-            f"</div><h3>Stage counts on {report.as_of}</h3>{table}</section>",
-        ]
-    )
+    return [
+        '<section id="funnel"><h2>Funnel</h2><div class="grid">',
+        Chart(
+            funnel,
+            "chart-funnel",
+            f"Customers in each lifecycle stage on {report.as_of}",
+            "each bar is the number of customers whose stage is that one today (churned "
+            "customers are counted apart); the percentage is relative to awareness.",
+        ),
+        Chart(
+            rates,
+            "chart-conversion",
+            "Stage-to-stage conversion per period",
+            "of the customers in a stage at a period's start, the share further along the "
+            "funnel at its end; a falling line means fewer customers move on.",
+        ),
+        Chart(
+            by_channel,
+            "chart-conversion-channel",
+            f"Conversion by acquisition channel, {period}",
+            "rows are channels (prospects not yet signed up by their first-touch channel), "
+            f"columns the step; darker cells convert better; blank: fewer than {MIN_BASE} "
+            "customers to start from.",
+        ),
+        Chart(
+            stacked,
+            "chart-stage-channel",
+            "Stages by acquisition channel today",
+            "each bar is one channel's customers split by stage: channels whose bars are "
+            "mostly retention and advocacy bring lasting customers.",
+        ),
+        f"</div><h3>Stage counts on {report.as_of}</h3>{table}</section>",
+    ]
 
 
-def _churn_section(report: Report) -> str:
+def _churn_section(report: Report) -> list[Part]:
     monthly = report.churn_by_month
     churn = go.Figure(
         go.Bar(
@@ -292,43 +306,41 @@ def _churn_section(report: Report) -> str:
     )
     transitions.update_yaxes(autorange="reversed", title="stage before")
     transitions.update_xaxes(title="stage now")
-    return "".join(
-        [
-            '<section id="churn"><h2>Churn</h2><div class="grid">',
-            _figure(
-                churn,
-                "chart-churn-month",
-                "Churn rate by month",
-                "of the buyers not churned at a month's start, the share churned at its end "
-                "(no purchase in the inactivity window, or a cancel).",
-            ),
-            _figure(
-                curves,
-                "chart-cohort-retention",
-                "Cohort retention curves (signup quarter)",
-                "one line per signup quarter: the share of its customers who bought in each "
-                "month since signup; higher and flatter lines are cohorts that stay.",
-            ),
-            _figure(
-                by_cohort,
-                "chart-cohort-churn",
-                "Churn rate by signup cohort",
-                "of each cohort's buyers, the share churned today; older cohorts have had more "
-                "time to churn, so compare neighbours.",
-            ),
-            _figure(
-                transitions,
-                "chart-transitions",
-                f"Stage transitions over the last {report.transition_days} days",
-                "each row is a stage at the start and sums to 100%: the diagonal is who stayed, "
-                "the churned column who was lost.",
-            ),
-            "</div></section>",
-        ]
-    )
+    return [
+        '<section id="churn"><h2>Churn</h2><div class="grid">',
+        Chart(
+            churn,
+            "chart-churn-month",
+            "Churn rate by month",
+            "of the buyers not churned at a month's start, the share churned at its end "
+            "(no purchase in the inactivity window, or a cancel).",
+        ),
+        Chart(
+            curves,
+            "chart-cohort-retention",
+            "Cohort retention curves (signup quarter)",
+            "one line per signup quarter: the share of its customers who bought in each "
+            "month since signup; higher and flatter lines are cohorts that stay.",
+        ),
+        Chart(
+            by_cohort,
+            "chart-cohort-churn",
+            "Churn rate by signup cohort",
+            "of each cohort's buyers, the share churned today; older cohorts have had more "
+            "time to churn, so compare neighbours.",
+        ),
+        Chart(
+            transitions,
+            "chart-transitions",
+            f"Stage transitions over the last {report.transition_days} days",
+            "each row is a stage at the start and sums to 100%: the diagonal is who stayed, "
+            "the churned column who was lost.",
+        ),
+        "</div></section>",
+    ]
 
 
-def _value_section(report: Report) -> str:
+def _value_section(report: Report) -> list[Part]:
     customers = report.customers[report.customers["clv"].notna()]
     clv = customers["clv"]
     top = float(np.nanpercentile(clv, 99)) if len(clv) else 0.0
@@ -390,47 +402,45 @@ def _value_section(report: Report) -> str:
             "clv": lambda v: _number(v, 0),
         },
     )
-    return "".join(
-        [
-            f'<section id="value"><h2>Value</h2><p>CLV: {html.escape(report.clv_source)}.</p>',
-            '<div class="grid">',
-            _figure(
-                histogram,
-                "chart-clv-distribution",
-                "CLV distribution",
-                "customers per CLV band: a long right tail means a few customers hold much of "
-                "the value.",
-            ),
-            _figure(
-                stage_bar,
-                "chart-clv-stage",
-                "Mean CLV by stage",
-                "the value of a typical customer in each stage; hover for the stage's total.",
-            ),
-            _figure(
-                channel_bar,
-                "chart-clv-channel",
-                "Total CLV by acquisition channel",
-                "where future value comes from; hover for the mean per customer, which says "
-                "which channel brings the best customers.",
-            ),
-            _figure(
-                segments,
-                "chart-rfm",
-                "RFM segments",
-                "buyers by recency and frequency quintiles (champions: bought lately and often; "
-                "at risk: used to buy often, not lately); colour is the mean CLV.",
-            ),
-            "</div><h3>RFM segments</h3>",
-            "<p>R and F scores 1-5 by quintile; recency in days since the last purchase, "
-            "frequency in purchase days, spend over the last 365 days.</p>",
-            table,
-            "</section>",
-        ]
-    )
+    return [
+        f'<section id="value"><h2>Value</h2><p>CLV: {html.escape(report.clv_source)}.</p>',
+        '<div class="grid">',
+        Chart(
+            histogram,
+            "chart-clv-distribution",
+            "CLV distribution",
+            "customers per CLV band: a long right tail means a few customers hold much of "
+            "the value.",
+        ),
+        Chart(
+            stage_bar,
+            "chart-clv-stage",
+            "Mean CLV by stage",
+            "the value of a typical customer in each stage; hover for the stage's total.",
+        ),
+        Chart(
+            channel_bar,
+            "chart-clv-channel",
+            "Total CLV by acquisition channel",
+            "where future value comes from; hover for the mean per customer, which says "
+            "which channel brings the best customers.",
+        ),
+        Chart(
+            segments,
+            "chart-rfm",
+            "RFM segments",
+            "buyers by recency and frequency quintiles (champions: bought lately and often; "
+            "at risk: used to buy often, not lately); colour is the mean CLV.",
+        ),
+        "</div><h3>RFM segments</h3>",
+        "<p>R and F scores 1-5 by quintile; recency in days since the last purchase, "
+        "frequency in purchase days, spend over the last 365 days.</p>",
+        table,
+        "</section>",
+    ]
 
 
-def _satisfaction_section(report: Report) -> str:
+def _satisfaction_section(report: Report) -> list[Part]:
     nps = report.nps
     split = go.Figure(
         [
@@ -467,50 +477,48 @@ def _satisfaction_section(report: Report) -> str:
         )
     )
     referrer_share.update_yaxes(tickformat=".0%", title="referred in the last 365 days")
-    return "".join(
-        [
-            '<section id="satisfaction"><h2>Satisfaction and advocacy</h2>',
-            f'<p data-nps="{nps["nps"]:.4f}">NPS over the last 365 days: '
-            f"<b>{_number(nps['nps'], 1)}</b> from {_number(nps['responses'])} answers "
-            f"({_percent(nps['promoters'])} promoters, {_percent(nps['passives'])} passives, "
-            f"{_percent(nps['detractors'])} detractors).</p>",
-            '<div class="grid">',
-            _figure(
-                split,
-                "chart-nps-split",
-                "Promoters, passives, detractors",
-                "answers 9-10 are promoters, 7-8 passives, 0-6 detractors; NPS is the "
-                "promoters' share minus the detractors'.",
-                height=220,
-            ),
-            _figure(
-                over_time,
-                "chart-nps-month",
-                "NPS by month",
-                "the score of each month's answers; hover for how many answered (few answers, "
-                "noisy score).",
-            ),
-            _figure(
-                referral_bar,
-                "chart-referrals",
-                "Referrals by month",
-                "referral events and the customers behind them; a gap between the bars means "
-                "some advocates refer many times.",
-            ),
-            _figure(
-                referrer_share,
-                "chart-referrers-stage",
-                "Who refers, by stage",
-                "the share of each stage's customers who referred someone in the last year.",
-            ),
-            "</div></section>",
-        ]
-    )
+    return [
+        '<section id="satisfaction"><h2>Satisfaction and advocacy</h2>',
+        f'<p data-nps="{nps["nps"]:.4f}">NPS over the last 365 days: '
+        f"<b>{_number(nps['nps'], 1)}</b> from {_number(nps['responses'])} answers "
+        f"({_percent(nps['promoters'])} promoters, {_percent(nps['passives'])} passives, "
+        f"{_percent(nps['detractors'])} detractors).</p>",
+        '<div class="grid">',
+        Chart(
+            split,
+            "chart-nps-split",
+            "Promoters, passives, detractors",
+            "answers 9-10 are promoters, 7-8 passives, 0-6 detractors; NPS is the "
+            "promoters' share minus the detractors'.",
+            height=220,
+        ),
+        Chart(
+            over_time,
+            "chart-nps-month",
+            "NPS by month",
+            "the score of each month's answers; hover for how many answered (few answers, "
+            "noisy score).",
+        ),
+        Chart(
+            referral_bar,
+            "chart-referrals",
+            "Referrals by month",
+            "referral events and the customers behind them; a gap between the bars means "
+            "some advocates refer many times.",
+        ),
+        Chart(
+            referrer_share,
+            "chart-referrers-stage",
+            "Who refers, by stage",
+            "the share of each stage's customers who referred someone in the last year.",
+        ),
+        "</div></section>",
+    ]
 
 
-def _scores_section(report: Report) -> str:
+def _scores_section(report: Report) -> list[Part]:
     if report.risk_by_stage is None or report.value_by_action is None:
-        return ""
+        return []
     risk = report.risk_by_stage
     bands = go.Figure(
         [
@@ -534,31 +542,29 @@ def _scores_section(report: Report) -> str:
     top = report.top_at_risk if report.top_at_risk is not None else pd.DataFrame()
     money = {"clv": lambda v: _number(v, 0), "action_value": lambda v: _number(v, 1)}
     table = _table(top, "top-at-risk", {"churn_probability": _percent, **money})
-    return "".join(
-        [
-            '<section id="scores"><h2>Scores</h2>',
-            f"<p>From {html.escape(str(report.scores_source))}.</p>",
-            '<div class="grid">',
-            _figure(
-                bands,
-                "chart-risk-stage",
-                "Churn risk bands by stage",
-                "each bar is a stage split into low, medium and high churn risk (thresholds in "
-                "serving.risk_medium / risk_high).",
-            ),
-            _figure(
-                action_bar,
-                "chart-action-value",
-                "Expected value by action",
-                "the sum over customers of (chance the action works x value at stake - cost) "
-                "for the action chosen for them.",
-            ),
-            "</div><h3>Top at-risk, high-value customers</h3>",
-            "<p>High churn risk, highest CLV first: the first calls to make.</p>",
-            table,
-            "</section>",
-        ]
-    )
+    return [
+        '<section id="scores"><h2>Scores</h2>',
+        f"<p>From {html.escape(str(report.scores_source))}.</p>",
+        '<div class="grid">',
+        Chart(
+            bands,
+            "chart-risk-stage",
+            "Churn risk bands by stage",
+            "each bar is a stage split into low, medium and high churn risk (thresholds in "
+            "serving.risk_medium / risk_high).",
+        ),
+        Chart(
+            action_bar,
+            "chart-action-value",
+            "Expected value by action",
+            "the sum over customers of (chance the action works x value at stake - cost) "
+            "for the action chosen for them.",
+        ),
+        "</div><h3>Top at-risk, high-value customers</h3>",
+        "<p>High churn risk, highest CLV first: the first calls to make.</p>",
+        table,
+        "</section>",
+    ]
 
 
 def _json_safe(value: Any) -> Any:
@@ -590,6 +596,22 @@ def _nav(sections: Iterable[tuple[str, str]]) -> str:
     return "<nav>" + "".join(f'<a href="#{i}">{html.escape(t)}</a>' for i, t in sections) + "</nav>"
 
 
+def _sections(report: Report) -> list[list[Part]]:
+    return [
+        _funnel_section(report),
+        _churn_section(report),
+        _value_section(report),
+        _satisfaction_section(report),
+        _scores_section(report),
+    ]
+
+
+def charts(report: Report) -> dict[str, Chart]:
+    """Every chart of the page by id (``chart-funnel``, ``chart-churn-month``, ...), e.g. to
+    show one in a notebook: ``charts(report)["chart-funnel"].figure``."""
+    return {p.id: p for parts in _sections(report) for p in parts if isinstance(p, Chart)}
+
+
 def render(report: Report) -> str:
     """The whole page as one string (plotly.js inlined: about 5 MB)."""
     sections = [("funnel", "Funnel"), ("churn", "Churn"), ("value", "Value")]
@@ -597,6 +619,9 @@ def render(report: Report) -> str:
     if report.risk_by_stage is not None:
         sections.append(("scores", "Scores"))
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in report.notes)
+    body = "".join(
+        p if isinstance(p, str) else p.html() for parts in _sections(report) for p in parts
+    )
     return "".join(
         [
             "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -608,11 +633,7 @@ def render(report: Report) -> str:
             "<main>",
             notes,
             _kpis(report),
-            _funnel_section(report),
-            _churn_section(report),
-            _value_section(report),
-            _satisfaction_section(report),
-            _scores_section(report),
+            body,
             _data_block(report),
             "</main></body></html>",
         ]
