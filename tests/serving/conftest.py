@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import httpx
 import pytest
 
 from features import synthetic
+from serving.client import local_service
 
 AS_OF = "2025-07-01"
 TOKEN = "test-token-123"
@@ -49,43 +47,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     return Deployment(data, env)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def server(deployment: Deployment) -> Iterator[str]:
     """``clm serve`` with an API token, on a free port; yields its base URL."""
-    port = free_port()
-    env = {**deployment.env, "CLM_API_TOKEN": TOKEN}
     log = deployment.data.parent / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "clm", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"clm serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("clm serve did not become ready in 120 s")
-    yield url
-    os.killpg(process.pid, 15)
-    process.wait(timeout=30)
+    try:
+        with local_service(token=TOKEN, env=deployment.env, log=log) as client:
+            yield client.url
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -207,3 +207,24 @@ def test_serve_refuses_to_start_without_champions_or_store(
     no_store = {**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{tmp_path}/none.db"}
     result = _serve(no_store)
     assert result.returncode == 1 and "run clm features materialize" in result.stderr
+
+
+def test_python_client_scores_and_reports_errors(server: str, snapshot) -> None:  # type: ignore[no-untyped-def]
+    from serving.client import ScoringClient, ServiceError
+
+    known = snapshot["customer_id"].iloc[5]
+    with ScoringClient(server, token=TOKEN) as client:
+        assert client.ready()
+        results = client.score(
+            [known, {"customer_id": "new-9", "features": {"visit_events_7d": 2}}]
+        )
+        raw = score(server, [{"customer_id": known}]).json()["results"][0]
+        assert results[0] == raw
+        assert [r["known"] for r in results] == [True, False]
+        assert client.customer(known)["customer_id"] == known
+        with pytest.raises(ServiceError) as bad:
+            client.score([{"customer_id": "x", "features": {"no_such_feature": 1}}])
+        assert bad.value.status == 400 and "no_such_feature" in str(bad.value.detail)
+    with ScoringClient(server) as anonymous, pytest.raises(ServiceError) as refused:
+        anonymous.score([known])
+    assert refused.value.status == 401
