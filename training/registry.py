@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from clm.errors import ClmError
 from clm.settings import TrainingSettings
-from clm.tracking import LOCAL_STORE, MODEL_NAMES, tracking_uri
+from clm.tracking import MODEL_NAMES, sqlite_path, tracking_uri
 
 __all__ = [
     "GATES",
@@ -59,8 +59,9 @@ def configure_tracking(settings: TrainingSettings, experiment: str | None = None
     beside it, so no server is needed.
     """
     uri, artifacts = tracking_uri(settings)
-    if artifacts is not None:
-        LOCAL_STORE.mkdir(exist_ok=True)
+    database = sqlite_path(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = experiment or settings.experiment
