@@ -195,7 +195,10 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
         raise DataError(f"{location}: no such folder or DuckDB database")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.InvalidInputException:
+        pass  # In Jupyter without ipywidgets DuckDB refuses the setting, and shows no bar anyway.
     available: set[str] | None = None
     if location.is_file():
         literal = str(location).replace("'", "''")
