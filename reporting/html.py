@@ -126,6 +126,28 @@ def _table(frame: pd.DataFrame, table_id: str, formats: dict[str, Any] | None = 
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _bar(
+    x: Any,
+    y: Any,
+    colour: Any,
+    axis: str,
+    hover: str | None = None,
+    extra: tuple[Any, ...] = (),
+    tickformat: str | None = None,
+) -> go.Figure:
+    """One bar series; ``hover`` may name ``%{customdata[i]}`` for the ``extra`` columns."""
+    bar = go.Bar(
+        x=list(x),
+        y=y,
+        customdata=np.stack(extra, axis=1) if extra else None,
+        hovertemplate=f"{hover}<extra></extra>" if hover else None,
+        marker_color=colour,
+    )
+    figure = go.Figure(bar)
+    figure.update_yaxes(title=axis, tickformat=tickformat)
+    return figure
+
+
 def _kpis(report: Report) -> str:
     k = report.kpis
     tiles = [
@@ -256,17 +278,15 @@ def _funnel_section(report: Report) -> list[Part]:
 
 def _churn_section(report: Report) -> list[Part]:
     monthly = report.churn_by_month
-    churn = go.Figure(
-        go.Bar(
-            x=monthly["month"],
-            y=monthly["rate"],
-            customdata=np.stack([monthly["churned"], monthly["active_buyers"]], axis=1),
-            hovertemplate="%{x}: %{y:.1%} (%{customdata[0]:,} of %{customdata[1]:,})"
-            "<extra></extra>",
-            marker_color=STAGE_COLOURS["churned"],
-        )
+    churn = _bar(
+        monthly["month"],
+        monthly["rate"],
+        STAGE_COLOURS["churned"],
+        "churned in the month",
+        "%{x}: %{y:.1%} (%{customdata[0]:,} of %{customdata[1]:,})",
+        (monthly["churned"], monthly["active_buyers"]),
+        tickformat=".1%",
     )
-    churn.update_yaxes(tickformat=".1%", title="churned in the month")
     retention = report.cohort_retention
     curves = go.Figure(
         [
@@ -282,17 +302,15 @@ def _churn_section(report: Report) -> list[Part]:
     curves.update_xaxes(title="months since signup", dtick=1)
     curves.update_yaxes(tickformat=".0%", title="bought in the month")
     cohort = report.cohort_churn
-    by_cohort = go.Figure(
-        go.Bar(
-            x=cohort["cohort"],
-            y=cohort["rate"],
-            customdata=np.stack([cohort["churned"], cohort["buyers"]], axis=1),
-            hovertemplate="%{x}: %{y:.1%} (%{customdata[0]:,} of %{customdata[1]:,} buyers)"
-            "<extra></extra>",
-            marker_color="#fb6a4a",
-        )
+    by_cohort = _bar(
+        cohort["cohort"],
+        cohort["rate"],
+        "#fb6a4a",
+        "churned today, of the cohort's buyers",
+        "%{x}: %{y:.1%} (%{customdata[0]:,} of %{customdata[1]:,} buyers)",
+        (cohort["churned"], cohort["buyers"]),
+        tickformat=".0%",
     )
-    by_cohort.update_yaxes(tickformat=".0%", title="churned today, of the cohort's buyers")
     matrix = report.transitions
     transitions = go.Figure(
         go.Heatmap(
@@ -349,30 +367,24 @@ def _value_section(report: Report) -> list[Part]:
     histogram.update_yaxes(title="customers")
     by_stage = customers.groupby("stage")["clv"].agg(["mean", "sum", "size"])
     by_stage = by_stage.reindex([s for s in STAGES if s in by_stage.index])
-    stage_bar = go.Figure(
-        go.Bar(
-            x=list(by_stage.index),
-            y=by_stage["mean"],
-            customdata=np.stack([by_stage["sum"], by_stage["size"]], axis=1),
-            hovertemplate="%{x}: mean %{y:,.0f}, total %{customdata[0]:,.0f} "
-            "(%{customdata[1]:,} customers)<extra></extra>",
-            marker_color=[STAGE_COLOURS[s] for s in by_stage.index],
-        )
+    stage_bar = _bar(
+        by_stage.index,
+        by_stage["mean"],
+        [STAGE_COLOURS[s] for s in by_stage.index],
+        "mean CLV",
+        "%{x}: mean %{y:,.0f}, total %{customdata[0]:,.0f} (%{customdata[1]:,} customers)",
+        (by_stage["sum"], by_stage["size"]),
     )
-    stage_bar.update_yaxes(title="mean CLV")
     by_channel = customers.groupby("channel")["clv"].agg(["mean", "sum", "size"])
     by_channel = by_channel.sort_values("sum", ascending=False)
-    channel_bar = go.Figure(
-        go.Bar(
-            x=list(by_channel.index),
-            y=by_channel["sum"],
-            customdata=np.stack([by_channel["mean"], by_channel["size"]], axis=1),
-            hovertemplate="%{x}: total %{y:,.0f}, mean %{customdata[0]:,.0f} "
-            "(%{customdata[1]:,} customers)<extra></extra>",
-            marker_color="#6baed6",
-        )
+    channel_bar = _bar(
+        by_channel.index,
+        by_channel["sum"],
+        "#6baed6",
+        "total CLV",
+        "%{x}: total %{y:,.0f}, mean %{customdata[0]:,.0f} (%{customdata[1]:,} customers)",
+        (by_channel["mean"], by_channel["size"]),
     )
-    channel_bar.update_yaxes(title="total CLV")
     rfm = report.rfm
     segments = go.Figure(
         go.Bar(
@@ -469,14 +481,13 @@ def _satisfaction_section(report: Report) -> list[Part]:
         ]
     )
     by_stage = report.referrals_by_stage
-    referrer_share = go.Figure(
-        go.Bar(
-            x=by_stage["stage"],
-            y=by_stage["share"],
-            marker_color=[STAGE_COLOURS[s] for s in by_stage["stage"]],
-        )
+    referrer_share = _bar(
+        by_stage["stage"],
+        by_stage["share"],
+        [STAGE_COLOURS[s] for s in by_stage["stage"]],
+        "referred in the last 365 days",
+        tickformat=".0%",
     )
-    referrer_share.update_yaxes(tickformat=".0%", title="referred in the last 365 days")
     return [
         '<section id="satisfaction"><h2>Satisfaction and advocacy</h2>',
         f'<p data-nps="{nps["nps"]:.4f}">NPS over the last 365 days: '
@@ -528,17 +539,14 @@ def _scores_section(report: Report) -> list[Part]:
     )
     bands.update_layout(barmode="stack")
     actions = report.value_by_action
-    action_bar = go.Figure(
-        go.Bar(
-            x=actions["action"],
-            y=actions["expected_value"],
-            customdata=np.stack([actions["customers"], actions["mean_value"]], axis=1),
-            hovertemplate="%{x}: %{y:,.0f} in all, %{customdata[0]:,} customers, "
-            "%{customdata[1]:,.1f} each<extra></extra>",
-            marker_color="#31a354",
-        )
+    action_bar = _bar(
+        actions["action"],
+        actions["expected_value"],
+        "#31a354",
+        "expected value",
+        "%{x}: %{y:,.0f} in all, %{customdata[0]:,} customers, %{customdata[1]:,.1f} each",
+        (actions["customers"], actions["mean_value"]),
     )
-    action_bar.update_yaxes(title="expected value")
     top = report.top_at_risk if report.top_at_risk is not None else pd.DataFrame()
     money = {"clv": lambda v: _number(v, 0), "action_value": lambda v: _number(v, 1)}
     table = _table(top, "top-at-risk", {"churn_probability": _percent, **money})
