@@ -10,6 +10,7 @@ naive UTC (a naive input is taken as UTC; an input with an offset is converted).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import re
@@ -195,10 +196,9 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
         raise DataError(f"{location}: no such folder or DuckDB database")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    try:
+    # In Jupyter without ipywidgets DuckDB refuses the setting, and shows no bar anyway.
+    with contextlib.suppress(duckdb.InvalidInputException):
         con.execute("SET enable_progress_bar = false")
-    except duckdb.InvalidInputException:
-        pass  # In Jupyter without ipywidgets DuckDB refuses the setting, and shows no bar anyway.
     available: set[str] | None = None
     if location.is_file():
         literal = str(location).replace("'", "''")
