@@ -112,13 +112,13 @@ def build_features(
 def write_report(
     location: Path, as_of: date, out: Path, settings: ClmSettings, *, scores: Path | None = None
 ) -> None:
-    from reporting.html import render
+    from reporting.html import number, percent, render
     from reporting.metrics import build_report, read_scores
 
     if not out.name.lower().endswith((".html", ".htm")):
         raise ClmError(f"--out {out}: expected an .html file name")
     started = time.perf_counter()
-    scored = read_scores(scores) if scores is not None else None
+    scored = read_scores(scores, as_of) if scores is not None else None
     dataset = sources.load(location, columns=settings.data.columns)
     report = build_report(
         dataset,
@@ -135,9 +135,9 @@ def write_report(
     os.replace(partial, out)
     k = report.kpis
     rows = [
-        ("customers", f"{k['customers']:,.0f} ({k['active_buyers']:,.0f} active buyers)"),
-        ("churned last month", f"{100 * k['churn_rate_last_month']:.1f}% of active buyers"),
-        ("NPS (365 days)", f"{k['nps']:.1f}"),
+        ("customers", f"{number(k['customers'])} ({number(k['active_buyers'])} active buyers)"),
+        ("churned last month", f"{percent(k['churn_rate_last_month'])} of active buyers"),
+        ("NPS (365 days)", number(k["nps"], 1)),
         ("CLV", report.clv_source),
         ("output", f"{out} ({len(page.encode()) / 1e6:.1f} MB)"),
         ("time", f"{time.perf_counter() - started:.1f} s"),

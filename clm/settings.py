@@ -309,6 +309,15 @@ class ReportSettings(_Section):
         25, ge=1, le=1000, description="Rows of the top at-risk high-value customers."
     )
 
+    @model_validator(mode="after")
+    def _period_fits(self) -> ReportSettings:
+        if self.period_months > self.months:
+            raise ValueError(
+                f"report.period_months ({self.period_months}) must not exceed report.months "
+                f"({self.months})"
+            )
+        return self
+
 
 class ClmSettings(BaseSettings):
     """Every threshold, window and horizon of clm, with its documented default."""

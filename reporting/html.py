@@ -23,7 +23,7 @@ from plotly.offline import get_plotlyjs
 from features.stages import STAGES
 from reporting.metrics import FUNNEL, RISK_BANDS, Report
 
-__all__ = ["Chart", "charts", "render"]
+__all__ = ["Chart", "charts", "number", "percent", "render"]
 
 STAGE_COLOURS = {
     "awareness": "#9ecae1",
@@ -65,13 +65,13 @@ th:first-child, td:first-child { text-align: left; }
 """
 
 
-def _number(value: float, digits: int = 0) -> str:
+def number(value: float, digits: int = 0) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:,.{digits}f}"
 
 
-def _percent(value: float, digits: int = 1) -> str:
+def percent(value: float, digits: int = 1) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
     return f"{100 * value:.{digits}f}%"
@@ -151,21 +151,21 @@ def _bar(
 def _kpis(report: Report) -> str:
     k = report.kpis
     tiles = [
-        ("customers", _number(k["customers"]), "customers known"),
+        ("customers", number(k["customers"]), "customers known"),
         (
             "active_buyers",
-            _number(k["active_buyers"]),
+            number(k["active_buyers"]),
             "active buyers (purchase, retention, advocacy)",
         ),
-        ("churned", _number(k["churned"]), "churned"),
+        ("churned", number(k["churned"]), "churned"),
         (
             "churn_rate_last_month",
-            _percent(k["churn_rate_last_month"]),
+            percent(k["churn_rate_last_month"]),
             "churned last month (of active buyers)",
         ),
-        ("nps", _number(k["nps"], 1), "NPS, last 365 days"),
-        ("clv_total", _number(k["clv_total"]), "total CLV (discounted margin, CLV horizon)"),
-        ("spend_365d", _number(k["spend_365d"]), "spend, last 365 days"),
+        ("nps", number(k["nps"], 1), "NPS, last 365 days"),
+        ("clv_total", number(k["clv_total"]), "total CLV (discounted margin, CLV horizon)"),
+        ("spend_365d", number(k["spend_365d"]), "spend, last 365 days"),
     ]
     return (
         '<div class="kpis">'
@@ -179,13 +179,15 @@ def _kpis(report: Report) -> str:
 
 
 def _funnel_section(report: Report) -> list[Part]:
-    counts = report.stage_counts.set_index("stage")["customers"]
+    reached = report.funnel
     funnel = go.Figure(
         go.Funnel(
-            y=list(FUNNEL),
-            x=[int(counts[s]) for s in FUNNEL],
-            textinfo="value+percent initial",
-            marker={"color": [STAGE_COLOURS[s] for s in FUNNEL]},
+            y=list(reached["stage"]),
+            x=reached["reached"],
+            customdata=reached["now"],
+            texttemplate="%{value:,}<br>%{percentInitial:.0%}",
+            hovertemplate="%{y}: %{x:,} reached it, %{customdata:,} in it today<extra></extra>",
+            marker={"color": [STAGE_COLOURS[s] for s in reached["stage"]]},
         )
     )
     conv = report.conversion
@@ -203,16 +205,20 @@ def _funnel_section(report: Report) -> list[Part]:
     )
     rates.update_yaxes(tickformat=".0%", title="converted in the period")
     latest = conv[(conv["period"] == conv["period"].iloc[-1]) & (conv["channel"] != "all")]
-    grid = latest.pivot(index="channel", columns="from_stage", values="rate").reindex(
-        columns=list(FUNNEL[:-1])
-    )
+    # An acquisition-channel attribute is known once a customer signs up: its rows start at
+    # consideration (prospects before signup only have a first-touch channel).
+    steps = list(FUNNEL[:-1]) if report.channel_source == "first touch" else list(FUNNEL[1:-1])
+    latest = latest[latest["from_stage"].isin(steps)]
+    grid = latest.pivot(index="channel", columns="from_stage", values="rate").reindex(columns=steps)
     sizes = latest.pivot(index="channel", columns="from_stage", values="customers").reindex(
-        columns=list(FUNNEL[:-1])
+        columns=steps
     )
+    shown = (sizes >= MIN_BASE).any(axis=1)  # channels with a base somewhere
+    grid, sizes = grid[shown], sizes[shown]
     by_channel = go.Figure(
         go.Heatmap(
             z=grid.where(sizes >= MIN_BASE).to_numpy(dtype=float),
-            x=[f"{s} -> {FUNNEL[i + 1]}" for i, s in enumerate(FUNNEL[:-1])],
+            x=[f"{s} -> {FUNNEL[FUNNEL.index(s) + 1]}" for s in steps],
             y=list(grid.index),
             customdata=sizes.to_numpy(dtype=float),
             colorscale="Blues",
@@ -238,17 +244,26 @@ def _funnel_section(report: Report) -> list[Part]:
     table = _table(
         report.stage_counts,
         "stage-counts",
-        {"customers": lambda v: f"{v:,}", "share": _percent},
+        {"customers": lambda v: f"{v:,}", "share": percent},
     )
     period = conv["period"].iloc[-1]
+    if report.channel_source == "first touch":
+        channel_name, channel_note = "first-touch channel", "the channel of the first event"
+    else:
+        channel_name = "acquisition channel"
+        channel_note = (
+            f"the customer attribute {report.channel_source}, known once a customer signs up, "
+            "so the steps start at consideration"
+        )
     return [
         '<section id="funnel"><h2>Funnel</h2><div class="grid">',
         Chart(
             funnel,
             "chart-funnel",
-            f"Customers in each lifecycle stage on {report.as_of}",
-            "each bar is the number of customers whose stage is that one today (churned "
-            "customers are counted apart); the percentage is relative to awareness.",
+            f"How far customers have come, on {report.as_of}",
+            "each bar counts the customers who reached at least that stage (churned buyers "
+            "count by their purchases); the percentage is of all customers known; hover for "
+            "how many are in the stage today.",
         ),
         Chart(
             rates,
@@ -260,10 +275,9 @@ def _funnel_section(report: Report) -> list[Part]:
         Chart(
             by_channel,
             "chart-conversion-channel",
-            f"Conversion by acquisition channel, {period}",
-            "rows are channels (prospects not yet signed up by their first-touch channel), "
-            f"columns the step; darker cells convert better; blank: fewer than {MIN_BASE} "
-            "customers to start from.",
+            f"Conversion by {channel_name}, {period}",
+            f"rows are channels ({channel_note}), columns the step; darker cells convert "
+            f"better; blank: fewer than {MIN_BASE} customers to start from.",
         ),
         Chart(
             stacked,
@@ -337,8 +351,9 @@ def _churn_section(report: Report) -> list[Part]:
             curves,
             "chart-cohort-retention",
             "Cohort retention curves (signup quarter)",
-            "one line per signup quarter: the share of its customers who bought in each "
-            "month since signup; higher and flatter lines are cohorts that stay.",
+            "one line per signup quarter (signup date, else first lead signal or purchase): "
+            "the share of its customers who bought in each month since signup; higher and "
+            "flatter lines are cohorts that stay.",
         ),
         Chart(
             by_cohort,
@@ -407,11 +422,11 @@ def _value_section(report: Report) -> list[Part]:
         "rfm-segments",
         {
             "customers": lambda v: f"{v:,}",
-            "share": _percent,
-            "recency": lambda v: _number(v, 0),
-            "frequency": lambda v: _number(v, 1),
-            "spend_365d": lambda v: _number(v, 0),
-            "clv": lambda v: _number(v, 0),
+            "share": percent,
+            "recency": lambda v: number(v, 0),
+            "frequency": lambda v: number(v, 1),
+            "spend_365d": lambda v: number(v, 0),
+            "clv": lambda v: number(v, 0),
         },
     )
     return [
@@ -491,9 +506,9 @@ def _satisfaction_section(report: Report) -> list[Part]:
     return [
         '<section id="satisfaction"><h2>Satisfaction and advocacy</h2>',
         f'<p data-nps="{nps["nps"]:.4f}">NPS over the last 365 days: '
-        f"<b>{_number(nps['nps'], 1)}</b> from {_number(nps['responses'])} answers "
-        f"({_percent(nps['promoters'])} promoters, {_percent(nps['passives'])} passives, "
-        f"{_percent(nps['detractors'])} detractors).</p>",
+        f"<b>{number(nps['nps'], 1)}</b> from {number(nps['responses'])} answers "
+        f"({percent(nps['promoters'])} promoters, {percent(nps['passives'])} passives, "
+        f"{percent(nps['detractors'])} detractors).</p>",
         '<div class="grid">',
         Chart(
             split,
@@ -548,8 +563,8 @@ def _scores_section(report: Report) -> list[Part]:
         (actions["customers"], actions["mean_value"]),
     )
     top = report.top_at_risk if report.top_at_risk is not None else pd.DataFrame()
-    money = {"clv": lambda v: _number(v, 0), "action_value": lambda v: _number(v, 1)}
-    table = _table(top, "top-at-risk", {"churn_probability": _percent, **money})
+    money = {"clv": lambda v: number(v, 0), "action_value": lambda v: number(v, 1)}
+    table = _table(top, "top-at-risk", {"churn_probability": percent, **money})
     return [
         '<section id="scores"><h2>Scores</h2>',
         f"<p>From {html.escape(str(report.scores_source))}.</p>",

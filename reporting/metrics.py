@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from clm.errors import DataError
 from clm.settings import ClmSettings
@@ -67,6 +68,8 @@ class Report:
     kpis: dict[str, float]
     customers: pd.DataFrame  # customer_id, stage, channel, clv, rfm_segment (+ scores)
     stage_counts: pd.DataFrame  # stage, customers, share
+    funnel: pd.DataFrame  # stage, reached (at least this stage), now (in it today)
+    channel_source: str  # the attribute column, or "first touch"
     conversion: pd.DataFrame  # period, channel, from_stage, to_stage, customers, converted, rate
     churn_by_month: pd.DataFrame  # month, active_buyers, churned, rate
     cohort_retention: pd.DataFrame  # cohort, months_since_signup, size, active, share
@@ -84,6 +87,21 @@ class Report:
     value_by_action: pd.DataFrame | None = None  # action, customers, expected_value, mean_value
     top_at_risk: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def _label(start: date, end: date) -> str:
+    """A calendar month as ``YYYY-MM``; an interval that is not one, by its dates."""
+    if start.day == 1 and end.day == 1:
+        return start.strftime("%Y-%m")
+    return f"{start} to {end}"
+
+
+def _by_interval(frame: pd.DataFrame, boundaries: list[date], column: str = "ts") -> pd.Series:
+    """The label of the [boundary, next boundary) interval each row's ``column`` falls in."""
+    edges = pd.to_datetime(pd.Series(boundaries)).to_numpy()
+    position = np.searchsorted(edges, pd.to_datetime(frame[column]).to_numpy(), side="right") - 1
+    labels = np.array([_label(a, b) for a, b in itertools.pairwise(boundaries)], dtype=object)
+    return pd.Series(labels[position], index=frame.index)
 
 
 def _month_starts(as_of: date, months: int) -> list[date]:
@@ -131,6 +149,10 @@ def _channel_inputs(dataset: Dataset, as_of: date, attribute: str) -> pd.DataFra
     )
 
 
+def _channel_source(inputs: pd.DataFrame, attribute: str) -> str:
+    return attribute if inputs["attribute"].notna().any() else "first touch"
+
+
 def _channel_at(inputs: pd.DataFrame, when: date, index: pd.Index) -> pd.Series:
     """The channel as known at ``when``: the attribute once the customer has signed up (or
     always, without a ``signup_date``), else the first-touch channel, else ``unknown``."""
@@ -149,7 +171,9 @@ def _conversion(
     for start, end in zip(starts, ends, strict=True):
         before, after = history[start], history[end]
         known = before.notna()
-        moved = after[known].map(_RANK) > before[known].map(_RANK)
+        moved = after[known].map(_RANK).to_numpy(dtype=float) > before[known].map(_RANK).to_numpy(
+            dtype=float
+        )
         frame = pd.DataFrame(
             {
                 "stage": before[known],
@@ -183,7 +207,7 @@ def _churn_by_month(history: pd.DataFrame, boundaries: list[date]) -> pd.DataFra
         churned = int((history.loc[active, end] == "churned").sum())
         rows.append(
             {
-                "month": start.strftime("%Y-%m"),
+                "month": _label(start, end),
                 "active_buyers": int(active.sum()),
                 "churned": churned,
             }
@@ -203,26 +227,37 @@ def _transitions(history: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
 
 
 def _cohorts(
-    dataset: Dataset, stage: pd.Series, as_of: date, quarters: int, months: int
+    dataset: Dataset,
+    stage: pd.Series,
+    as_of: date,
+    quarters: int,
+    months: int,
+    lead_types: list[str],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Signup-quarter cohorts (``signup_date``, else first seen): the share of each cohort
-    buying in each month since signup (complete months only), and its churn rate today."""
+    """Signup-quarter cohorts: customers by the quarter they signed up (``signup_date``, else
+    their first lead signal such as a ``signup`` event, else their first purchase; visitors
+    who never did any of these are in no cohort). The share of each cohort buying in each
+    month since signup (complete months only), and its churn rate today."""
     cutoff = ts_literal(as_of)
-    first_quarter = (pd.Timestamp(as_of) - pd.DateOffset(months=3 * quarters)).date()
+    last_day = pd.Timestamp(as_of) - pd.Timedelta(days=1)
+    first_quarter = last_day.to_period("Q").start_time - pd.DateOffset(months=3 * (quarters - 1))
     people = dataset.con.sql(
         f"""
-        WITH seen AS (
-            SELECT customer_id, min(ts) AS first_seen FROM (
-                SELECT customer_id, ts FROM transactions WHERE ts < {cutoff}
-                UNION ALL SELECT customer_id, ts FROM events WHERE ts < {cutoff}
-            ) GROUP BY customer_id
+        WITH lead AS (
+            SELECT customer_id, min(ts) AS ts FROM events
+            WHERE event_type IN {text_list(lead_types)} AND ts < {cutoff} GROUP BY 1
+        ), bought AS (
+            SELECT customer_id, min(ts) AS ts FROM transactions WHERE ts < {cutoff} GROUP BY 1
         ), signed AS (
-            SELECT customer_id, signup_date FROM customers WHERE signup_date < {cutoff}
+            SELECT customer_id, signup_date AS ts FROM customers WHERE signup_date < {cutoff}
+        ), ids AS (
+            SELECT customer_id FROM lead UNION SELECT customer_id FROM bought
+            UNION SELECT customer_id FROM signed
         )
-        SELECT customer_id,
-               date_trunc('month', coalesce(least(s.signup_date, f.first_seen),
-                                            s.signup_date, f.first_seen)) AS signup_month
-        FROM seen f FULL OUTER JOIN signed s USING (customer_id)
+        SELECT i.customer_id,
+               date_trunc('month', coalesce(s.ts, l.ts, b.ts)) AS signup_month
+        FROM ids i LEFT JOIN signed s USING (customer_id) LEFT JOIN lead l USING (customer_id)
+             LEFT JOIN bought b USING (customer_id)
         """
     ).df()
     people["signup_month"] = pd.to_datetime(people["signup_month"])
@@ -277,8 +312,9 @@ def _cohorts(
 
 
 def _quintile(values: pd.Series, *, higher_is_better: bool) -> pd.Series:
-    """1-5 by percentile rank (ties share a score), 5 = best."""
-    pct = values.rank(pct=True, method="average", ascending=higher_is_better)
+    """1-5 by percentile rank, 5 = best; ties share the lowest rank of their group, so when
+    most buyers bought once they all score F 1 (not an average that makes them look loyal)."""
+    pct = values.rank(pct=True, method="min", ascending=higher_is_better)
     return pd.Series(np.ceil(pct * 5).clip(1, 5).astype(int), index=values.index)
 
 
@@ -312,55 +348,81 @@ def _rfm(customers: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index().rename(columns={"rfm_segment": "segment"})
 
 
+PROMOTER, PASSIVE = 9, 7  # NPS: promoters answer 9-10, passives 7-8, detractors 0-6
+
+
+def _nps_shares(values: pd.Series) -> dict[str, float]:
+    n = len(values)
+    if n == 0:
+        nan = float("nan")
+        return {"responses": 0.0, "promoters": nan, "passives": nan, "detractors": nan, "nps": nan}
+    promoters = float((values >= PROMOTER).mean())
+    detractors = float((values < PASSIVE).mean())
+    return {
+        "responses": float(n),
+        "promoters": promoters,
+        "passives": 1.0 - promoters - detractors,
+        "detractors": detractors,
+        "nps": 100 * (promoters - detractors),
+    }
+
+
 def _nps(
-    dataset: Dataset, as_of: date, types: list[str], months: int, promoter: float
+    dataset: Dataset, as_of: date, types: list[str], boundaries: list[date], notes: list[str]
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """NPS over the last 365 days (% promoters - % detractors; 9-10, 7-8, 0-6) and by month."""
-    cutoff, since = ts_literal(as_of), ts_literal(as_of, 365)
-    start = ts_literal(_month_starts(as_of, months)[0])
-    answers = f"""
-        SELECT ts, value FROM events
-        WHERE event_type IN ({text_list(types)}) AND value IS NOT NULL AND ts < {cutoff}
-    """
-    passive = 7
-
-    def shares(where: str, group: str = "") -> str:
-        key = f"{group} AS month," if group else ""
-        return f"""
-            SELECT {key} count(*) AS responses,
-                   avg(CASE WHEN value >= {promoter} THEN 1 ELSE 0 END) AS promoters,
-                   avg(CASE WHEN value >= {passive} AND value < {promoter} THEN 1 ELSE 0 END)
-                       AS passives,
-                   avg(CASE WHEN value < {passive} THEN 1 ELSE 0 END) AS detractors
-            FROM ({answers}) WHERE {where} {"GROUP BY 1 ORDER BY 1" if group else ""}
+    """NPS over the last 365 days (% promoters - % detractors) and per month. Answers outside
+    0-10 are left out and counted in a note."""
+    cutoff = ts_literal(as_of)
+    since = min(pd.Timestamp(as_of) - pd.Timedelta(days=365), pd.Timestamp(boundaries[0]))
+    answers = dataset.con.sql(
+        f"""
+        SELECT customer_id, ts, value FROM events
+        WHERE event_type IN {text_list(types)} AND value IS NOT NULL
+          AND ts >= {ts_literal(since.date())} AND ts < {cutoff}
         """
-
-    year = dataset.con.sql(shares(f"ts >= {since}")).df().iloc[0]
-    by_month = dataset.con.sql(shares(f"ts >= {start}", "strftime(ts, '%Y-%m')")).df()
-    summary = {k: float(year[k]) if pd.notna(year[k]) else float("nan") for k in year.index}
-    summary["nps"] = 100 * (summary["promoters"] - summary["detractors"])
-    by_month["nps"] = 100 * (by_month["promoters"] - by_month["detractors"])
-    return summary, by_month
+    ).df()
+    bad = ~answers["value"].between(0, 10)
+    if bad.any():
+        first = ", ".join(answers.loc[bad, "customer_id"].astype(str).unique()[:5])
+        notes.append(
+            f"events: {int(bad.sum()):,} NPS answer(s) ({', '.join(types)}) outside 0-10 in "
+            f"column 'value' left out of the NPS figures (customers {first}, ...)"
+        )
+        answers = answers[~bad]
+    year = answers[pd.to_datetime(answers["ts"]) >= pd.Timestamp(as_of) - pd.Timedelta(days=365)]
+    recent = answers[pd.to_datetime(answers["ts"]) >= pd.Timestamp(boundaries[0])]
+    months = _by_interval(recent, boundaries)
+    rows = [
+        {"month": label, **_nps_shares(recent.loc[months == label, "value"])}
+        for label in dict.fromkeys(_label(a, b) for a, b in itertools.pairwise(boundaries))
+    ]
+    return _nps_shares(year["value"]), pd.DataFrame(rows)
 
 
 def _referrals(
-    dataset: Dataset, as_of: date, types: list[str], months: int, stage: pd.Series
+    dataset: Dataset, as_of: date, types: list[str], boundaries: list[date], stage: pd.Series
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     cutoff, since = ts_literal(as_of), ts_literal(as_of, 365)
-    start = ts_literal(_month_starts(as_of, months)[0])
     kinds = text_list(types)
-    by_month = dataset.con.sql(
+    events = dataset.con.sql(
         f"""
-        SELECT strftime(ts, '%Y-%m') AS month, count(*) AS referrals,
-               count(DISTINCT customer_id) AS referrers
-        FROM events WHERE event_type IN ({kinds}) AND ts >= {start} AND ts < {cutoff}
-        GROUP BY 1 ORDER BY 1
+        SELECT customer_id, ts FROM events
+        WHERE event_type IN {kinds} AND ts >= {ts_literal(boundaries[0])} AND ts < {cutoff}
         """
     ).df()
+    events["month"] = _by_interval(events, boundaries)
+    labels = list(dict.fromkeys(_label(a, b) for a, b in itertools.pairwise(boundaries)))
+    by_month = (
+        events.groupby("month")
+        .agg(referrals=("customer_id", "size"), referrers=("customer_id", "nunique"))
+        .reindex(labels, fill_value=0)
+        .rename_axis("month")
+        .reset_index()
+    )
     referrers = set(
         dataset.con.sql(
             f"""SELECT DISTINCT customer_id FROM events
-                WHERE event_type IN ({kinds}) AND ts >= {since} AND ts < {cutoff}"""
+                WHERE event_type IN {kinds} AND ts >= {since} AND ts < {cutoff}"""
         )
         .df()["customer_id"]
         .tolist()
@@ -379,13 +441,26 @@ def _referrals(
     return by_month, by_stage.reset_index()
 
 
-def read_scores(path: Path) -> pd.DataFrame:
-    """A ``clm score`` output (Parquet or CSV), checked for the columns the report needs."""
+def _refuse_rows(path: Path, column: str, bad: pd.Series, expected: str) -> None:
+    if bad.any():
+        rows = ", ".join(str(i + 1) for i in np.flatnonzero(bad.to_numpy())[:5])
+        raise DataError(
+            f"--scores {path}: column '{column}': {int(bad.sum())} value(s) not {expected}: "
+            f"row(s) {rows}"
+        )
+
+
+def read_scores(path: Path, as_of: date | None = None) -> pd.DataFrame:
+    """A ``clm score`` output (Parquet or CSV), checked for the columns the report needs and,
+    when the Parquet file records its cutoff, for being scored as of ``as_of``."""
     if not path.is_file():
         raise DataError(f"--scores {path}: file not found")
     name = path.name.lower()
+    scored_as_of: str | None = None
     try:
         if name.endswith((".parquet", ".pq")):
+            metadata = pq.read_schema(path).metadata or {}
+            scored_as_of = metadata.get(b"clm.as_of", b"").decode() or None
             scores = pd.read_parquet(path)
         elif name.endswith((".csv", ".csv.gz")):
             scores = pd.read_csv(path, dtype={"customer_id": "string"})
@@ -395,6 +470,11 @@ def read_scores(path: Path) -> pd.DataFrame:
         raise
     except Exception as exc:
         raise DataError(f"--scores {path}: cannot be read ({exc})") from exc
+    if as_of is not None and scored_as_of is not None and scored_as_of != as_of.isoformat():
+        raise DataError(
+            f"--scores {path} was scored as of {scored_as_of}, not --as-of {as_of}: score "
+            f"again with clm score --as-of {as_of}"
+        )
     missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
     if missing:
         raise DataError(
@@ -402,18 +482,22 @@ def read_scores(path: Path) -> pd.DataFrame:
             "clm score"
         )
     probability = pd.to_numeric(scores["churn_probability"], errors="coerce")
-    bad = probability.isna() | ~probability.between(0, 1)
-    if bad.any():
-        rows = ", ".join(str(i + 1) for i in np.flatnonzero(bad.to_numpy())[:5])
-        raise DataError(
-            f"--scores {path}: column 'churn_probability': {int(bad.sum())} value(s) not a "
-            f"probability in [0, 1]: row(s) {rows}"
-        )
+    _refuse_rows(
+        path, "churn_probability", probability.isna() | ~probability.between(0, 1),
+        "a probability in [0, 1]",
+    )  # fmt: skip
+    clv = pd.to_numeric(scores["clv"], errors="coerce")
+    finite = pd.Series(np.isfinite(clv.to_numpy(dtype=float)), index=clv.index)
+    _refuse_rows(path, "clv", ~finite, "a finite number")
+    _refuse_rows(path, "churn_risk", ~scores["churn_risk"].isin(RISK_BANDS), "low, medium or high")
+    _refuse_rows(path, "stage", ~scores["stage"].isin(STAGES), f"a stage ({', '.join(STAGES)})")
     duplicated = scores["customer_id"].duplicated()
     if duplicated.any():
         first = scores.loc[duplicated, "customer_id"].iloc[0]
         raise DataError(f"--scores {path}: customer_id {first!r} appears more than once")
     scores["customer_id"] = scores["customer_id"].astype(str)
+    scores["churn_probability"], scores["clv"] = probability, clv
+    scores.attrs["as_of"] = scored_as_of
     return scores
 
 
@@ -433,6 +517,18 @@ def _btyd_clv(snapshot: pd.DataFrame, settings: ClmSettings) -> np.ndarray:
     return np.where(buyer, model.clv(snapshot, horizon), np.nan)
 
 
+def _estimated_clv(snapshot: pd.DataFrame, settings: ClmSettings, notes: list[str]) -> np.ndarray:
+    """BG/NBD x Gamma-Gamma CLV, or all missing (with a note) when it cannot be fitted."""
+    try:
+        clv = _btyd_clv(snapshot, settings)
+    except (RuntimeError, ValueError, FloatingPointError) as exc:
+        notes.append(f"BG/NBD x Gamma-Gamma could not be fitted here ({exc}); pass --scores")
+        return np.full(len(snapshot), np.nan)
+    if not np.isfinite(clv).any():
+        notes.append("too few buyers for a BG/NBD x Gamma-Gamma CLV; pass --scores")
+    return clv
+
+
 def _score_sections(report: Report, scores: pd.DataFrame, settings: ClmSettings, top: int) -> None:
     risk = pd.crosstab(scores["stage"], scores["churn_risk"]).reindex(
         index=[s for s in STAGES if s in set(scores["stage"])], columns=RISK_BANDS
@@ -450,7 +546,7 @@ def _score_sections(report: Report, scores: pd.DataFrame, settings: ClmSettings,
         .sort_values("expected_value", ascending=False)
     )
     report.value_by_action = by_action.reset_index()
-    at_risk = scores[scores["churn_probability"] >= settings.serving.risk_high]
+    at_risk = scores[scores["churn_risk"] == "high"]
     keep = [
         c
         for c in ("customer_id", "stage", "churn_probability", "clv", "action", "action_value")
@@ -490,6 +586,11 @@ def build_report(
             .to_numpy(dtype=float)
         )
         clv_source = f"champion CLV model ({scores_source})"
+        if scores.attrs.get("as_of") is None:
+            notes.append(
+                f"{scores_source} does not record the cutoff it was scored at (clm score "
+                f"records it in Parquet files): make sure it was scored as of {as_of}"
+            )
         unscored = int(np.isnan(clv).sum())
         if unscored:
             notes.append(
@@ -497,7 +598,7 @@ def build_report(
                 "they are left out of the CLV figures"
             )
     else:
-        clv = _btyd_clv(snapshot, settings)
+        clv = _estimated_clv(snapshot, settings, notes)
         clv_source = (
             "BG/NBD x Gamma-Gamma fitted at the cutoff (buyers; pass --scores for the champion)"
         )
@@ -519,6 +620,17 @@ def build_report(
     )
 
     counts = stage.value_counts().reindex(STAGES, fill_value=0)
+    # How far each customer has come: churned buyers count as purchase or retention.
+    reached_rank = snapshot["stage"].map(_RANK).to_numpy(dtype=float)
+    repeat = snapshot["purchase_days"].fillna(0).to_numpy() >= 2
+    reached_rank[(snapshot["stage"] == "churned").to_numpy() & repeat] = _RANK["retention"]
+    funnel = pd.DataFrame(
+        {
+            "stage": FUNNEL,
+            "reached": [int((reached_rank >= _RANK[s]).sum()) for s in FUNNEL],
+            "now": [int(counts[s]) for s in FUNNEL],
+        }
+    )
     stage_counts = pd.DataFrame(
         {
             "stage": STAGES,
@@ -531,17 +643,16 @@ def build_report(
     conversion = _conversion(history, channels, period_bounds[:-1], period_bounds[1:])
     churn_by_month = _churn_by_month(history, boundaries)
     retention, cohort_churn = _cohorts(
-        dataset, stage, as_of, options.cohort_quarters, options.months
-    )
-    nps, nps_by_month = _nps(
         dataset,
+        stage,
         as_of,
-        settings.stages.nps_event_types,
+        options.cohort_quarters,
         options.months,
-        settings.stages.promoter_min_score,
+        settings.stages.lead_event_types,
     )
+    nps, nps_by_month = _nps(dataset, as_of, settings.stages.nps_event_types, boundaries, notes)
     referrals_by_month, referrals_by_stage = _referrals(
-        dataset, as_of, settings.features.referral_event_types, options.months, stage
+        dataset, as_of, settings.features.referral_event_types, boundaries, stage
     )
     active = int(counts[list(_BUYING)].sum())
     kpis = {
@@ -551,7 +662,7 @@ def build_report(
         "churned": float(counts["churned"]),
         "churn_rate_last_month": float(churn_by_month["rate"].iloc[-1]),
         "nps": nps["nps"],
-        "clv_total": float(np.nansum(clv)),
+        "clv_total": float(np.nansum(clv)) if np.isfinite(clv).any() else float("nan"),
         "spend_365d": float(snapshot["spend_365d"].sum()),
     }
     report = Report(
@@ -560,6 +671,8 @@ def build_report(
         kpis=kpis,
         customers=customers,
         stage_counts=stage_counts,
+        funnel=funnel,
+        channel_source=_channel_source(channels, options.channel_attribute),
         conversion=conversion,
         churn_by_month=churn_by_month,
         cohort_retention=retention,

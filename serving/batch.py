@@ -172,8 +172,9 @@ def score_frame(ids: np.ndarray, known: np.ndarray, s: Scores, reasons: list[str
     return out
 
 
-def _write(table: pa.Table, out: Path, versions: dict[str, str]) -> None:
-    """Write to a temporary file beside ``out`` and rename it over ``out`` at the end."""
+def _write(table: pa.Table, out: Path, versions: dict[str, str], as_of: date) -> None:
+    """Write to a temporary file beside ``out`` and rename it over ``out`` at the end; a
+    Parquet file records the model versions and the cutoff in its metadata."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
@@ -181,6 +182,7 @@ def _write(table: pa.Table, out: Path, versions: dict[str, str]) -> None:
             metadata = {
                 **(table.schema.metadata or {}),
                 b"clm.model_versions": json.dumps(versions),
+                b"clm.as_of": as_of.isoformat(),
             }
             pq.write_table(table.replace_schema_metadata(metadata), partial)
         else:
@@ -266,7 +268,12 @@ def score_batch(
         result = pd.concat([result, carried.rename(columns=renamed)], axis=1)
     timings["scoring"] = time.perf_counter() - scoring_started
     written = time.perf_counter()
-    _write(pa.Table.from_pandas(result, preserve_index=False), request.out, champions.versions)
+    _write(
+        pa.Table.from_pandas(result, preserve_index=False),
+        request.out,
+        champions.versions,
+        request.as_of,
+    )
     timings["write"] = time.perf_counter() - written
     return BatchSummary(
         rows=len(result),

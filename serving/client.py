@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -64,14 +65,17 @@ class ScoringClient:
         if response.is_success:
             return response.json()
         try:
-            detail = response.json().get("detail", response.text)
+            body = response.json()
         except ValueError:
-            detail = response.text
+            body = None
+        detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
         raise ServiceError(response.status_code, detail)
 
     def score(self, customers: Iterable[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Score customers given by id or as ``{"customer_id": ..., "features": {...}}``;
         one result per customer, in order."""
+        if isinstance(customers, str | Mapping):
+            raise TypeError("customers must be a list of ids or of {'customer_id': ...} objects")
         body = [{"customer_id": c} if isinstance(c, str) else dict(c) for c in customers]
         results: list[dict[str, Any]] = self._json(
             self._http.post("/score", json={"customers": body})
@@ -80,7 +84,8 @@ class ScoringClient:
 
     def customer(self, customer_id: str) -> dict[str, Any]:
         """The stored features of one customer and their score now."""
-        view: dict[str, Any] = self._json(self._http.get(f"/customers/{customer_id}"))
+        path = f"/customers/{quote(customer_id, safe='')}"
+        view: dict[str, Any] = self._json(self._http.get(path))
         return view
 
 
@@ -104,15 +109,25 @@ def local_service(
 
     ``env`` adds variables (``CLM_TRAINING__TRACKING_URI``, ``CLM_SERVING__ONLINE_STORE``,
     ...) to this process's environment; ``token`` becomes ``CLM_API_TOKEN`` and the client's
-    bearer token. The service's output goes to ``log`` (a temporary file by default), whose
-    end is in the error when the service exits or is not ready within ``timeout`` seconds.
+    bearer token. The service's output goes to ``log`` (by default a temporary file, removed
+    at the end); its last lines are in the error when the service exits or is not ready
+    within ``timeout`` seconds.
     """
+    with tempfile.TemporaryDirectory(prefix="clm-serve-") as scratch:
+        yield from _serve(port, token, env, log or Path(scratch) / "serve.log", timeout)
+
+
+def _serve(
+    port: int | None,
+    token: str | None,
+    env: Mapping[str, str] | None,
+    log: Path,
+    timeout: float,
+) -> Iterator[ScoringClient]:
     port = port or free_port()
     variables = {**os.environ, **(env or {})}
     if token:
         variables["CLM_API_TOKEN"] = token
-    if log is None:
-        log = Path(tempfile.mkdtemp(prefix="clm-serve-")) / "serve.log"
     command = [sys.executable, "-m", "clm", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("w") as out:
         process = subprocess.Popen(

@@ -93,3 +93,23 @@ def test_settings_are_plain_data() -> None:
     s = ClmSettings()
     with pytest.raises(ValueError):
         s.stages.churn_inactivity_days = 0
+
+
+def test_artifacts_go_beside_a_sqlite_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clm.settings import TrainingSettings
+    from clm.tracking import tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri, artifacts = tracking_uri(TrainingSettings(tracking_uri=f"sqlite:///{tmp_path}/runs/m.db"))
+    assert uri == f"sqlite:///{tmp_path}/runs/m.db"
+    assert artifacts == (tmp_path / "runs" / "artifacts").as_uri()
+    assert tracking_uri(TrainingSettings(tracking_uri="http://127.0.0.1:5000")) == (
+        "http://127.0.0.1:5000",
+        None,
+    )
+    monkeypatch.chdir(tmp_path)
+    uri, artifacts = tracking_uri(TrainingSettings())
+    assert uri == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert artifacts == (tmp_path / "mlflow" / "artifacts").as_uri()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -91,14 +92,19 @@ def test_funnel_conversion_per_period(report) -> None:  # type: ignore[no-untype
 
 
 def test_cohorts(report) -> None:  # type: ignore[no-untyped-def]
+    # Signup = signup date, else the first lead signal (A's signup event in April), else the
+    # first purchase (C in October, D in January, E, F, G in June); B and H only visited or
+    # answered a survey: no cohort.
+    sizes = report.cohort_retention.groupby("cohort")["size"].first().to_dict()
+    assert sizes == {"2024Q4": 1, "2025Q1": 1, "2025Q2": 4}
     q1 = report.cohort_retention[report.cohort_retention["cohort"] == "2025Q1"]
-    # A, B (first seen in March) and D (January); curves run report.months (3) months.
-    assert q1["size"].unique().tolist() == [3]
+    # Curves run report.months (3) months: D bought in each of January, February, March.
     assert q1["months_since_signup"].tolist() == [0, 1, 2]
-    assert q1["active"].tolist() == [1, 1, 2]  # D in Jan, Feb, Mar; A in May (month 2)
-    # E, F, G (first seen in June, the 2025Q2 cohort): only June is complete; all three bought.
+    assert q1["active"].tolist() == [1, 1, 1]
+    # The newest member of 2025Q2 signed up in June: only month 0 is complete for all; E, F, G
+    # bought in their signup month, A (signed up in April) did not.
     q2 = report.cohort_retention[report.cohort_retention["cohort"] == "2025Q2"]
-    assert q2[["months_since_signup", "active", "share"]].values.tolist() == [[0, 3, 1.0]]
+    assert q2[["months_since_signup", "active", "share"]].values.tolist() == [[0, 3, 0.75]]
     churn = report.cohort_churn.set_index("cohort")
     assert churn.loc["2024Q4", "buyers"] == 1 and churn.loc["2024Q4", "rate"] == 1.0
 
@@ -148,3 +154,131 @@ def test_scores_file_errors_name_the_problem(tmp_path: Path) -> None:
     ).to_csv(bad, index=False)
     with pytest.raises(DataError, match=r"'churn_probability': 2 value\(s\).*row\(s\) 2, 3"):
         read_scores(bad)
+
+
+def _build(folder: Path, as_of: date, settings: ClmSettings | None = None):  # type: ignore[no-untyped-def]
+    return build_report(load(folder), as_of=as_of, settings=settings or ClmSettings(), source="t")
+
+
+def test_nps_bands_and_out_of_range_answers(tmp_path: Path) -> None:
+    answers = [0, 6, 7, 8, 9, 10, 11, -1]
+    folder = write_tables(
+        tmp_path / "nps",
+        transactions=[tx("A", "2025-01-05", 10.0)],
+        events=[ev(f"P{i}", f"2025-06-{i + 1:02d}", "nps", v) for i, v in enumerate(answers)],
+    )
+    report = _build(folder, date(2025, 7, 15))
+    # 0 and 6 detractors, 7 and 8 passives, 9 and 10 promoters; 11 and -1 are left out.
+    assert report.nps["responses"] == 6
+    assert report.nps["promoters"] == pytest.approx(2 / 6)
+    assert report.nps["passives"] == pytest.approx(2 / 6)
+    assert report.nps["detractors"] == pytest.approx(2 / 6)
+    assert report.nps["nps"] == pytest.approx(0.0)
+    assert any("2 NPS answer(s)" in n and "outside 0-10" in n for n in report.notes)
+    # A cutoff mid-month: the monthly figures are labelled by their dates, not a calendar month.
+    months = report.nps_by_month.set_index("month")
+    assert months.loc["2025-06-15 to 2025-07-15", "responses"] == 0
+    assert months.loc["2025-05-15 to 2025-06-15", "responses"] == 6
+    assert report.churn_by_month["month"].iloc[-1] == "2025-06-15 to 2025-07-15"
+
+
+def test_short_history_and_no_events(tmp_path: Path) -> None:
+    folder = write_tables(
+        tmp_path / "short",
+        transactions=[
+            tx("A", "2025-03-01", 10.0),
+            tx("A", "2025-04-01", 12.0),
+            tx("B", "2025-05-02", 8.0),
+        ],
+    )
+    report = _build(folder, date(2025, 7, 1))  # 12 months of figures, 4 months of data
+    every = report.conversion[report.conversion["channel"] == "all"]
+    assert every.groupby("period")["customers"].sum().iloc[0] == 0
+    assert report.stage_counts.set_index("stage")["customers"].to_dict()["retention"] == 1
+    assert report.nps["responses"] == 0 and np.isnan(report.kpis["nps"])
+    assert np.isnan(report.kpis["clv_total"])  # three buyers: no BG/NBD fit, and it says so
+    assert any("pass --scores" in n for n in report.notes)
+
+
+def test_period_longer_than_the_months_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"report.period_months \(3\) must not exceed report.months \(2\)"
+    ):
+        ClmSettings(report={"months": 2, "period_months": 3})  # type: ignore[arg-type]
+
+
+def test_rfm_one_time_buyers_score_lowest_frequency() -> None:
+    # Seven one-time buyers and three repeat buyers: every one-time buyer is F 1.
+    recency = pd.Series([5, 20, 40, 60, 90, 120, 400, 3, 10, 300])
+    frequency = pd.Series([1, 1, 1, 1, 1, 1, 1, 8, 5, 12])
+    segments = rfm_segments(recency, frequency).tolist()
+    assert segments[6] == "lost"  # bought once, 400 days ago: not "at risk"
+    assert segments[0] == "new"  # bought once, lately
+    assert segments[9] == "can't lose"  # bought most often, long ago
+
+
+def test_rows_after_the_cutoff_change_nothing(tmp_path: Path, report) -> None:  # type: ignore[no-untyped-def]
+    base = Path(report.source)
+    later = tmp_path / "later"
+    later.mkdir()
+    for name in ("transactions", "events"):
+        frame = pd.read_csv(base / f"{name}.csv")
+        extra = (
+            [tx("A", "2025-07-01", 99.0), tx("Z", "2025-08-01", 5.0), tx("C", "2025-07-02", 1.0)]
+            if name == "transactions"
+            else [
+                ev("B", "2025-07-01", "signup"),
+                ev("E", "2025-07-03", "nps", 0),
+                ev("Z", "2025-09-01", "referral"),
+            ]
+        )
+        pd.concat([frame, pd.DataFrame(extra)]).to_csv(later / f"{name}.csv", index=False)
+    settings = ClmSettings()
+    settings.report.months, settings.report.period_months = 3, 1
+    again = build_report(load(later), as_of=AS_OF, settings=settings, source=str(later))
+    assert again.kpis == pytest.approx(report.kpis, nan_ok=True)
+    for name in ("stage_counts", "conversion", "churn_by_month", "cohort_retention", "cohort_churn",
+                 "transitions", "nps_by_month", "referrals_by_month", "referrals_by_stage", "rfm"):  # fmt: skip
+        pd.testing.assert_frame_equal(getattr(again, name), getattr(report, name))
+    assert again.nps == pytest.approx(report.nps, nan_ok=True)
+
+
+def _scores(path: Path, **columns: list[object]) -> Path:
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["A", "B"],
+            "stage": ["purchase", "retention"],
+            "churn_probability": [0.2, 0.7],
+            "churn_risk": ["low", "high"],
+            "clv": [10.0, 20.0],
+            "action": ["none", "none"],
+            **columns,
+        }
+    )
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_scores_values_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"'clv': 1 value\(s\) not a finite number: row\(s\) 2"):
+        read_scores(_scores(tmp_path / "a.csv", clv=[1.0, "abc"]))
+    with pytest.raises(
+        DataError, match=r"'churn_risk': 1 value\(s\) not low, medium or high: row\(s\) 1"
+    ):
+        read_scores(_scores(tmp_path / "b.csv", churn_risk=["High", "low"]))
+    with pytest.raises(DataError, match=r"'stage': 1 value\(s\) not a stage"):
+        read_scores(_scores(tmp_path / "c.csv", stage=["purchase", "vip"]))
+
+
+def test_scores_from_another_cutoff_are_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.read_csv(_scores(tmp_path / "s.csv"))
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(
+        table.replace_schema_metadata({b"clm.as_of": b"2025-01-01"}), tmp_path / "s.parquet"
+    )
+    with pytest.raises(DataError, match="scored as of 2025-01-01, not --as-of 2025-07-01"):
+        read_scores(tmp_path / "s.parquet", date(2025, 7, 1))
+    assert read_scores(tmp_path / "s.parquet", date(2025, 1, 1)).attrs["as_of"] == "2025-01-01"

@@ -71,3 +71,25 @@ def test_playbook_naming_an_unknown_stage_is_refused() -> None:
     bad = {"x": Action(kind="growth", cost=1, uplift=0.1, stages=["loyal"])}
     with pytest.raises(ConfigError, match=r"decision.actions.x.stages: \['loyal'\]"):
         Policy(DecisionSettings(actions=bad), STAGES)
+
+
+def test_client_refuses_a_bare_id_and_quotes_ids() -> None:
+    import httpx
+
+    from serving.client import ScoringClient
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(404, json={"detail": "customer 'a b/c' is not in the store"})
+
+    client = ScoringClient("http://127.0.0.1:1")
+    client._http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(handler))
+    with pytest.raises(TypeError, match="list of ids"):
+        client.score("C000007")
+    from serving.client import ServiceError
+
+    with pytest.raises(ServiceError, match="HTTP 404: customer 'a b/c'"):
+        client.customer("a b/c")
+    assert seen == ["/customers/a%20b%2Fc"]
