@@ -10,7 +10,7 @@ PYTEST_ARGS ?= -n 2
 # The lifetimes wheel ships the CDNOW sample the BTYD tests pin published numbers on (never installed).
 CDNOW_WHEEL_DIR := .cache/lifetimes
 
-.PHONY: install browser demo serve test lint format clean bench-features bench-training bench-serving bench-batch
+.PHONY: install test-services demo serve test lint format clean bench-features bench-training bench-serving bench-batch
 
 # The wheel check runs on every install (not only when the venv is rebuilt) so a deleted cache comes back.
 install: $(STAMP)
@@ -44,11 +44,13 @@ lint: install
 	$(BIN)/lint-imports
 	test ! -e mlflow/__init__.py
 
-# The report's rendering test drives Debian's Chromium (installed here when missing).
-browser:
+# What the tests run beside the code (installed here when missing): Debian's Chromium for the
+# report's rendering test, redis-server for the Redis online store.
+test-services:
 	command -v chromium >/dev/null || apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
+	command -v redis-server >/dev/null || apt-get install -y -q redis-server || (apt-get update -q && apt-get install -y -q redis-server)
 
-test: lint browser
+test: lint test-services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: install

@@ -210,7 +210,8 @@ class ServingSettings(_Section):
     )
     online_store: str = Field(
         "sqlite:///mlflow/online.db",
-        description="Online feature store: sqlite:///PATH (the embedded default).",
+        description="Online feature store: sqlite:///PATH (the embedded default) or "
+        "redis://HOST:PORT/DB[?prefix=NAME].",
     )
     max_customers: int = Field(1000, ge=1, description="Most customers in one /score request.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")

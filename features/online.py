@@ -2,11 +2,15 @@
 
 ``clm features materialize`` writes a snapshot (features at ``as_of``) here; the service reads
 one customer's vector per lookup. The embedded default is one SQLite file
-(``serving.online_store = "sqlite:///PATH"``).
+(``serving.online_store = "sqlite:///PATH"``); a Redis server is the shared alternative
+(``redis://HOST:PORT/DB``, optionally ``?prefix=NAME`` for the key prefix, default ``clm``).
 
-Writes are atomic: a new file is written beside the store and renamed over it, so a reader
-sees either the old or the new snapshot, never a half-written customer. Readers notice the
-rename (the file's inode changes) and reopen.
+Writes are atomic. SQLite: a new file is written beside the store and renamed over it;
+readers notice the rename (the file's inode changes) and reopen. Redis: a new generation of
+keys is written, then one ``SET`` moves the ``PREFIX:current`` pointer to it and the old
+generation is unlinked; a lookup reads the pointer and the vectors in one server-side script,
+so it sees one generation whole. Either way a reader sees the old or the new snapshot, never
+a half-written customer.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import pandas as pd
 
 from clm.errors import ClmError, ConfigError
 
-__all__ = ["OnlineStore", "SqliteStore", "open_store"]
+__all__ = ["OnlineStore", "RedisStore", "SqliteStore", "open_store"]
 
 SCHEMA = """
 CREATE TABLE features (customer_id TEXT PRIMARY KEY, vector TEXT NOT NULL) WITHOUT ROWID;
@@ -55,8 +59,11 @@ def open_store(url: str) -> OnlineStore:
     if sep and scheme == "sqlite":
         # As in SQLAlchemy URLs: sqlite:///relative/path, sqlite:////absolute/path.
         return SqliteStore(Path(rest.removeprefix("/")))
+    if sep and scheme in ("redis", "rediss"):
+        return RedisStore(url)
     raise ConfigError(
-        f"serving.online_store {url!r}: expected sqlite:///PATH (relative) or sqlite:////PATH"
+        f"serving.online_store {url!r}: expected sqlite:///PATH (relative), sqlite:////PATH "
+        "or redis://HOST:PORT/DB"
     )
 
 
@@ -73,6 +80,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _checked(snapshot: pd.DataFrame) -> tuple[list[str], list[str], Any]:
+    """Ids, feature columns and as_of of a snapshot; refuses missing or duplicated ids."""
+    if "customer_id" not in snapshot.columns:
+        raise ClmError("online store: the snapshot has no customer_id column")
+    duplicated = snapshot["customer_id"].duplicated()
+    if duplicated.any():
+        first = snapshot.loc[duplicated, "customer_id"].iloc[0]
+        raise ClmError(f"online store: customer_id {first!r} appears more than once")
+    columns = [c for c in snapshot.columns if c not in KEYS and not c.startswith("label_")]
+    as_of = snapshot["as_of"].max() if "as_of" in snapshot.columns else None
+    return snapshot["customer_id"].astype(str).tolist(), columns, as_of
+
+
+def _vectors(snapshot: pd.DataFrame, columns: list[str]) -> Iterable[str]:
+    for row in snapshot[columns].to_dict("records"):
+        yield json.dumps({k: _plain(v) for k, v in row.items()})
+
+
+def _meta(
+    as_of: Any, columns: list[str], customers: int, new_customer: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "as_of": _plain(as_of),
+        "columns": columns,
+        "customers": customers,
+        "new_customer": {k: _plain(v) for k, v in new_customer.items()},
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 class SqliteStore(OnlineStore):
     """One SQLite file: ``features(customer_id, vector JSON)`` and ``meta`` (as_of, columns)."""
 
@@ -85,36 +122,18 @@ class SqliteStore(OnlineStore):
 
         ``new_customer`` is the feature row of a customer with no history, for unknown ids.
         """
-        if "customer_id" not in snapshot.columns:
-            raise ClmError("online store: the snapshot has no customer_id column")
-        duplicated = snapshot["customer_id"].duplicated()
-        if duplicated.any():
-            first = snapshot.loc[duplicated, "customer_id"].iloc[0]
-            raise ClmError(f"online store: customer_id {first!r} appears more than once")
+        ids, columns, as_of = _checked(snapshot)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         partial.unlink(missing_ok=True)
-        columns = [c for c in snapshot.columns if c not in KEYS and not c.startswith("label_")]
-        as_of = snapshot["as_of"].max() if "as_of" in snapshot.columns else None
         try:
             with sqlite3.connect(partial) as con:
                 con.executescript(SCHEMA)
-                records = snapshot[columns].to_dict("records")
-                ids = snapshot["customer_id"].astype(str).tolist()
                 con.executemany(
                     "INSERT INTO features VALUES (?, ?)",
-                    (
-                        (cid, json.dumps({k: _plain(v) for k, v in row.items()}))
-                        for cid, row in zip(ids, records, strict=True)
-                    ),
+                    zip(ids, _vectors(snapshot, columns), strict=True),
                 )
-                meta = {
-                    "as_of": _plain(as_of),
-                    "columns": columns,
-                    "customers": len(ids),
-                    "new_customer": {k: _plain(v) for k, v in new_customer.items()},
-                    "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                }
+                meta = _meta(as_of, columns, len(ids), new_customer)
                 con.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
                     [(k, json.dumps(v)) for k, v in meta.items()],
@@ -159,3 +178,117 @@ class SqliteStore(OnlineStore):
     def meta(self) -> dict[str, Any]:
         rows = self._connection().execute("SELECT key, value FROM meta").fetchall()
         return {key: json.loads(value) for key, value in rows}
+
+
+# One round trip, one generation: the pointer and the vectors are read together on the server.
+_LOOKUP = """
+local generation = redis.call('GET', KEYS[1])
+if not generation then return false end
+if ARGV[1] ~= '' and ARGV[1] ~= generation then return {generation} end
+return {generation, redis.call('HMGET', KEYS[2] .. generation .. ':features', unpack(ARGV, 2))}
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStore(OnlineStore):
+    """A Redis server: ``PREFIX:GEN:features`` (hash customer_id -> JSON vector),
+    ``PREFIX:GEN:meta`` and the pointer ``PREFIX:current`` to the live generation."""
+
+    CHUNK = 2000  # ids per lookup script call
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+        import redis
+
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        self.prefix = query.pop("prefix", ["clm"])[0]
+        self.url = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        self._redis = redis.Redis.from_url(self.url, socket_timeout=10)
+        self._lookup = self._redis.register_script(_LOOKUP)
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+
+    def _call(self, action: Any) -> Any:
+        try:
+            return action()
+        except self._errors as exc:
+            raise ClmError(f"online store {self.url}: {exc}") from exc
+
+    def write(self, snapshot: pd.DataFrame, new_customer: dict[str, Any]) -> int:
+        """Write a new generation, then move the pointer to it and unlink the old one."""
+        ids, columns, as_of = _checked(snapshot)
+        generation = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}-{os.urandom(4).hex()}"
+        base = f"{self.prefix}:{generation}"
+        meta = _meta(as_of, columns, len(ids), new_customer)
+
+        def write_generation() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            vectors = _vectors(snapshot, columns)
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                pipe.hset(f"{base}:features", mapping=dict(zip(chunk, vectors, strict=False)))
+                pipe.execute()
+            pipe.hset(f"{base}:meta", mapping={k: json.dumps(v) for k, v in meta.items()})
+            pipe.execute()
+
+        try:
+            self._call(write_generation)
+            old = self._call(
+                lambda: self._redis.set(f"{self.prefix}:current", generation, get=True)
+            )
+        except BaseException:
+            self._redis.unlink(f"{base}:features", f"{base}:meta")
+            raise
+        if old:
+            gone = f"{self.prefix}:{_text(old)}"
+            self._call(lambda: self._redis.unlink(f"{gone}:features", f"{gone}:meta"))
+        return len(ids)
+
+    def get_many(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored vector of each known id, all from one generation."""
+        ids = list(dict.fromkeys(customer_ids))
+        if not ids:
+            return {}
+        keys = [f"{self.prefix}:current", f"{self.prefix}:"]
+        for _attempt in range(5):
+            found: dict[str, dict[str, Any]] = {}
+            generation = ""
+            for start in range(0, max(len(ids), 1), self.CHUNK):
+                chunk = ids[start : start + self.CHUNK]
+                answer = self._call(lambda c=chunk, g=generation: self._lookup(keys, [g, *c]))
+                if not answer:
+                    raise ClmError(
+                        f"online store {self.url} (prefix {self.prefix}) is empty: "
+                        "run clm features materialize"
+                    )
+                if len(answer) == 1:  # the pointer moved between two chunks: start again
+                    break
+                generation = _text(answer[0])
+                found.update(
+                    (cid, json.loads(vector))
+                    for cid, vector in zip(chunk, answer[1], strict=True)
+                    if vector is not None
+                )
+            else:
+                return found
+        raise ClmError(f"online store {self.url}: the store kept changing during a lookup")
+
+    def meta(self) -> dict[str, Any]:
+        def read() -> dict[str, Any] | None:
+            generation = self._redis.get(f"{self.prefix}:current")
+            if generation is None:
+                return None
+            raw = self._redis.hgetall(f"{self.prefix}:{_text(generation)}:meta")
+            return {_text(k): json.loads(v) for k, v in raw.items()}
+
+        meta = self._call(read)
+        if not meta:
+            raise ClmError(
+                f"online store {self.url} (prefix {self.prefix}) is empty: "
+                "run clm features materialize"
+            )
+        return meta

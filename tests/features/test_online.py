@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from clm.errors import ClmError, ConfigError
-from features.online import SqliteStore, open_store
+from features.online import RedisStore, SqliteStore, open_store
 
 NEW = {"stage": "awareness", "purchase_days": 0, "days_since_last_purchase": None}
 
@@ -28,8 +28,17 @@ def frame(n: int, generation: int) -> pd.DataFrame:
     )
 
 
-def test_round_trip_keeps_values_and_missing_as_none(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path}/online.db")
+@pytest.fixture(params=["sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store of each kind: a SQLite file, or a key prefix on the test Redis server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/online.db"
+    redis_url = request.getfixturevalue("redis_url")
+    return f"{redis_url}?prefix=t{abs(hash(str(tmp_path)))}"
+
+
+def test_round_trip_keeps_values_and_missing_as_none(url: str) -> None:
+    store = open_store(url)
     assert store.write(frame(3, 7), NEW) == 3
     got = store.get_many(["C1", "C0", "nobody"])
     assert set(got) == {"C0", "C1"}  # unknown ids are simply absent
@@ -47,13 +56,13 @@ def test_relative_and_absolute_sqlite_urls(tmp_path: Path, monkeypatch: pytest.M
     assert isinstance(relative, SqliteStore) and relative.path == Path("stores/online.db")
     absolute = open_store(f"sqlite:///{tmp_path}/x.db")
     assert isinstance(absolute, SqliteStore) and absolute.path == tmp_path / "x.db"
-    with pytest.raises(ConfigError, match=r"serving\.online_store 'redis://x'"):
-        open_store("redis://x")
+    assert isinstance(open_store("redis://127.0.0.1:1/0?prefix=p"), RedisStore)
+    with pytest.raises(ConfigError, match=r"serving\.online_store 'memcached://x'"):
+        open_store("memcached://x")
 
 
-def test_reader_sees_whole_snapshots_while_a_writer_replaces_them(tmp_path: Path) -> None:
-    path = tmp_path / "online.db"
-    writer, reader = SqliteStore(path), SqliteStore(path)
+def test_reader_sees_whole_snapshots_while_a_writer_replaces_them(url: str, tmp_path: Path) -> None:
+    writer, reader = open_store(url), open_store(url)
     writer.write(frame(2000, 0), NEW)
     seen: set[int] = set()
     problems: list[str] = []
@@ -86,3 +95,27 @@ def test_missing_store_and_duplicate_ids_are_clear_errors(tmp_path: Path) -> Non
     with pytest.raises(ClmError, match="customer_id 'C0' appears more than once"):
         store.write(twice, NEW)
     assert not (tmp_path / "none.db").exists()
+
+
+def test_redis_store_errors_name_the_server(redis_url: str) -> None:
+    empty = open_store(f"{redis_url}?prefix=nothing-here")
+    with pytest.raises(
+        ClmError, match=r"prefix nothing-here\) is empty: run clm features materialize"
+    ):
+        empty.meta()
+    with pytest.raises(ClmError, match="is empty"):
+        empty.get_many(["C1"])
+    down = open_store("redis://127.0.0.1:1/0")
+    with pytest.raises(ClmError, match=r"online store redis://127.0.0.1:1/0: .*"):
+        down.meta()
+
+
+def test_redis_store_unlinks_the_old_generation(redis_url: str) -> None:
+    import redis
+
+    store = open_store(f"{redis_url}?prefix=gen")
+    for generation in range(3):
+        store.write(frame(10, generation), NEW)
+    keys = sorted(k.decode() for k in redis.Redis.from_url(redis_url).keys("gen:*"))
+    assert len(keys) == 3  # the pointer and one generation's features and meta
+    assert store.get_many(["C3"])["C3"]["purchase_days"] == 2

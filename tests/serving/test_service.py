@@ -228,3 +228,25 @@ def test_python_client_scores_and_reports_errors(server: str, snapshot) -> None:
     with ScoringClient(server) as anonymous, pytest.raises(ServiceError) as refused:
         anonymous.score([known])
     assert refused.value.status == 401
+
+
+def test_service_on_a_redis_store_gives_the_same_scores(
+    server: str, deployment: Deployment, redis_url: str, snapshot
+) -> None:  # type: ignore[no-untyped-def]
+    from serving.client import ScoringClient, local_service
+
+    store = f"{redis_url}?prefix=service"
+    env = {**deployment.env, "CLM_SERVING__ONLINE_STORE": store}
+    subprocess.run(
+        [sys.executable, "-m", "clm", "features", "materialize", "--data", str(deployment.data),
+         "--as-of", "2025-07-01"],
+        check=True, env=env, capture_output=True,
+    )  # fmt: skip
+    ids = snapshot["customer_id"].iloc[::300].tolist()
+    with ScoringClient(server, token=TOKEN) as on_sqlite:
+        expected = on_sqlite.score(ids)
+    with local_service(token=TOKEN, env={"CLM_SERVING__ONLINE_STORE": store, **{
+        k: v for k, v in deployment.env.items() if k.startswith("CLM_TRAINING")
+    }}) as on_redis:  # fmt: skip
+        assert on_redis.score(ids) == expected
+        assert on_redis.customer(ids[0])["customer_id"] == ids[0]
