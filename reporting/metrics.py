@@ -96,11 +96,16 @@ def _label(start: date, end: date) -> str:
     return f"{start} to {end}"
 
 
+def _labels(boundaries: list[date]) -> list[str]:
+    """The label of each [boundary, next boundary) interval, oldest first."""
+    return [_label(a, b) for a, b in itertools.pairwise(boundaries)]
+
+
 def _by_interval(frame: pd.DataFrame, boundaries: list[date], column: str = "ts") -> pd.Series:
-    """The label of the [boundary, next boundary) interval each row's ``column`` falls in."""
+    """The label of the interval each row's ``column`` falls in (rows are within the span)."""
     edges = pd.to_datetime(pd.Series(boundaries)).to_numpy()
     position = np.searchsorted(edges, pd.to_datetime(frame[column]).to_numpy(), side="right") - 1
-    labels = np.array([_label(a, b) for a, b in itertools.pairwise(boundaries)], dtype=object)
+    labels = np.array(_labels(boundaries), dtype=object)
     return pd.Series(labels[position], index=frame.index)
 
 
@@ -181,17 +186,20 @@ def _conversion(
                 "channel": _channel_at(channels, start, before.index[known]).to_numpy(),
             }
         )
-        for name, part in [("all", frame), *frame.groupby("channel", sort=True)]:
+        counts = pd.concat([frame, frame.assign(channel="all")]).groupby(["channel", "stage"])[
+            "moved"
+        ]
+        sizes, moved_counts = counts.size(), counts.sum()
+        for name in ["all", *sorted(set(frame["channel"]))]:
             for i, stage in enumerate(FUNNEL[:-1]):
-                in_stage = part[part["stage"] == stage]
                 rows.append(
                     {
                         "period": f"{start} to {end}",
                         "channel": name,
                         "from_stage": stage,
                         "to_stage": FUNNEL[i + 1],
-                        "customers": len(in_stage),
-                        "converted": int(in_stage["moved"].sum()),
+                        "customers": int(sizes.get((name, stage), 0)),
+                        "converted": int(moved_counts.get((name, stage), 0)),
                     }
                 )
     out = pd.DataFrame(rows)
@@ -207,7 +215,7 @@ def _churn_by_month(history: pd.DataFrame, boundaries: list[date]) -> pd.DataFra
         churned = int((history.loc[active, end] == "churned").sum())
         rows.append(
             {
-                "month": _label(start, end),
+                "month": _label(start, end),  # the same labels as _labels(boundaries)
                 "active_buyers": int(active.sum()),
                 "churned": churned,
             }
@@ -394,7 +402,7 @@ def _nps(
     months = _by_interval(recent, boundaries)
     rows = [
         {"month": label, **_nps_shares(recent.loc[months == label, "value"])}
-        for label in dict.fromkeys(_label(a, b) for a, b in itertools.pairwise(boundaries))
+        for label in _labels(boundaries)
     ]
     return _nps_shares(year["value"]), pd.DataFrame(rows)
 
@@ -402,31 +410,25 @@ def _nps(
 def _referrals(
     dataset: Dataset, as_of: date, types: list[str], boundaries: list[date], stage: pd.Series
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cutoff, since = ts_literal(as_of), ts_literal(as_of, 365)
-    kinds = text_list(types)
+    year_ago = pd.Timestamp(as_of) - pd.Timedelta(days=365)
+    since = min(year_ago, pd.Timestamp(boundaries[0]))
     events = dataset.con.sql(
         f"""
-        SELECT customer_id, ts FROM events
-        WHERE event_type IN {kinds} AND ts >= {ts_literal(boundaries[0])} AND ts < {cutoff}
+        SELECT customer_id, ts FROM events WHERE event_type IN {text_list(types)}
+          AND ts >= {ts_literal(since.date())} AND ts < {ts_literal(as_of)}
         """
     ).df()
-    events["month"] = _by_interval(events, boundaries)
-    labels = list(dict.fromkeys(_label(a, b) for a, b in itertools.pairwise(boundaries)))
+    when = pd.to_datetime(events["ts"])
+    recent = events[when >= pd.Timestamp(boundaries[0])]
     by_month = (
-        events.groupby("month")
+        recent.assign(month=_by_interval(recent, boundaries))
+        .groupby("month")
         .agg(referrals=("customer_id", "size"), referrers=("customer_id", "nunique"))
-        .reindex(labels, fill_value=0)
+        .reindex(_labels(boundaries), fill_value=0)
         .rename_axis("month")
         .reset_index()
     )
-    referrers = set(
-        dataset.con.sql(
-            f"""SELECT DISTINCT customer_id FROM events
-                WHERE event_type IN {kinds} AND ts >= {since} AND ts < {cutoff}"""
-        )
-        .df()["customer_id"]
-        .tolist()
-    )
+    referrers = set(events.loc[when >= year_ago, "customer_id"])
     frame = pd.DataFrame({"stage": stage, "referrer": stage.index.isin(referrers)})
     by_stage: pd.DataFrame = (
         frame.groupby("stage")
