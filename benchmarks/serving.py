@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import httpx  # noqa: E402
 
 from features import synthetic  # noqa: E402
+from serving.client import free_port  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache"
 AS_OF = "2025-07-01"
@@ -80,12 +80,6 @@ async def score(request: Request):
     return JSONResponse({"results": [{"customer_id": i, "churn": float(x)}
                                      for i, x in zip(ids, p)]})
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def deployment(customers: int) -> tuple[dict[str, str], list[str]]:
