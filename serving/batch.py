@@ -2,9 +2,12 @@
 
 Features come from the same snapshot code as training (:func:`features.snapshots.build_snapshot`
 at ``as_of``); the three ``@champion`` models and the decision policy are those of the service
-(:mod:`serving.scoring`). Rows are scored in chunks; the output is written to a temporary file
-beside the target and renamed at the end, so an interrupted run never leaves a file that looks
-complete. The model versions go into the output's rows and, for Parquet, its metadata.
+(:mod:`serving.scoring`). Rows are scored in chunks of ``CHUNK_ROWS`` and each chunk is written
+out as soon as it is scored, so the output never has to fit in memory; what stays is the action
+and its value per customer, for the budget (see :class:`_Output`). The output is written to a
+temporary file beside the target and renamed at the end, so an interrupted run never leaves a
+file that looks complete. The model versions go into the output's rows and, for Parquet, its
+metadata.
 """
 
 from __future__ import annotations
@@ -172,24 +175,83 @@ def score_frame(ids: np.ndarray, known: np.ndarray, s: Scores, reasons: list[str
     return out
 
 
-def _write(table: pa.Table, out: Path, versions: dict[str, str], as_of: date) -> None:
-    """Write to a temporary file beside ``out`` and rename it over ``out`` at the end; a
-    Parquet file records the model versions and the cutoff in its metadata."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    try:
-        if out.suffix == ".parquet":
-            metadata = {
-                **(table.schema.metadata or {}),
-                b"clm.model_versions": json.dumps(versions),
-                b"clm.as_of": as_of.isoformat(),
-            }
-            pq.write_table(table.replace_schema_metadata(metadata), partial)
-        else:
-            pacsv.write_csv(table, partial)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+class _Output:
+    """The output file, written a chunk at a time to a temporary file beside it.
+
+    Without a budget, chunks go straight into the temporary file of the output's format.
+    With one, they go into a Parquet spill first: the budget can only be applied once every
+    customer's action is known, so :meth:`finish` streams the spill into the output with the
+    cut actions replaced, a row group at a time. Either way memory holds one chunk of output,
+    and the output appears (renamed over ``out``) only when complete. A Parquet output
+    records the model versions and the cutoff in its metadata.
+    """
+
+    def __init__(self, out: Path, versions: dict[str, str], as_of: date, spill: bool) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        self.metadata = {
+            b"clm.model_versions": json.dumps(versions),
+            b"clm.as_of": as_of.isoformat(),
+        }
+        self.partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+        self.spill = out.with_name(f".{out.name}.{os.getpid()}.spill") if spill else None
+        self.writer: Any = None
+        self.frame_schema: pa.Schema | None = None
+        self.schema: pa.Schema | None = None
+
+    def _open(self, path: Path, parquet: bool) -> Any:
+        assert self.schema is not None
+        if parquet:
+            metadata = {**(self.schema.metadata or {}), **self.metadata}
+            return pq.ParquetWriter(path, self.schema.with_metadata(metadata))
+        return pacsv.CSVWriter(path, self.schema)
+
+    def append(self, frame: pd.DataFrame, carried: pa.Table | None) -> None:
+        """Write one chunk of rows (and the customer list's columns for them)."""
+        if self.frame_schema is None:
+            self.frame_schema = pa.Schema.from_pandas(frame, preserve_index=False)
+        table = pa.Table.from_pandas(frame, schema=self.frame_schema, preserve_index=False)
+        if carried is not None:
+            for name in carried.column_names:
+                table = table.append_column(carried.field(name), carried.column(name))
+        if self.writer is None:
+            self.schema = table.schema
+            if self.spill is not None:
+                self.writer = self._open(self.spill, parquet=True)
+            else:
+                self.writer = self._open(self.partial, parquet=self.out.suffix == ".parquet")
+        self.writer.write_table(table)
+
+    def finish(self, action: np.ndarray, value: np.ndarray) -> None:
+        """Close; from a spill, write the output with these actions and values; rename the
+        output over ``out``."""
+        self.writer.close()
+        self.writer = None
+        if self.spill is not None:
+            spilled = pq.ParquetFile(self.spill)
+            writer = self._open(self.partial, parquet=self.out.suffix == ".parquet")
+            try:
+                start = 0
+                for batch in spilled.iter_batches(batch_size=CHUNK_ROWS):
+                    table = pa.Table.from_batches([batch])
+                    end = start + len(table)
+                    for name, values in (("action", action), ("action_value", value)):
+                        index = table.schema.get_field_index(name)
+                        field = table.schema.field(index)
+                        column = pa.array(values[start:end], type=field.type)
+                        table = table.set_column(index, field, column)
+                    writer.write_table(table)
+                    start = end
+            finally:
+                writer.close()
+        os.replace(self.partial, self.out)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        for path in (self.partial, self.spill):
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 def score_batch(
@@ -235,55 +297,58 @@ def score_batch(
             f"the champions need features {missing[:5]} that the data at {request.as_of} lacks "
             "(were they trained on data with other columns?)"
         )
-    parts: list[pd.DataFrame] = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("scoring", total=len(rows))
-        for start in range(0, len(rows), CHUNK_ROWS):
-            chunk = rows.iloc[start : start + CHUNK_ROWS]
-            scores = scorer.compute(
-                feature_columns(chunk, scorer.text, names),
-                request.horizon_days,
-                request.clv_horizon_days,
-            )
-            parts.append(
-                score_frame(
+    summary = BatchSummary(unknown=int((~known).sum()), versions=champions.versions)
+    # What the budget needs of every row: the action and its value (a few bytes a customer).
+    actions, values = [], []
+    carried_table = None
+    output = _Output(request.out, champions.versions, request.as_of, request.budget is not None)
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("scoring", total=len(rows))
+            for start in range(0, len(rows), CHUNK_ROWS):
+                chunk = rows.iloc[start : start + CHUNK_ROWS]
+                scores = scorer.compute(
+                    feature_columns(chunk, scorer.text, names),
+                    request.horizon_days,
+                    request.clv_horizon_days,
+                )
+                frame = score_frame(
                     chunk["customer_id"].to_numpy(), known[start : start + CHUNK_ROWS], scores,
                     scorer.reason_feature,
+                )  # fmt: skip
+                for name, version in champions.versions.items():
+                    frame[f"version_{name.removeprefix('clm-')}"] = version
+                if carried is not None and carried_table is None:
+                    carried_table = _carried(carried, set(frame.columns))
+                output.append(
+                    frame,
+                    None if carried_table is None else carried_table.slice(start, len(chunk)),
                 )
-            )  # fmt: skip
-            progress.advance(task, len(chunk))
-    if not parts:
-        raise DataError("no customer to score: the data has no customer known before --as-of")
-    result = pd.concat(parts, ignore_index=True)
-    decisions = Decisions(
-        result["action"].to_numpy(object, copy=True), result["action_value"].to_numpy(copy=True)
-    )
-    cut = apply_budget(decisions, scorer.policy, request.budget)
-    result["action"], result["action_value"] = decisions.action, decisions.value
-    for name, version in champions.versions.items():
-        result[f"version_{name.removeprefix('clm-')}"] = version
-    if carried is not None:
-        # Carried columns keep their names unless one clashes with an output column.
-        renamed = {c: f"input_{c}" for c in carried.columns if c in result.columns}
-        result = pd.concat([result, carried.rename(columns=renamed)], axis=1)
-    timings["scoring"] = time.perf_counter() - scoring_started
-    written = time.perf_counter()
-    _write(
-        pa.Table.from_pandas(result, preserve_index=False),
-        request.out,
-        champions.versions,
-        request.as_of,
-    )
-    timings["write"] = time.perf_counter() - written
-    return BatchSummary(
-        rows=len(result),
-        unknown=int((~known).sum()),
-        cut_by_budget=cut,
-        by_stage=Counter(result["stage"]),
-        by_risk=Counter(result["churn_risk"]),
-        by_action=Counter(result["action"]),
-        expected_value=float(result.loc[result["action"] != NO_ACTION, "action_value"].sum()),
-        seconds=time.perf_counter() - started,
-        versions=champions.versions,
-        timings=timings,
-    )
+                summary.rows += len(frame)
+                summary.by_stage.update(frame["stage"])
+                summary.by_risk.update(frame["churn_risk"])
+                actions.append(scores.action)
+                values.append(scores.action_value)
+                progress.advance(task, len(chunk))
+        if not summary.rows:
+            raise DataError("no customer to score: the data has no customer known before --as-of")
+        decisions = Decisions(np.concatenate(actions), np.concatenate(values))
+        summary.cut_by_budget = apply_budget(decisions, scorer.policy, request.budget)
+        timings["scoring"] = time.perf_counter() - scoring_started
+        written = time.perf_counter()
+        output.finish(decisions.action, decisions.value)
+        timings["write"] = time.perf_counter() - written
+    finally:
+        output.discard()
+    summary.by_action = Counter(decisions.action)
+    summary.expected_value = float(decisions.value[decisions.action != NO_ACTION].sum())
+    summary.seconds = time.perf_counter() - started
+    summary.timings = timings
+    return summary
+
+
+def _carried(carried: pd.DataFrame, taken: set[str]) -> pa.Table:
+    """The customer list's extra columns; one named like an output column is renamed
+    ``input_NAME``."""
+    renamed = {c: f"input_{c}" for c in carried.columns if c in taken}
+    return pa.Table.from_pandas(carried.rename(columns=renamed), preserve_index=False)

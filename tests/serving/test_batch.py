@@ -157,3 +157,59 @@ def test_a_transactions_only_folder_trains_and_scores_end_to_end(
     assert set(scores["stage"]) <= {"purchase", "retention", "churned"}  # buyers only
     assert scores["churn_probability"].between(0, 1).all()
     assert (scores["clv"] >= 0).all() and scores["clv"].sum() > 0
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_output_is_written_a_chunk_at_a_time_with_the_budget_over_all_chunks(
+    deployment: Deployment, everyone: pd.DataFrame, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, suffix: str,
+) -> None:  # fmt: skip
+    whole = run(deployment, tmp_path / f"whole{suffix}", budget=10)
+    listing = tmp_path / "list.csv"
+    ids = everyone["customer_id"].tolist()
+    pd.DataFrame({"customer_id": [*ids, "new-1"], "note": range(len(ids) + 1)}).to_csv(
+        listing, index=False
+    )
+    monkeypatch.setattr("serving.batch.CHUNK_ROWS", 97)
+    out = tmp_path / f"chunked{suffix}"
+    chunked = run(deployment, out, budget=10, customers=listing)
+    assert len(chunked) == len(ids) + 1
+    assert chunked["note"].tolist() == list(range(len(ids) + 1))
+    assert chunked["known"].tolist() == [True] * len(ids) + [False]
+    if suffix == ".parquet":  # written as it was scored: a row group per chunk
+        assert pq.ParquetFile(out).num_row_groups == -(-(len(ids) + 1) // 97)
+    # The budget ranks every customer, not each chunk: the same ten actions as in one chunk
+    # (the new customer's action is "none" or worth less than the tenth).
+    kept = chunked[chunked["action"] != "none"]
+    assert len(kept) == 10
+    assert set(kept["customer_id"]) == set(whole.loc[whole["action"] != "none", "customer_id"])
+    pd.testing.assert_frame_equal(
+        chunked.iloc[:-1].drop(columns=["note"]).reset_index(drop=True),
+        whole.reset_index(drop=True),
+        check_exact=False, rtol=1e-9,
+    )  # fmt: skip
+    assert not list(tmp_path.glob(".*partial")) and not list(tmp_path.glob(".*spill"))
+
+
+@pytest.mark.parametrize("budget", [None, 10])
+def test_a_run_interrupted_mid_stream_leaves_the_old_output_and_no_temporary_file(
+    deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int | None
+) -> None:
+    import serving.batch
+
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"previous")
+    real, calls = serving.batch.score_frame, []
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:  # two chunks are already in the temporary file
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("serving.batch.CHUNK_ROWS", 200)
+    monkeypatch.setattr("serving.batch.score_frame", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(deployment, out, budget=budget)
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
