@@ -9,6 +9,8 @@ materialized; both live in benchmarks/.cache (git-ignored). Then, for each serve
 
 The baseline is the least a scoring endpoint can do: FastAPI parses the same body, reads
 the same store and runs the same churn booster with ``inplace_predict``, nothing else.
+The service runs twice: with the default exact contributions (TreeSHAP) behind the reasons,
+and with approximate ones (serving.contributions = "approx").
 Printed: requests/s, p50 and p99 latency, customers/s, and the ratios to the baseline.
 Run: ``make bench-serving`` (installs wrk from Debian when missing).
 """
@@ -187,13 +189,17 @@ def main() -> None:
         bare = [sys.executable, "-m", "uvicorn", "--app-dir", tmp, "--log-level", "warning",
                 "--no-access-log", "bare_app:app"]  # fmt: skip
         baseline = measure("bare FastAPI", bare, env, ids, args.seconds)
-    service = measure("clm serve", [sys.executable, "-m", "clm", "serve"], env, ids, args.seconds)
-    print(f"{'level':<34}{'server':<14}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+    serve = [sys.executable, "-m", "clm", "serve"]
+    service = measure("clm serve", serve, env, ids, args.seconds)
+    approx_env = {**env, "CLM_SERVING__CONTRIBUTIONS": "approx"}
+    approx = measure("clm serve (approx)", serve, approx_env, ids, args.seconds)
+    print(f"{'level':<34}{'server':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'cust/s':>10}{'errors':>8}")  # fmt: skip
+    servers = (("bare FastAPI", baseline), ("clm serve", service), ("clm serve, approx", approx))
     for label, *_ in LEVELS:
-        for name, figures in (("bare FastAPI", baseline[label]), ("clm serve", service[label])):
+        for name, figures in ((name, server[label]) for name, server in servers):
             f = figures
-            print(f"{label:<34}{name:<14}{f['rps']:>9.0f}{f['p50']:>9.2f}{f['p99']:>9.2f}"
+            print(f"{label:<34}{name:<20}{f['rps']:>9.0f}{f['p50']:>9.2f}{f['p99']:>9.2f}"
                   f"{f['customers_per_s']:>10.0f}{f['errors']:>8.0f}")  # fmt: skip
     saturated = max(service[label]["rps"] for label, b, _ in LEVELS if b == 1)
     bare_saturated = max(baseline[label]["rps"] for label, b, _ in LEVELS if b == 1)
@@ -205,6 +211,10 @@ def main() -> None:
           f"the bare app's {bare_saturated:.0f} (target >= 60%)")  # fmt: skip
     print(f"100-customer requests: {batch['customers_per_s']:.0f} customers/s "
           f"(target >= 20,000)")  # fmt: skip
+    quick = approx["100 per request, concurrency 8"]["customers_per_s"]
+    print(f"with approximate contributions (serving.contributions = approx): concurrency 1 p50 "
+          f"{approx['by id, concurrency 1']['p50']:.2f} ms, 100-customer requests {quick:.0f} "
+          f"customers/s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from clm.errors import ClmError, ConfigError
@@ -172,7 +173,7 @@ class SqliteStore(OnlineStore):
             rows = con.execute(
                 f"SELECT customer_id, vector FROM features WHERE customer_id IN ({marks})", chunk
             )
-            found.update((cid, json.loads(vector)) for cid, vector in rows)
+            found.update((cid, orjson.loads(vector)) for cid, vector in rows)
         return found
 
     def meta(self) -> dict[str, Any]:
@@ -269,7 +270,7 @@ class RedisStore(OnlineStore):
                     break
                 generation = _text(answer[0])
                 found.update(
-                    (cid, json.loads(vector))
+                    (cid, orjson.loads(vector))
                     for cid, vector in zip(chunk, answer[1], strict=True)
                     if vector is not None
                 )

@@ -48,6 +48,11 @@ class Policy:
                 raise ConfigError(f"decision.actions: '{NO_ACTION}' is reserved for no action")
         self.actions: Mapping[str, Action] = dict(settings.actions)
         self.budget = settings.budget
+        # Stage codes index the sorted stages; row a of `applies` says where action a applies.
+        self.stages = np.array(sorted(stages))
+        self.applies = np.array(
+            [np.isin(self.stages, action.stages) for action in self.actions.values()]
+        ).reshape(len(self.actions), len(stages))
 
     def decide(
         self, stage: np.ndarray, churn_probability: np.ndarray, clv: np.ndarray
@@ -55,16 +60,19 @@ class Policy:
         stage = np.asarray(stage).astype(str)
         churn = np.asarray(churn_probability, dtype=float)
         clv = np.asarray(clv, dtype=float)
+        code = np.searchsorted(self.stages, stage).clip(0, len(self.stages) - 1)
+        known = self.stages[code] == stage
         best_value = np.zeros(len(stage))
-        best_action = np.full(len(stage), NO_ACTION, dtype=object)
-        for name, action in self.actions.items():
+        best = np.full(len(stage), -1)
+        for index, action in enumerate(self.actions.values()):
             at_stake = churn if action.kind == "retention" else 1.0 - churn
             value = at_stake * action.uplift * clv - action.cost
-            eligible = np.isin(stage, action.stages) & (clv >= action.min_clv)
+            eligible = self.applies[index, code] & known & (clv >= action.min_clv)
             better = eligible & (value > best_value)
             best_value = np.where(better, value, best_value)
-            best_action = np.where(better, name, best_action)
-        return Decisions(best_action, best_value)
+            best = np.where(better, index, best)
+        names = np.array([*self.actions, NO_ACTION], dtype=object)
+        return Decisions(names[best], best_value)
 
 
 def apply_budget(decisions: Decisions, policy: Policy, budget: int | None) -> int:

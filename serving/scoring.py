@@ -258,27 +258,32 @@ class Scorer:
     ) -> list[dict[str, Any]]:
         """One result dict per row, in order (the fields of serving.contracts.ScoreResult)."""
         s = self.compute(self.columns_of(rows))
+        # Python values column by column (tolist), not numpy scalars row by row.
+        stage, next_stage, risk = s.stage.tolist(), s.next_stage.tolist(), s.churn_risk.tolist()
+        churn, clv = s.churn_probability.tolist(), s.clv.tolist()
+        purchases, spend = s.expected_purchases.tolist(), s.expected_spend.tolist()
+        action, value = s.action.tolist(), s.action_value.tolist()
+        probabilities = s.stage_probabilities.tolist()
+        top, contributions = s.top_features.tolist(), s.top_contributions.tolist()
         results = []
         for i, customer_id in enumerate(customer_ids):
             results.append(
                 {
                     "customer_id": customer_id,
                     "known": bool(known[i]),
-                    "stage": str(s.stage[i]),
-                    "churn_probability": float(s.churn_probability[i]),
-                    "churn_risk": str(s.churn_risk[i]),
-                    "next_stage": str(s.next_stage[i]),
-                    "next_stage_probabilities": {
-                        stage: float(s.stage_probabilities[i, j]) for j, stage in enumerate(STAGES)
-                    },
-                    "expected_purchases": float(s.expected_purchases[i]),
-                    "expected_spend": float(s.expected_spend[i]),
-                    "clv": float(s.clv[i]),
-                    "action": str(s.action[i]),
-                    "action_value": float(s.action_value[i]),
+                    "stage": str(stage[i]),
+                    "churn_probability": churn[i],
+                    "churn_risk": str(risk[i]),
+                    "next_stage": str(next_stage[i]),
+                    "next_stage_probabilities": dict(zip(STAGES, probabilities[i], strict=True)),
+                    "expected_purchases": purchases[i],
+                    "expected_spend": spend[i],
+                    "clv": clv[i],
+                    "action": str(action[i]),
+                    "action_value": value[i],
                     "reasons": [
-                        self._reason(rows[i], int(j), float(v))
-                        for j, v in zip(s.top_features[i], s.top_contributions[i], strict=True)
+                        self._reason(rows[i], j, v)
+                        for j, v in zip(top[i], contributions[i], strict=True)
                     ],
                     "model_versions": self.champions.versions,
                 }
@@ -293,6 +298,6 @@ class Scorer:
         return {
             "feature": feature,
             "value": value,
-            "contribution": float(contribution),
+            "contribution": contribution,
             "direction": "raises risk" if contribution > 0 else "lowers risk",
         }

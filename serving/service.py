@@ -14,13 +14,13 @@ request; the boosters run on one thread each (see serving.scoring).
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import time
 import uuid
 from typing import Any
 
 import bentoml
+import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -85,10 +85,10 @@ class Scoring:
         self.scorer.freeze()
         gc.set_threshold(50_000, 50, 1_000)
         log.setLevel(logging.INFO)
+        global _service
+        _service = self
 
-    @app.post("/score", response_model=ScoreResponse, responses=ERRORS)
     def score(self, body: ScoreRequest) -> Response:
-        """Score customers given by id (features from the online store) or with features."""
         started = time.perf_counter()
         customers = body.customers
         if len(customers) > self.max_customers:
@@ -110,15 +110,9 @@ class Scoring:
         )
         # The results are built to serving.contracts.ScoreResult already (a test checks
         # them against the schema): written straight to JSON, not validated a second time.
-        return Response(json.dumps({"results": results}), media_type="application/json")
+        return Response(orjson.dumps({"results": results}), media_type="application/json")
 
-    @app.get(
-        "/customers/{customer_id}",
-        response_model=CustomerView,
-        responses={**ERRORS, 404: {"model": ErrorBody, "description": "Unknown customer id."}},
-    )
     def customer(self, customer_id: str) -> CustomerView:
-        """The stored features of one customer and their score now."""
         stored = self.store.get_many([customer_id])
         if customer_id not in stored:
             raise HTTPException(404, f"customer {customer_id!r} is not in the online store")
@@ -129,6 +123,35 @@ class Scoring:
             features=stored[customer_id],
             score=ScoreResult.model_validate(result),
         )
+
+
+# The routes are plain coroutines on the service of this worker, not FastAPI class views:
+# those resolve ``self`` through a synchronous dependency, and FastAPI runs synchronous
+# dependencies and endpoints on a thread pool, two thread hand-offs per request. The scoring
+# itself is CPU work with one worker per core, so it runs on the worker's event loop.
+_service: Scoring | None = None
+
+
+def _current() -> Scoring:
+    if _service is None:
+        raise HTTPException(503, "the service is still loading its models")
+    return _service
+
+
+@app.post("/score", response_model=ScoreResponse, responses=ERRORS)
+async def score(body: ScoreRequest) -> Response:
+    """Score customers given by id (features from the online store) or with features."""
+    return _current().score(body)
+
+
+@app.get(
+    "/customers/{customer_id}",
+    response_model=CustomerView,
+    responses={**ERRORS, 404: {"model": ErrorBody, "description": "Unknown customer id."}},
+)
+async def customer(customer_id: str) -> CustomerView:
+    """The stored features of one customer and their score now."""
+    return _current().customer(customer_id)
 
 
 Scoring.add_asgi_middleware(  # type: ignore[attr-defined]  # a Service after the decorator

@@ -16,6 +16,7 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.utils.validation import check_is_fitted
 
+from training.models import native
 from training.models.tabular import TabularEncoder, feature_frame
 
 __all__ = [
@@ -85,7 +86,7 @@ def fit_booster(
 
 def predict_booster(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
     """The booster's prediction (probabilities / means, not margins) for an encoded matrix."""
-    return np.asarray(booster.inplace_predict(matrix, validate_features=False), dtype=float)
+    return np.asarray(native.predict(booster, matrix), dtype=float)
 
 
 def horizon_method(trained: int, wanted: int, rescaled_by: str) -> str:

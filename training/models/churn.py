@@ -28,12 +28,12 @@ from typing import Any, Self
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
+from training.models import native
 from training.models.base import (
     check_fitted,
     fit_booster,
@@ -200,10 +200,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         if matrix is None:
             matrix = self.encoder_.transform(feature_frame(X))
         contributions = np.asarray(
-            self.booster_.predict(
-                xgb.DMatrix(matrix), pred_contribs=True, approx_contribs=approx_contributions
-            ),
-            dtype=float,
+            native.contributions(self.booster_, matrix, approx_contributions), dtype=float
         )
         raw = 1.0 / (1.0 + np.exp(-contributions.sum(axis=1)))
         return self._probability(X, matrix, raw, horizon_days), contributions

@@ -92,23 +92,47 @@ class TabularEncoder:
                 parts.append(_as_float(values, column))
         return np.column_stack(parts) if parts else np.empty((len(frame), 0), np.float32)
 
+    def _layout(self) -> tuple[list[str], np.ndarray, list[tuple[str, list[str], range]]]:
+        """Numeric input columns with their output positions, and each text column with
+        its levels and positions (worked out once per encoder)."""
+        layout = self.__dict__.get("_layout_cache")
+        if layout is None:
+            numeric, positions, text, j = [], [], [], 0
+            for column in self.input_columns_:
+                if column in self.levels_:
+                    levels = self.levels_[column]
+                    text.append((column, levels, range(j, j + len(levels))))
+                    j += len(levels)
+                else:
+                    numeric.append(column)
+                    positions.append(j)
+                    j += 1
+            layout = (numeric, np.asarray(positions, dtype=np.intp), text)
+            self.__dict__["_layout_cache"] = layout
+        return layout
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_layout_cache"}
+
     def _transform_arrays(self, columns: Any) -> np.ndarray:
         rows = len(next(iter(columns.values()))) if columns else 0
         out = np.empty((rows, len(self.feature_names_)), dtype=np.float32)
-        j = 0
-        for column in self.input_columns_:
-            values = columns[column]
-            if column in self.levels_:
-                text = np.asarray(values, dtype=object)
-                for level in self.levels_[column]:
-                    out[:, j] = text == level
-                    j += 1
-            else:
+        numeric, positions, text = self._layout()
+        try:
+            # One conversion for every numeric column: (columns, rows) -> the output's columns.
+            block = np.array([columns[c] for c in numeric], dtype=np.float64).reshape(-1, rows)
+        except (TypeError, ValueError):
+            for column in numeric:  # name the column that is not numbers
                 try:
-                    out[:, j] = np.asarray(values, dtype=np.float64)
+                    np.asarray(columns[column], dtype=np.float64)
                 except (TypeError, ValueError) as error:
                     raise ValueError(f"feature {column}: expected numbers ({error})") from None
-                j += 1
+            raise
+        out[:, positions] = block.T
+        for column, levels, places in text:
+            values = np.asarray(columns[column], dtype=object)
+            for level, j in zip(levels, places, strict=True):
+                out[:, j] = values == level
         return out
 
 
