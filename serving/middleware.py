@@ -4,13 +4,22 @@
   ``/customers/...`` need ``Authorization: Bearer <token>``; anything else gets 401. The
   comparison is constant-time. Health, metrics and the docs stay open.
 * A body over ``serving.max_body_bytes`` gets 413, whether it declares its length or streams.
+* Every request is logged once, when its response starts: a request id (the caller's
+  ``X-Request-ID`` if it is a plain token, else a new one; echoed in the response header),
+  method, route, status and time. The route names no customer: ``/customers/{customer_id}``
+  is logged as that template, and bodies, headers and tokens never are. (This replaces
+  BentoML's access log, which logs the raw path.)
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
+import re
+import time
+import uuid
 from typing import Any
 
 from clm.settings import ServingSettings
@@ -18,6 +27,18 @@ from clm.settings import ServingSettings
 __all__ = ["PROTECTED", "GuardMiddleware", "api_token"]
 
 PROTECTED = ("/score", "/customers")
+log = logging.getLogger("clm.serving")
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+
+
+def route(path: str) -> str:
+    """The path as logged: a customer's path as its template."""
+    return "/customers/{customer_id}" if path.startswith("/customers/") else path
+
+
+def request_id(headers: dict[bytes, bytes]) -> bytes:
+    given = headers.get(b"x-request-id", b"")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16].encode()
 
 
 def api_token(settings: ServingSettings) -> str | None:
@@ -56,9 +77,33 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        rid = request_id(headers)
+        status = 0
+
+        async def logged(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-request-id", rid)],
+                }
+                log.info(
+                    "request %s %s %s %d in %.1f ms", rid.decode(), scope.get("method", ""),
+                    route(scope.get("path", "")), status, (time.perf_counter() - started) * 1000,
+                )  # fmt: skip
+            await send(message)
+
+        await self._guarded(scope, headers, receive, logged)
+
+    async def _guarded(
+        self, scope: Any, headers: dict[bytes, bytes], receive: Any, send: Any
+    ) -> None:
         path: str = scope.get("path", "")
         if self.expected is not None and path.startswith(PROTECTED):
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 await _reply(
                     send,
@@ -67,7 +112,7 @@ class GuardMiddleware:
                     [(b"www-authenticate", b"Bearer")],
                 )
                 return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _reply(send, 413, f"request body over {self.max_body_bytes} bytes")
             return

@@ -250,3 +250,36 @@ def test_service_on_a_redis_store_gives_the_same_scores(
     }}) as on_redis:  # fmt: skip
         assert on_redis.score(ids) == expected
         assert on_redis.customer(ids[0])["customer_id"] == ids[0]
+
+
+def test_each_request_is_logged_with_its_id_route_status_and_time_and_nothing_personal(
+    server: str, deployment: Deployment, snapshot
+) -> None:
+    import time
+
+    known = str(snapshot["customer_id"].iloc[7])
+    traced = score(server, [{"customer_id": known, "features": {"purchase_days": 987654}}],
+                   headers={**AUTH, "X-Request-ID": "trace-abc-123"})  # fmt: skip
+    assert traced.status_code == 200
+    assert traced.headers["x-request-id"] == "trace-abc-123"
+    looked_up = httpx.get(f"{server}/customers/{known}", headers=AUTH, timeout=30)
+    assert looked_up.status_code == 200
+    generated = looked_up.headers["x-request-id"]
+    assert len(generated) == 16 and generated != "trace-abc-123"
+    # A caller's id that is not a plain token is replaced, never logged as given.
+    odd = score(server, [{"customer_id": known}], headers={**AUTH, "X-Request-ID": "a b\\c"})
+    assert odd.headers["x-request-id"] != "a b\\c"
+    refused = httpx.post(f"{server}/score", json={"customers": []}, timeout=30,
+                         headers={"Authorization": "Bearer wrong-token-xyz"})  # fmt: skip
+    assert refused.status_code == 401
+
+    log = deployment.data.parent / "serve.log"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and refused.headers["x-request-id"] not in log.read_text():
+        time.sleep(0.2)
+    text = log.read_text()
+    assert "request trace-abc-123 POST /score 200 in " in text
+    assert f"request {generated} GET /customers/{{customer_id}} 200 in " in text
+    assert f"request {refused.headers['x-request-id']} POST /score 401 in " in text
+    for secret in (known, "987654", TOKEN, "wrong-token-xyz", "a b\\c"):
+        assert secret not in text
