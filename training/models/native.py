@@ -62,7 +62,7 @@ SMALL = 4096
 
 def _interface(matrix: np.ndarray) -> bytes:
     rows, columns = matrix.shape
-    address = matrix.__array_interface__["data"][0]
+    address = matrix.ctypes.data
     return (
         f'{{"data":[{address},true],"shape":[{rows},{columns}],"strides":null,'
         f'"typestr":"<f4","version":3}}'
@@ -74,10 +74,11 @@ def _float32(matrix: np.ndarray) -> np.ndarray:
 
 
 def _output(shape: Any, dims: Any, values: Any) -> np.ndarray:
-    extent = tuple(int(shape[i]) for i in range(dims.value))
-    size = int(np.prod(extent)) if extent else 0
+    extent = tuple(shape[i] for i in range(dims.value))
+    out = np.empty(extent, dtype=np.float32)
     # The buffer belongs to the booster and is reused by its next call: copy it out.
-    return np.ctypeslib.as_array(values, shape=(size,)).reshape(extent).copy()
+    ctypes.memmove(out.ctypes.data, values, out.nbytes)
+    return out
 
 
 def predict(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
