@@ -70,3 +70,19 @@ def test_float64_and_strided_input_are_converted() -> None:
     np.testing.assert_array_equal(
         native.predict(booster, wide), booster.inplace_predict(X[:50], validate_features=False)
     )
+
+
+def test_threads_predicting_at_once_each_get_their_own_rows() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    booster, X = _booster("count:poisson")
+    expected = booster.inplace_predict(X, validate_features=False)
+
+    def rows(start: int) -> tuple[int, np.ndarray]:
+        return start, np.concatenate(
+            [native.predict(booster, X[i : i + 1]) for i in range(start, start + 150)]
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        for start, got in pool.map(rows, range(0, 600, 150)):
+            np.testing.assert_array_equal(got, expected[start : start + 150])
