@@ -12,6 +12,7 @@ metadata.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -179,15 +180,23 @@ class _Output:
     """The output file, written a chunk at a time to a temporary file beside it.
 
     Without a budget, chunks go straight into the temporary file of the output's format.
-    With one, they go into a Parquet spill first: the budget can only be applied once every
-    customer's action is known, so :meth:`finish` streams the spill into the output with the
-    cut actions replaced, a row group at a time. Either way memory holds one chunk of output,
-    and the output appears (renamed over ``out``) only when complete. A Parquet output
-    records the model versions and the cutoff in its metadata.
+    With one, they go into a spill file first (Arrow IPC, which reads back exactly the types
+    it was given): the budget can only be applied once every customer's action is known, so
+    :meth:`finish` streams the spill into the output with the cut actions replaced, a batch
+    at a time. Either way memory holds one chunk of output, and the output appears (renamed
+    over ``out``) only when complete. A Parquet output records the model versions and the
+    cutoff in its metadata. ``carried``: the customer list's other columns, one row per
+    output row; one named like an output column is written as ``input_NAME``.
     """
 
-    def __init__(self, out: Path, versions: dict[str, str], as_of: date, spill: bool) -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self,
+        out: Path,
+        versions: dict[str, str],
+        as_of: date,
+        spill: bool,
+        carried: pd.DataFrame | None = None,
+    ) -> None:
         self.out = out
         self.metadata = {
             b"clm.model_versions": json.dumps(versions),
@@ -195,63 +204,90 @@ class _Output:
         }
         self.partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
         self.spill = out.with_name(f".{out.name}.{os.getpid()}.spill") if spill else None
+        self.carried = carried
+        self.carried_table: pa.Table | None = None
         self.writer: Any = None
         self.frame_schema: pa.Schema | None = None
         self.schema: pa.Schema | None = None
 
-    def _open(self, path: Path, parquet: bool) -> Any:
+    def _open(self, path: Path, kind: str) -> Any:
         assert self.schema is not None
-        if parquet:
+        if kind == "spill":
+            return pa.ipc.new_file(str(path), self.schema)
+        if kind == ".parquet":
             metadata = {**(self.schema.metadata or {}), **self.metadata}
             return pq.ParquetWriter(path, self.schema.with_metadata(metadata))
         return pacsv.CSVWriter(path, self.schema)
 
-    def append(self, frame: pd.DataFrame, carried: pa.Table | None) -> None:
-        """Write one chunk of rows (and the customer list's columns for them)."""
-        if self.frame_schema is None:
-            self.frame_schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    def _start(self, frame: pd.DataFrame) -> None:
+        """The schema, from the first chunk and the whole customer list, and the writer."""
+        self.frame_schema = pa.Schema.from_pandas(frame, preserve_index=False)
+        fields = list(self.frame_schema)
+        heads = [frame.iloc[:0]]
+        if self.carried is not None:
+            taken = set(frame.columns)
+            carried = self.carried.rename(
+                columns={c: f"input_{c}" for c in self.carried.columns if c in taken}
+            )
+            self.carried_table = pa.Table.from_pandas(carried, preserve_index=False)
+            fields += list(self.carried_table.schema)
+            heads.append(carried.iloc[:0])
+        # The pandas metadata of both parts, so that readers get the pandas types back.
+        pandas = pa.Schema.from_pandas(pd.concat(heads, axis=1), preserve_index=False)
+        self.schema = pa.schema(fields, metadata=pandas.metadata)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.spill is not None:
+            self.writer = self._open(self.spill, "spill")
+        else:
+            self.writer = self._open(self.partial, self.out.suffix)
+
+    def append(self, frame: pd.DataFrame, start: int) -> None:
+        """Write one chunk of rows, the output's rows ``start`` onwards."""
+        if self.writer is None:
+            self._start(frame)
         table = pa.Table.from_pandas(frame, schema=self.frame_schema, preserve_index=False)
-        if carried is not None:
+        if self.carried_table is not None:
+            carried = self.carried_table.slice(start, len(frame))
             for name in carried.column_names:
                 table = table.append_column(carried.field(name), carried.column(name))
-        if self.writer is None:
-            self.schema = table.schema
-            if self.spill is not None:
-                self.writer = self._open(self.spill, parquet=True)
-            else:
-                self.writer = self._open(self.partial, parquet=self.out.suffix == ".parquet")
-        self.writer.write_table(table)
+        self.writer.write_table(table.replace_schema_metadata(self.schema.metadata))
 
     def finish(self, action: np.ndarray, value: np.ndarray) -> None:
         """Close; from a spill, write the output with these actions and values; rename the
         output over ``out``."""
-        self.writer.close()
-        self.writer = None
+        writer, self.writer = self.writer, None
+        writer.close()
         if self.spill is not None:
-            spilled = pq.ParquetFile(self.spill)
-            writer = self._open(self.partial, parquet=self.out.suffix == ".parquet")
-            try:
+            self.writer = self._open(self.partial, self.out.suffix)
+            with pa.memory_map(str(self.spill)) as source:
+                spilled = pa.ipc.open_file(source)
                 start = 0
-                for batch in spilled.iter_batches(batch_size=CHUNK_ROWS):
-                    table = pa.Table.from_batches([batch])
+                for i in range(spilled.num_record_batches):
+                    table = pa.Table.from_batches([spilled.get_batch(i)])
                     end = start + len(table)
                     for name, values in (("action", action), ("action_value", value)):
                         index = table.schema.get_field_index(name)
                         field = table.schema.field(index)
                         column = pa.array(values[start:end], type=field.type)
                         table = table.set_column(index, field, column)
-                    writer.write_table(table)
+                    self.writer.write_table(table)
                     start = end
-            finally:
-                writer.close()
+            writer, self.writer = self.writer, None
+            writer.close()
         os.replace(self.partial, self.out)
 
     def discard(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        for path in (self.partial, self.spill):
-            if path is not None:
-                path.unlink(missing_ok=True)
+        """Remove the temporary files (after a failure: an error closing the writer must not
+        hide the one that stopped the run, nor keep the files)."""
+        writer, self.writer = self.writer, None
+        try:
+            if writer is not None:
+                with contextlib.suppress(OSError, pa.ArrowException):
+                    writer.close()
+        finally:
+            for path in (self.partial, self.spill):
+                if path is not None:
+                    path.unlink(missing_ok=True)
 
 
 def score_batch(
@@ -300,8 +336,8 @@ def score_batch(
     summary = BatchSummary(unknown=int((~known).sum()), versions=champions.versions)
     # What the budget needs of every row: the action and its value (a few bytes a customer).
     actions, values = [], []
-    carried_table = None
-    output = _Output(request.out, champions.versions, request.as_of, request.budget is not None)
+    spill = request.budget is not None
+    output = _Output(request.out, champions.versions, request.as_of, spill, carried)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("scoring", total=len(rows))
@@ -318,12 +354,7 @@ def score_batch(
                 )  # fmt: skip
                 for name, version in champions.versions.items():
                     frame[f"version_{name.removeprefix('clm-')}"] = version
-                if carried is not None and carried_table is None:
-                    carried_table = _carried(carried, set(frame.columns))
-                output.append(
-                    frame,
-                    None if carried_table is None else carried_table.slice(start, len(chunk)),
-                )
+                output.append(frame, start)
                 summary.rows += len(frame)
                 summary.by_stage.update(frame["stage"])
                 summary.by_risk.update(frame["churn_risk"])
@@ -345,10 +376,3 @@ def score_batch(
     summary.seconds = time.perf_counter() - started
     summary.timings = timings
     return summary
-
-
-def _carried(carried: pd.DataFrame, taken: set[str]) -> pa.Table:
-    """The customer list's extra columns; one named like an output column is renamed
-    ``input_NAME``."""
-    renamed = {c: f"input_{c}" for c in carried.columns if c in taken}
-    return pa.Table.from_pandas(carried.rename(columns=renamed), preserve_index=False)

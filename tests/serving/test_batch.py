@@ -213,3 +213,27 @@ def test_a_run_interrupted_mid_stream_leaves_the_old_output_and_no_temporary_fil
         run(deployment, out, budget=budget)
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
+
+
+def test_carried_columns_keep_their_types_through_chunks_and_the_budget(
+    deployment: Deployment, everyone: pd.DataFrame, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    ids = everyone["customer_id"].iloc[:300].tolist()
+    listing = tmp_path / "list.parquet"
+    pd.DataFrame(
+        {
+            "customer_id": ids,
+            "segment": pd.Categorical(["a", "b", "c"] * 100),
+            "score": pd.array([None if i % 7 == 0 else i for i in range(300)], dtype="Int64"),
+            "clv": 1.0,  # named like an output column: carried as input_clv
+        }
+    ).to_parquet(listing)
+    monkeypatch.setattr("serving.batch.CHUNK_ROWS", 50)
+    out = run(deployment, tmp_path / "out.parquet", customers=listing, budget=5)
+    assert isinstance(out["segment"].dtype, pd.CategoricalDtype)
+    assert out["segment"].tolist() == ["a", "b", "c"] * 100
+    assert str(out["score"].dtype) == "Int64"
+    assert out["score"].isna().sum() == 43 and out["score"].iloc[1] == 1
+    assert (out["input_clv"] == 1.0).all() and not (out["clv"] == 1.0).all()
+    assert (out["action"] != "none").sum() == 5
