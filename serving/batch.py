@@ -245,6 +245,7 @@ class _Output:
         """Write one chunk of rows, the output's rows ``start`` onwards."""
         if self.writer is None:
             self._start(frame)
+        assert self.schema is not None
         table = pa.Table.from_pandas(frame, schema=self.frame_schema, preserve_index=False)
         if self.carried_table is not None:
             carried = self.carried_table.slice(start, len(frame))
