@@ -17,7 +17,9 @@ __all__ = [
 ]
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-FeatureValue = FiniteFloat | int | bool | Annotated[str, Field(max_length=200)] | None
+# Integers as JSON and the models carry them: 64-bit.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+FeatureValue = FiniteFloat | Int64 | bool | Annotated[str, Field(max_length=200)] | None
 CustomerId = Annotated[
     str,
     Field(

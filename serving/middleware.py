@@ -7,7 +7,8 @@
 * Every request is logged once, when its response starts: a request id (the caller's
   ``X-Request-ID`` if it is a plain token, else a new one; echoed in the response header),
   method, route, status and time. The route names no customer: ``/customers/{customer_id}``
-  is logged as that template, and bodies, headers and tokens never are. (This replaces
+  is logged as that template, a path the service does not have as ``(other)``, and bodies,
+  headers and tokens never are; health and metrics probes are not logged. (This replaces
   BentoML's access log, which logs the raw path.)
 """
 
@@ -31,9 +32,19 @@ log = logging.getLogger("clm.serving")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
+# Paths logged as they are; a customer's as its template; any other as "(other)", since a
+# path a caller made up may carry anything. Probes are not logged at all.
+ROUTES = frozenset({"/score", "/docs", "/docs.json", "/openapi.json", "/"})
+QUIET = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+
+
 def route(path: str) -> str:
-    """The path as logged: a customer's path as its template."""
-    return "/customers/{customer_id}" if path.startswith("/customers/") else path
+    """The path as logged (see ROUTES)."""
+    if path in ROUTES:
+        return path
+    if path.startswith("/customers/") and "/" not in path[len("/customers/") :]:
+        return "/customers/{customer_id}"
+    return "(other)"
 
 
 def request_id(headers: dict[bytes, bytes]) -> bytes:
@@ -76,6 +87,9 @@ class GuardMiddleware:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope.get("path") in QUIET:
+            await self._guarded(scope, dict(scope.get("headers") or []), receive, send)
             return
         started = time.perf_counter()
         headers = dict(scope.get("headers") or [])

@@ -145,6 +145,14 @@ def test_bad_requests_get_4xx_naming_the_field(server: str, body: dict, named: s
     assert named in response.text
 
 
+def test_an_integer_beyond_64_bits_is_scored_as_the_number_it_is(server: str) -> None:
+    huge = {"days_since_last_purchase": 10**20}
+    response = score(server, [{"customer_id": "a", "features": huge}])
+    assert response.status_code == 200, response.text
+    reasons = {r["feature"]: r["value"] for r in response.json()["results"][0]["reasons"]}
+    assert reasons.get("days_since_last_purchase", 1e20) == 1e20
+
+
 def test_non_finite_numbers_and_broken_json_get_422_naming_the_problem(server: str) -> None:
     raw = '{"customers": [{"customer_id": "a", "features": {"purchase_days": NaN}}]}'
     headers = {**AUTH, "content-type": "application/json"}
@@ -272,6 +280,9 @@ def test_each_request_is_logged_with_its_id_route_status_and_time_and_nothing_pe
     refused = httpx.post(f"{server}/score", json={"customers": []}, timeout=30,
                          headers={"Authorization": "Bearer wrong-token-xyz"})  # fmt: skip
     assert refused.status_code == 401
+    made_up = httpx.get(f"{server}/customer/{known}", headers=AUTH, timeout=30)
+    assert made_up.status_code == 404
+    assert httpx.get(f"{server}/healthz", timeout=30).status_code == 200
 
     log = deployment.data.parent / "serve.log"
     deadline = time.monotonic() + 10
@@ -281,5 +292,7 @@ def test_each_request_is_logged_with_its_id_route_status_and_time_and_nothing_pe
     assert "request trace-abc-123 POST /score 200 in " in text
     assert f"request {generated} GET /customers/{{customer_id}} 200 in " in text
     assert f"request {refused.headers['x-request-id']} POST /score 401 in " in text
+    assert f"request {made_up.headers['x-request-id']} GET (other) 404 in " in text
+    assert "/healthz" not in text  # probes are not logged
     for secret in (known, "987654", TOKEN, "wrong-token-xyz", "a b\\c"):
         assert secret not in text
