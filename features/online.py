@@ -44,6 +44,9 @@ BATCH = 500  # ids per SELECT ... IN (...)
 class OnlineStore:
     """What the service needs from a store (see :class:`SqliteStore`)."""
 
+    # Whether a lookup may wait on the network; the service then runs it on a thread.
+    remote = True
+
     def write(self, snapshot: pd.DataFrame, new_customer: dict[str, Any]) -> int:
         raise NotImplementedError
 
@@ -113,6 +116,8 @@ def _meta(
 
 class SqliteStore(OnlineStore):
     """One SQLite file: ``features(customer_id, vector JSON)`` and ``meta`` (as_of, columns)."""
+
+    remote = False  # a local file: a lookup takes microseconds
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -53,6 +53,7 @@ class Policy:
         self.applies = np.array(
             [np.isin(self.stages, action.stages) for action in self.actions.values()]
         ).reshape(len(self.actions), len(stages))
+        self.names = np.array([*self.actions, NO_ACTION], dtype=object)  # index -1: none
 
     def decide(
         self, stage: np.ndarray, churn_probability: np.ndarray, clv: np.ndarray
@@ -71,8 +72,7 @@ class Policy:
             better = eligible & (value > best_value)
             best_value = np.where(better, value, best_value)
             best = np.where(better, index, best)
-        names = np.array([*self.actions, NO_ACTION], dtype=object)
-        return Decisions(names[best], best_value)
+        return Decisions(self.names[best], best_value)
 
 
 def apply_budget(decisions: Decisions, policy: Policy, budget: int | None) -> int:

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from clm.settings import load_settings
-from features.online import SqliteStore, open_store
+from features.online import open_store
 from serving.contracts import CustomerView, ScoreRequest, ScoreResponse, ScoreResult
 from serving.middleware import GuardMiddleware, api_token
 from serving.scoring import BadInput, Scorer, load_champions
@@ -90,9 +90,9 @@ class Scoring:
         _service = self
 
     async def lookup(self, customer_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Stored features: from a local SQLite file on the event loop (microseconds), from
-        a networked store on a thread, so that a slow server never stalls the worker."""
-        if isinstance(self.store, SqliteStore):
+        """Stored features: from a local store on the event loop (microseconds), from a
+        networked one on a thread, so that a slow server never stalls the worker."""
+        if not self.store.remote:
             return self.store.get_many(customer_ids)
         return await anyio.to_thread.run_sync(self.store.get_many, customer_ids)
 
