@@ -215,6 +215,12 @@ class ServingSettings(_Section):
     )
     max_customers: int = Field(1000, ge=1, description="Most customers in one /score request.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
+    max_batch_rows: int = Field(
+        256,
+        ge=1,
+        description="Concurrent /score requests of a worker are scored in one pass while their "
+        "customers add up to at most this many (a request is never split; 1: no merging).",
+    )
     risk_medium: float = Field(
         0.3, gt=0, lt=1, description="churn_probability at or above this is medium risk."
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -27,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from clm.settings import load_settings
 from features.online import open_store
+from serving.batching import MicroBatcher
 from serving.contracts import CustomerView, ScoreRequest, ScoreResponse, ScoreResult
 from serving.middleware import GuardMiddleware, api_token
 from serving.scoring import BadInput, Scorer, load_champions
@@ -34,6 +36,13 @@ from serving.scoring import BadInput, Scorer, load_champions
 __all__ = ["Scoring"]
 
 log = logging.getLogger("clm.serving")
+# What a request hands the batcher: customer ids, their feature rows, whether each is known.
+RequestRows = tuple[list[str], list[Mapping[str, Any]], list[bool]]
+PASS_REQUESTS = bentoml.metrics.Histogram(
+    name="clm_scoring_pass_requests",
+    documentation="Requests scored together in one pass (serving.batching).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 SETTINGS = load_settings()
 app = FastAPI(title="clm scoring", description="Churn, next stage, CLV and a retention decision.")
 
@@ -83,6 +92,12 @@ class Scoring:
         self.as_of = meta.get("as_of")
         self.scorer = Scorer(load_champions(settings), settings, meta["new_customer"])
         self.max_customers = settings.serving.max_customers
+        self.batcher: MicroBatcher[RequestRows, list[dict[str, Any]]] = MicroBatcher(
+            self._score_many,
+            lambda item: len(item[0]),
+            settings.serving.max_batch_rows,
+            observe=PASS_REQUESTS.observe,
+        )
         self.scorer.freeze()
         gc.set_threshold(50_000, 50, 1_000)
         log.setLevel(logging.INFO)
@@ -108,16 +123,31 @@ class Scoring:
             rows, known = self.scorer.rows(requests, stored)
         except BadInput as error:
             raise HTTPException(400, str(error)) from None
-        results = self.scorer.score([cid for cid, _ in requests], rows, known)
+        results = await self.batcher.submit(([cid for cid, _ in requests], rows, known))
         # The results are built to serving.contracts.ScoreResult already (a test checks
         # them against the schema): written straight to JSON, not validated a second time.
         return Response(orjson.dumps({"results": results}), media_type="application/json")
+
+    def _score_many(self, items: Sequence[RequestRows]) -> list[list[dict[str, Any]]]:
+        """Requests merged by the batcher (serving.batching): one scoring pass, then each
+        request's slice of the results."""
+        if len(items) == 1:
+            return [self.scorer.score(*items[0])]
+        ids = [cid for item in items for cid in item[0]]
+        rows = [row for item in items for row in item[1]]
+        known = [flag for item in items for flag in item[2]]
+        results = self.scorer.score(ids, rows, known)
+        sliced, start = [], 0
+        for item in items:
+            sliced.append(results[start : start + len(item[0])])
+            start += len(item[0])
+        return sliced
 
     async def customer(self, customer_id: str) -> CustomerView:
         stored = await self.lookup([customer_id])
         if customer_id not in stored:
             raise HTTPException(404, f"customer {customer_id!r} is not in the online store")
-        result = self.scorer.score([customer_id], [stored[customer_id]], [True])[0]
+        result = (await self.batcher.submit(([customer_id], [stored[customer_id]], [True])))[0]
         return CustomerView(
             customer_id=customer_id,
             as_of=self.as_of,

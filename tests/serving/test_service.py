@@ -296,3 +296,63 @@ def test_each_request_is_logged_with_its_id_route_status_and_time_and_nothing_pe
     assert "/healthz" not in text  # probes are not logged
     for secret in (known, "987654", TOKEN, "wrong-token-xyz", "a b\\c"):
         assert secret not in text
+
+
+def _pass_histogram(url: str) -> tuple[float, float]:
+    """(passes, requests) of clm_scoring_pass_requests on /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    figures = dict(
+        line.split(" ", 1) for line in text.splitlines() if line.startswith("clm_scoring_pass")
+    )
+    return (
+        float(figures.get("clm_scoring_pass_requests_count", 0)),
+        float(figures.get("clm_scoring_pass_requests_sum", 0)),
+    )
+
+
+def _flat(value: object, path: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        return {
+            k: v for key, item in value.items() for k, v in _flat(item, f"{path}.{key}").items()
+        }
+    if isinstance(value, list):
+        return {
+            k: v for i, item in enumerate(value) for k, v in _flat(item, f"{path}[{i}]").items()
+        }
+    return {path: value}
+
+
+def test_concurrent_requests_are_scored_together_with_the_results_of_requests_alone(
+    server: str, snapshot
+) -> None:
+    import asyncio
+
+    ids = snapshot["customer_id"].iloc[1::50].tolist()[:40]
+    bodies = [[{"customer_id": i}] for i in ids]
+    bodies[5] = [
+        {"customer_id": ids[5], "features": {"purchase_days": 3}},
+        {"customer_id": "nobody"},
+    ]
+    bodies[9] = [{"customer_id": ids[9], "features": {"purchase_days": -1}}]  # a 400, alone
+    alone = [score(server, body) for body in bodies]
+    passes, requests = _pass_histogram(server)
+
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=AUTH, timeout=30) as client:
+            return await asyncio.gather(
+                *(client.post(f"{server}/score", json={"customers": b}) for b in bodies)
+            )
+
+    merged = asyncio.run(together())
+    assert [r.status_code for r in merged] == [r.status_code for r in alone]
+    assert merged[9].status_code == 400 and "purchase_days" in merged[9].text
+    for one, other in zip(alone, merged, strict=True):
+        if one.status_code == 200:
+            expected, got = _flat(one.json()), _flat(other.json())
+            assert got.keys() == expected.keys()
+            for key, value in expected.items():
+                assert got[key] == (pytest.approx(value, rel=1e-12)
+                                    if isinstance(value, float) else value), key  # fmt: skip
+    more_passes, more_requests = _pass_histogram(server)
+    assert more_requests - requests == len(bodies) - 1  # every valid request scored once
+    assert more_passes - passes < len(bodies) - 1  # and some of them together
