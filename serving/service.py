@@ -8,7 +8,8 @@ naming what is missing, when either is absent. Health (``/healthz``, ``/livez``,
 Latency: after loading, every object alive is moved to the garbage collector's permanent
 generation (``gc.freeze``) and the collection thresholds are raised, so a full collection
 (measured at 100-200 ms with the models' Python objects in the heap) no longer stalls a
-request; the boosters run on one thread each (see serving.scoring).
+request; the boosters run on one thread each (see serving.scoring). Concurrent requests
+are scored together in one pass (serving.batching), which spreads a pass's fixed cost.
 """
 
 from __future__ import annotations
