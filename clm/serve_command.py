@@ -59,10 +59,13 @@ def serve(
         env["CLM_CONFIG"] = str(config.resolve())
     if workers is not None:
         env["CLM_SERVING__WORKERS"] = str(workers)
+    from serving.launch import metrics_dir
+
     command = [
         sys.executable,
         "-m",
-        "bentoml",
+        "serving.launch",
+        str(metrics_dir(host, port)),
         "serve",
         SERVICE,
         "--host",

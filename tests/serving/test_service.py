@@ -253,11 +253,20 @@ def test_service_on_a_redis_store_gives_the_same_scores(
     ids = snapshot["customer_id"].iloc[::300].tolist()
     with ScoringClient(server, token=TOKEN) as on_sqlite:
         expected = on_sqlite.score(ids)
-    with local_service(token=TOKEN, env={"CLM_SERVING__ONLINE_STORE": store, **{
-        k: v for k, v in deployment.env.items() if k.startswith("CLM_TRAINING")
-    }}) as on_redis:  # fmt: skip
-        assert on_redis.score(ids) == expected
-        assert on_redis.customer(ids[0])["customer_id"] == ids[0]
+        for one in ids[:3]:  # passes of the first service the second's cannot mimic
+            on_sqlite.score([one])
+        passes, _ = _pass_histogram(server)
+        assert passes >= 4
+        with local_service(token=TOKEN, env={"CLM_SERVING__ONLINE_STORE": store, **{
+            k: v for k, v in deployment.env.items() if k.startswith("CLM_TRAINING")
+        }}) as on_redis:  # fmt: skip
+            assert on_redis.score(ids) == expected
+            assert on_redis.customer(ids[0])["customer_id"] == ids[0]
+            assert _pass_histogram(on_redis.url)[0] == 2  # its own passes only
+            # BentoML empties one shared metrics folder at every start: the first
+            # service's figures must survive the second one starting (serving.launch).
+            on_sqlite.score(ids[:1])
+            assert _pass_histogram(server)[0] == passes + 1
 
 
 def test_each_request_is_logged_with_its_id_route_status_and_time_and_nothing_personal(
