@@ -148,6 +148,9 @@ class Scorer:
         # Churn and stage are fitted on the same snapshot columns: one encoding serves both.
         self.shared = names == champions.stage.encoder_.feature_names_
         self.reason_feature = [n.split("=", 1)[0] if "=" in n else n for n in names]
+        # One pass at load: what the first request would build (the TreeSHAP tables, the
+        # compiled code) is built here, and a champion that cannot score fails the start.
+        self.compute(self.columns_of([self.new_customer]))
 
     def freeze(self) -> None:
         """Move everything loaded so far out of the garbage collector's way (see module doc

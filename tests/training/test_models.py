@@ -134,3 +134,20 @@ def test_survival_curve_passes_through_both_points_and_keeps_the_dead() -> None:
     assert survival_curve(u, v, 3.0)[4] == 1.0  # never buys
     longer = [survival_curve(u, v, r) for r in (1.0, 1.5, 2.0, 3.0)]
     assert all((a >= b).all() for a, b in itertools.pairwise(longer))
+
+
+def test_churn_scores_have_xgboosts_exact_contributions_from_the_tables(
+    churn_model: ChurnModel, short_frames: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    import xgboost as xgb
+
+    from training.models import treeshap
+    from training.models.tabular import feature_frame
+
+    _, evaluation = short_frames
+    assert treeshap.explainer(churn_model.booster_) is not None  # the tables are used
+    matrix = churn_model.encoder_.transform(feature_frame(evaluation))
+    probability, contributions = churn_model.scores(evaluation, matrix)
+    expected = churn_model.booster_.predict(xgb.DMatrix(matrix), pred_contribs=True)
+    np.testing.assert_allclose(contributions, expected, atol=2e-5)
+    np.testing.assert_allclose(probability, churn_model.churn_probability(evaluation), atol=1e-6)
