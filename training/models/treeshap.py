@@ -40,6 +40,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from training.models.forest import probe_rows
+
 __all__ = ["MAX_DEPTH", "TreeExplainer", "explainer"]
 
 # Tables hold 2^D entries per (leaf, feature slot): 9216 leaves x 6 x 64 at depth 6 (28 MB).
@@ -234,17 +236,7 @@ def _agrees(built: TreeExplainer, booster: Any) -> bool:
     """Our values equal XGBoost's on probe rows around the booster's own thresholds."""
     import xgboost as xgb
 
-    rng = np.random.default_rng(0)
-    rows = 256
-    probe = np.empty((rows, built.features), dtype=np.float32)
-    for f in range(built.features):
-        cuts = built.node_threshold[built.node_feature == f]
-        if len(cuts):  # at, just below and just above the thresholds
-            at = rng.choice(cuts, rows).astype(np.float64)
-            probe[:, f] = at + rng.choice([-1e-3, 0.0, 1e-3], rows) * np.maximum(np.abs(at), 1.0)
-        else:
-            probe[:, f] = rng.normal(size=rows)
-    probe[rng.random(probe.shape) < 0.1] = np.nan
+    probe = probe_rows(built.node_feature, built.node_threshold, built.features)
     expected = booster.predict(xgb.DMatrix(probe), pred_contribs=True).astype(np.float64)
     got = built.contributions(probe)
     scale = np.maximum(np.abs(expected).max(axis=1, keepdims=True), 1.0)

@@ -1,0 +1,93 @@
+"""training.models.forest gives XGBoost's predictions bit for bit, or steps aside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from training.models import forest
+
+OBJECTIVES = [
+    ("binary:logistic", {}),
+    ("multi:softprob", {"num_class": 4}),
+    ("count:poisson", {}),
+    ("reg:tweedie", {"tweedie_variance_power": 1.3}),
+    ("reg:squarederror", {}),
+]
+
+
+def _booster(objective: str, depth: int = 5, **params):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(700, 7)).astype(np.float32)
+    X[:, 3] = np.round(X[:, 3])  # ties at the thresholds: x == threshold goes right
+    X[rng.random(X.shape) < 0.2] = np.nan  # missing values take the default branches
+    signal = np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 3]) * 0.7
+    if objective == "binary:logistic":
+        y = (signal + rng.normal(size=700) > 0).astype(float)
+    elif objective == "multi:softprob":
+        y = np.digitize(signal, [-1, 0, 1]).astype(float)
+    elif objective == "reg:squarederror":
+        y = signal * 3 + 10
+    else:
+        y = rng.poisson(np.exp(signal / 2)).astype(float)
+    params = {"objective": objective, "max_depth": depth, "nthread": 1, **params}
+    return xgb.train(params, xgb.DMatrix(X, y), num_boost_round=40), X
+
+
+@pytest.mark.parametrize(("objective", "params"), OBJECTIVES)
+def test_predictions_are_xgboosts_bit_for_bit(objective: str, params: dict) -> None:
+    booster, X = _booster(objective, **params)
+    trees = forest.forest(booster)
+    assert trees is not None, objective
+    for rows in (X[:1], X[:9], X):
+        got = trees.predict(rows)
+        expected = booster.inplace_predict(rows, validate_features=False)
+        assert got.dtype == expected.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_the_base_margin_is_the_boosters_own() -> None:
+    # A constant target: every leaf is ~0 and the prediction is the base score's.
+    X = np.zeros((50, 2), dtype=np.float32)
+    booster = xgb.train({"objective": "reg:squarederror", "base_score": 3.25, "nthread": 1},
+                        xgb.DMatrix(X, np.full(50, 3.25)), num_boost_round=3)  # fmt: skip
+    trees = forest.forest(booster)
+    assert trees is not None
+    np.testing.assert_array_equal(trees.base, np.array([3.25], dtype=np.float32))
+    np.testing.assert_array_equal(trees.predict(X[:2]), np.array([3.25, 3.25], dtype=np.float32))
+
+
+def test_a_booster_it_does_not_cover_is_left_to_xgboost() -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"c": pd.Categorical(rng.choice(list("abcd"), 400)),
+                          "x": rng.normal(size=400)})  # fmt: skip
+    y = (frame["c"].isin(["a", "b"]) ^ (frame["x"] > 0)).astype(float)
+    data = xgb.DMatrix(frame, y, enable_categorical=True)
+    categorical = xgb.train({"objective": "binary:logistic", "max_cat_to_onehot": 1,
+                             "nthread": 1}, data, num_boost_round=5)  # fmt: skip
+    assert forest.forest(categorical) is None
+    X = rng.normal(size=(300, 3)).astype(np.float32)
+    hinge = xgb.train({"objective": "binary:hinge", "nthread": 1},
+                      xgb.DMatrix(X, (X[:, 0] > 0).astype(float)), num_boost_round=5)  # fmt: skip
+    assert forest.forest(hinge) is None  # an objective whose transform it does not know
+
+
+def test_a_walk_that_differs_from_xgboost_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    booster, _ = _booster("binary:logistic")
+    built = forest._build(booster)
+    assert built is not None and forest._matched(built, booster) is not None
+    # Thresholds nudged up: some rows then go left where XGBoost goes right.
+    nudged = forest._with(built, built.base, built.transform)
+    inner = nudged.left >= 0
+    nudged.value[inner] = np.nextafter(nudged.value[inner], np.float32(np.inf))
+    assert forest._matched(nudged, booster) is None
+
+
+def test_wrong_width_is_named() -> None:
+    booster, X = _booster("count:poisson")
+    trees = forest.forest(booster)
+    assert trees is not None
+    with pytest.raises(ValueError, match=r"expected a \(rows, 7\) matrix"):
+        trees.predict(X[:, :5])
