@@ -54,6 +54,14 @@ class Policy:
             [np.isin(self.stages, action.stages) for action in self.actions.values()]
         ).reshape(len(self.actions), len(stages))
         self.names = np.array([*self.actions, NO_ACTION], dtype=object)  # index -1: none
+        actions = list(self.actions.values())
+        self.retention = np.array([a.kind == "retention" for a in actions], dtype=bool)
+        self.uplift = np.array([a.uplift for a in actions], dtype=float)
+        self.cost = np.array([a.cost for a in actions], dtype=float)
+        self.min_clv = np.array([a.min_clv for a in actions], dtype=float)
+        # Row s: where each action applies at stage code s, plus a row of False for
+        # stages the playbook does not know.
+        self.applies_at = np.vstack([self.applies.T, np.zeros(len(actions), dtype=bool)])
 
     def decide(
         self, stage: np.ndarray, churn_probability: np.ndarray, clv: np.ndarray
@@ -62,17 +70,18 @@ class Policy:
         churn = np.asarray(churn_probability, dtype=float)
         clv = np.asarray(clv, dtype=float)
         code = np.searchsorted(self.stages, stage).clip(0, len(self.stages) - 1)
-        known = self.stages[code] == stage
-        best_value = np.zeros(len(stage))
-        best = np.full(len(stage), -1)
-        for index, action in enumerate(self.actions.values()):
-            at_stake = churn if action.kind == "retention" else 1.0 - churn
-            value = at_stake * action.uplift * clv - action.cost
-            eligible = self.applies[index, code] & known & (clv >= action.min_clv)
-            better = eligible & (value > best_value)
-            best_value = np.where(better, value, best_value)
-            best = np.where(better, index, best)
-        return Decisions(self.names[best], best_value)
+        code = np.where(self.stages[code] == stage, code, len(self.stages))  # unknown: no row
+        if not len(self.actions):
+            return Decisions(np.full(len(stage), NO_ACTION, dtype=object), np.zeros(len(stage)))
+        # (customers, actions): every action's value, -inf where it does not apply.
+        at_stake = np.where(self.retention, churn[:, None], 1.0 - churn[:, None])
+        value = at_stake * self.uplift * clv[:, None] - self.cost
+        eligible = self.applies_at[code] & (clv[:, None] >= self.min_clv)
+        value = np.where(eligible & ~np.isnan(value), value, -np.inf)
+        best = value.argmax(axis=1)  # the first of the best, as in the playbook's order
+        best_value = value[np.arange(len(stage)), best]
+        worth = best_value > 0
+        return Decisions(self.names[np.where(worth, best, -1)], np.where(worth, best_value, 0.0))
 
 
 def apply_budget(decisions: Decisions, policy: Policy, budget: int | None) -> int:

@@ -144,6 +144,8 @@ class Scorer:
             set().union(*(e.input_columns_ for e in encoders[:2])) | clv_columns | {"stage"}
         )
         self.known = frozenset(self.columns)
+        self.numeric = [c for c in self.columns if c not in self.text]
+        self.text_columns = [c for c in self.columns if c in self.text]
         names = champions.churn.encoder_.feature_names_
         # Churn and stage are fitted on the same snapshot columns: one encoding serves both.
         self.shared = names == champions.stage.encoder_.feature_names_
@@ -202,13 +204,14 @@ class Scorer:
         return rows, known
 
     def columns_of(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        columns: dict[str, np.ndarray] = {}
-        for name in self.columns:
-            values = [row.get(name) for row in rows]
-            if name in self.text:
-                columns[name] = np.array(values, dtype=object)
-            else:
-                columns[name] = np.array(values, dtype=float)
+        """Columns of arrays (numbers as float, missing as NaN; text as objects)."""
+        numeric = self.numeric
+        # One conversion for every number of every row (a request's rows are few): the
+        # columns are views of that block.
+        block = np.array([[row.get(name) for name in numeric] for row in rows], dtype=float)
+        columns = dict(zip(numeric, block.reshape(len(rows), len(numeric)).T, strict=True))
+        for name in self.text_columns:
+            columns[name] = np.array([row.get(name) for row in rows], dtype=object)
         return columns
 
     def compute(

@@ -93,3 +93,35 @@ def test_client_refuses_a_bare_id_and_quotes_ids() -> None:
     with pytest.raises(ServiceError, match="HTTP 404: customer 'a b/c'"):
         client.customer("a b/c")
     assert seen == ["/customers/a%20b%2Fc"]
+
+
+def _one_by_one(stage: str, churn: float, clv: float) -> tuple[str, float]:
+    """The rule as the module doc states it, one customer and one action at a time."""
+    best, best_value = NO_ACTION, 0.0
+    for name, action in PLAYBOOK.items():
+        if stage not in action.stages or not clv >= action.min_clv:
+            continue
+        at_stake = churn if action.kind == "retention" else 1.0 - churn
+        value = at_stake * action.uplift * clv - action.cost
+        if value > best_value:  # the first of equal values wins
+            best, best_value = name, value
+    return best, best_value
+
+
+def test_every_customer_of_a_batch_gets_the_rule_applied_one_by_one() -> None:
+    rng = np.random.default_rng(4)
+    n = 2000
+    stages = rng.choice([*STAGES, "unknown"], n)
+    churn = rng.choice([0.0, 0.2, 0.5, 0.9, 1.0, np.nan], n)
+    clv = rng.choice([0.0, 50.0, 199.99, 200.0, 1000.0, np.nan], n)
+    policy = Policy(DecisionSettings(actions=PLAYBOOK), STAGES)
+    decided = policy.decide(stages, churn, clv)
+    for i in range(n):
+        expected = _one_by_one(str(stages[i]), float(churn[i]), float(clv[i]))
+        assert (decided.action[i], decided.value[i]) == expected, (stages[i], churn[i], clv[i])
+
+
+def test_an_empty_playbook_decides_nothing() -> None:
+    policy = Policy(DecisionSettings(actions={}), STAGES)
+    decided = policy.decide(np.array(["retention"]), np.array([0.9]), np.array([500.0]))
+    assert decided.action.tolist() == [NO_ACTION] and decided.value.tolist() == [0.0]

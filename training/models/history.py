@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import numpy as np
@@ -28,13 +28,18 @@ __all__ = ["BtydModel", "Summary", "summary"]
 
 @dataclass(frozen=True)
 class Summary:
-    """BTYD inputs of each customer; ``buyer`` is False for those with no purchase yet."""
+    """BTYD inputs of each customer; ``buyer`` is False for those with no purchase yet.
+
+    ``memo`` keeps what a model computed from this summary (one scoring call asks several
+    times for the same expected purchases and spend); its arrays are read-only.
+    """
 
     buyer: np.ndarray
     x: np.ndarray
     t_x: np.ndarray
     T: np.ndarray
     repeat_mean_spend: np.ndarray
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def _column(frame: Any, name: str) -> np.ndarray:
@@ -59,13 +64,24 @@ def _trusted(method: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     return wrapper
 
 
-def _on_buyers(s: Summary, compute: Callable[[Summary], np.ndarray], others: float) -> np.ndarray:
+def _on_buyers(
+    s: Summary, compute: Callable[[Summary], np.ndarray], others: float, key: Any
+) -> np.ndarray:
     """``compute`` on the buyers' rows only (BTYD starts at the first purchase), ``others``
-    for the rest: the closed forms (2F1 series) are the costly part of scoring."""
+    for the rest: the closed forms (2F1 series) are the costly part of scoring. Memoised in
+    ``s.memo`` under ``key`` (which names the model, the quantity and its arguments)."""
+    if key in s.memo:
+        return s.memo[key]
     out = np.full(s.buyer.shape, others, dtype=float)
     b = s.buyer
     if b.any():
-        out[b] = compute(Summary(b[b], s.x[b], s.t_x[b], s.T[b], s.repeat_mean_spend[b]))
+        buyers = s.memo.get("buyers")
+        if not isinstance(buyers, Summary):
+            buyers = Summary(b[b], s.x[b], s.t_x[b], s.T[b], s.repeat_mean_spend[b])
+            s.memo["buyers"] = buyers
+        out[b] = compute(buyers)
+    out.flags.writeable = False
+    s.memo[key] = out
     return out
 
 
@@ -132,6 +148,7 @@ class BtydModel:
             _summary(X),
             lambda b: self.bgnbd_.probability_no_purchase(horizon_days, b.x, b.t_x, b.T),
             np.exp(-self.prospect_rate_per_day_ * horizon_days),
+            (id(self), "no_purchase", horizon_days),
         )
 
     @_trusted
@@ -140,6 +157,7 @@ class BtydModel:
             _summary(X),
             lambda b: self.bgnbd_.expected_purchases(horizon_days, b.x, b.t_x, b.T),
             self.prospect_rate_per_day_ * horizon_days,
+            (id(self), "purchases", horizon_days),
         )
 
     @_trusted
@@ -148,12 +166,16 @@ class BtydModel:
             _summary(X),
             lambda b: self.gamma_gamma_.conditional_expected_spend(b.x, b.repeat_mean_spend),
             self.first_purchase_spend_,
+            (id(self), "spend"),
         )
 
     @_trusted
     def probability_alive(self, X: Any) -> np.ndarray:
         return _on_buyers(
-            _summary(X), lambda b: self.bgnbd_.probability_alive(b.x, b.t_x, b.T), np.nan
+            _summary(X),
+            lambda b: self.bgnbd_.probability_alive(b.x, b.t_x, b.T),
+            np.nan,
+            (id(self), "alive"),
         )
 
     @_trusted
@@ -178,6 +200,7 @@ class BtydModel:
                 periods_per_year=365,
             ),
             prospects,
+            (id(self), "clv", horizon_days),
         )
 
     def discount_factor(self, horizon_days: float) -> float:

@@ -19,6 +19,8 @@ __all__ = ["NON_FEATURES", "TabularEncoder", "feature_frame", "xgb_params"]
 # Snapshot columns that are keys or targets, never inputs.
 NON_FEATURES = ("customer_id", "as_of")
 MAX_LEVELS = 30
+# Up to this many rows, text columns are one-hot encoded row by row (cheaper for a few rows).
+FEW_ROWS = 64
 
 
 def feature_frame(snapshot: Any) -> Any:
@@ -112,7 +114,8 @@ class TabularEncoder:
         return layout
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_layout_cache"}
+        caches = ("_layout_cache", "_positions_cache")
+        return {k: v for k, v in self.__dict__.items() if k not in caches}
 
     def _transform_arrays(self, columns: Any) -> np.ndarray:
         rows = len(next(iter(columns.values()))) if columns else 0
@@ -130,10 +133,25 @@ class TabularEncoder:
             raise
         out[:, positions] = block.T
         for column, levels, places in text:
-            values = np.asarray(columns[column], dtype=object)
+            values = columns[column]
+            if rows <= FEW_ROWS:  # a service request: a dict lookup per row, not per level
+                out[:, places.start : places.stop] = 0.0
+                where = self._level_positions(column, levels, places)
+                for i, value in enumerate(values):
+                    j = where.get(value) if isinstance(value, str) else None
+                    if j is not None:
+                        out[i, j] = 1.0
+                continue
+            values = np.asarray(values, dtype=object)
             for level, j in zip(levels, places, strict=True):
                 out[:, j] = values == level
         return out
+
+    def _level_positions(self, column: str, levels: list[str], places: range) -> dict[str, int]:
+        cache = self.__dict__.setdefault("_positions_cache", {})
+        if column not in cache:
+            cache[column] = dict(zip(levels, places, strict=True))
+        return cache[column]
 
 
 def _is_numeric(values: pd.Series) -> bool:
