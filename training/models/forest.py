@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numba
 import numpy as np
 
-__all__ = ["Forest", "forest", "probe_rows"]
+__all__ = ["Forest", "PerBooster", "float32_rows", "forest", "probe_rows"]
+
+Built = TypeVar("Built")
 
 # Objectives and the transform code of each (see _transform).
 TRANSFORMS = {
@@ -50,9 +53,7 @@ class Forest:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """As ``inplace_predict``: (rows,) or, with several outputs, (rows, K) float32."""
-        x = np.ascontiguousarray(matrix, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.features:
-            raise ValueError(f"expected a (rows, {self.features}) matrix, got {x.shape}")
+        x = float32_rows(matrix, self.features)
         out = np.empty((len(x), len(self.base)), dtype=np.float32)
         _predict(
             x, self.left, self.right, self.feature, self.value, self.default_left,
@@ -61,24 +62,42 @@ class Forest:
         return out[:, 0] if out.shape[1] == 1 else out
 
 
-_CACHE: dict[int, tuple[Any, Forest | None]] = {}
-_LOCK = threading.Lock()
+class PerBooster(Generic[Built]):
+    """What ``build`` makes of a booster (or None), built once per booster object and kept
+    for the ``keep`` latest boosters (a service holds four; tuning fits many)."""
+
+    def __init__(self, build: Callable[[Any], Built | None], keep: int) -> None:
+        self.build, self.keep = build, keep
+        self.built: dict[int, tuple[Any, Built | None]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, booster: Any) -> Built | None:
+        cached = self.built.get(id(booster))
+        if cached is not None and cached[0] is booster:
+            return cached[1]
+        with self.lock:
+            made = self.build(booster)
+            if len(self.built) >= self.keep:
+                del self.built[next(iter(self.built))]
+            self.built[id(booster)] = (booster, made)
+        return made
 
 
-def forest(booster: Any) -> Forest | None:
-    """The booster's trees (read once per booster object), or None where XGBoost must be used."""
-    key = id(booster)
-    cached = _CACHE.get(key)
-    if cached is not None and cached[0] is booster:
-        return cached[1]
-    with _LOCK:
-        built = _build(booster)
-        if built is not None:
-            built = _matched(built, booster)
-        if len(_CACHE) >= CACHED:
-            del _CACHE[next(iter(_CACHE))]
-        _CACHE[key] = (booster, built)
-    return built
+def float32_rows(matrix: np.ndarray, features: int) -> np.ndarray:
+    """``matrix`` as C-contiguous float32 rows of ``features`` columns, or a clear error."""
+    x = np.ascontiguousarray(matrix, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != features:
+        raise ValueError(f"expected a (rows, {features}) matrix, got {x.shape}")
+    return x
+
+
+def _checked(booster: Any) -> Forest | None:
+    built = _build(booster)
+    return _matched(built, booster) if built is not None else None
+
+
+forest = PerBooster(_checked, CACHED)
+forest.__doc__ = "The booster's trees, or None where XGBoost must be used (see the module doc)."
 
 
 def _build(booster: Any) -> Forest | None:

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 
-from training.models.forest import probe_rows
+from training.models.forest import PerBooster, float32_rows, probe_rows
 
 __all__ = ["MAX_DEPTH", "TreeExplainer", "explainer"]
 
@@ -75,9 +74,7 @@ class TreeExplainer:
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """(rows, features + 1) float64: each feature's contribution to the margin, bias last."""
-        x = np.ascontiguousarray(matrix, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.features:
-            raise ValueError(f"expected a (rows, {self.features}) matrix, got {x.shape}")
+        x = float32_rows(matrix, self.features)
         out = np.zeros((len(x), self.features + 1), dtype=np.float64)
         args = (
             x, self.node_feature, self.node_threshold, self.node_default_left, self.path_node,
@@ -92,25 +89,13 @@ class TreeExplainer:
         return out
 
 
-_CACHE: dict[int, tuple[Any, TreeExplainer | None]] = {}
-_LOCK = threading.Lock()
+def _checked(booster: Any) -> TreeExplainer | None:
+    built = _build(booster)
+    return built if built is not None and _agrees(built, booster) else None
 
 
-def explainer(booster: Any) -> TreeExplainer | None:
-    """The booster's tables (built once per booster object), or None where XGBoost's own
-    contributions must be used."""
-    key = id(booster)
-    cached = _CACHE.get(key)
-    if cached is not None and cached[0] is booster:
-        return cached[1]
-    with _LOCK:
-        built = _build(booster)
-        if built is not None and not _agrees(built, booster):
-            built = None
-        if len(_CACHE) >= CACHED:  # tuning fits many boosters: keep the latest only
-            del _CACHE[next(iter(_CACHE))]
-        _CACHE[key] = (booster, built)
-    return built
+explainer = PerBooster(_checked, CACHED)
+explainer.__doc__ = "The booster's tables, or None where XGBoost's contributions must be used."
 
 
 def _build(booster: Any) -> TreeExplainer | None:
