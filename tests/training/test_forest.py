@@ -91,3 +91,16 @@ def test_wrong_width_is_named() -> None:
     assert trees is not None
     with pytest.raises(ValueError, match=r"expected a \(rows, 7\) matrix"):
         trees.predict(X[:, :5])
+
+
+def test_dart_and_linear_boosters_are_left_to_xgboost() -> None:
+    from training.models import treeshap
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3)).astype(np.float32)
+    data = xgb.DMatrix(X, (X[:, 0] > 0).astype(float))
+    for booster_kind in ("dart", "gblinear"):
+        params = {"objective": "binary:logistic", "booster": booster_kind, "nthread": 1}
+        booster = xgb.train(params, data, num_boost_round=4)
+        assert forest.forest(booster) is None, booster_kind
+        assert treeshap.explainer(booster) is None, booster_kind

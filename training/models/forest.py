@@ -104,6 +104,8 @@ def _build(booster: Any) -> Forest | None:
     model = json.loads(booster.save_raw("json"))["learner"]
     params = model["learner_model_param"]
     transform = TRANSFORMS.get(model["objective"]["name"])
+    if model["gradient_booster"].get("name") != "gbtree":  # dart, gblinear: XGBoost's own
+        return None
     trees = model["gradient_booster"]["model"].get("trees")
     if transform is None or int(params.get("num_target", "1")) > 1 or not trees:
         return None

@@ -103,6 +103,8 @@ def _build(booster: Any) -> TreeExplainer | None:
     params = model["learner_model_param"]
     if int(params.get("num_class", "0")) > 1 or int(params.get("num_target", "1")) > 1:
         return None
+    if model["gradient_booster"].get("name") != "gbtree":  # dart, gblinear: XGBoost's own
+        return None
     trees = model["gradient_booster"]["model"].get("trees")
     if not trees or any(any(t["split_type"]) or t["categories"] for t in trees):
         return None
