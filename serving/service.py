@@ -45,6 +45,9 @@ PASS_REQUESTS = bentoml.metrics.Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 SETTINGS = load_settings()
+# Routes BentoML's OpenTelemetry middleware skips unless serving.tracing is on (patterns
+# searched in the request URL).
+UNTRACED = ("/score", "/customers/")
 app = FastAPI(title="clm scoring", description="Churn, next stage, CLV and a retention decision.")
 
 
@@ -77,6 +80,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     http={"port": SETTINGS.serving.port},
     # serving.middleware logs every request (id, route template, status, time) instead.
     logging={"access": {"enabled": False}},
+    tracing={} if SETTINGS.serving.tracing else {"excluded_urls": list(UNTRACED)},
 )
 @bentoml.asgi_app(app, path="/")
 class Scoring:

@@ -365,3 +365,22 @@ def test_concurrent_requests_are_scored_together_with_the_results_of_requests_al
     more_passes, more_requests = _pass_histogram(server)
     assert more_requests - requests == len(bodies) - 1  # every valid request scored once
     assert more_passes - passes < len(bodies) - 1  # and some of them together
+
+
+def test_scoring_routes_skip_tracing_unless_it_is_turned_on(deployment: Deployment) -> None:
+    urls = ["http://h/score", "http://h/customers/C1", "http://h/healthz", "http://h/metrics"]
+    code = (
+        "import json, sys\n"
+        "from opentelemetry.util.http import ExcludeList\n"
+        "from serving import service\n"
+        "urls = ExcludeList(service.Scoring.config.get('tracing', {}).get('excluded_urls', []))\n"
+        f"print(json.dumps([urls.url_disabled(u) for u in {urls!r}]))\n"
+    )
+
+    def skipped(**env: str) -> list[bool]:
+        done = subprocess.run([sys.executable, "-c", code], env={**deployment.env, **env},
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    assert skipped() == [True, True, False, False]  # probes and metrics stay traced
+    assert skipped(CLM_SERVING__TRACING="true") == [False, False, False, False]
