@@ -31,3 +31,20 @@ def training_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = synthetic.generate(8000, seed=5, start=date(2023, 1, 1), end=date(2026, 1, 1))
     synthetic.write(data, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def categorical_booster():  # type: ignore[no-untyped-def]
+    """An XGBoost booster with categorical (partition) splits, which the compiled trees and
+    TreeSHAP tables leave to XGBoost."""
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"c": pd.Categorical(rng.choice(list("abcd"), 400)),
+                          "x": rng.normal(size=400)})  # fmt: skip
+    y = (frame["c"].isin(["a", "b"]) ^ (frame["x"] > 0)).astype(float)
+    data = xgb.DMatrix(frame, y, enable_categorical=True)
+    params = {"objective": "binary:logistic", "max_cat_to_onehot": 1, "nthread": 1}
+    return xgb.train(params, data, num_boost_round=5)

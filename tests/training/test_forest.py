@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
-import pandas as pd
 import pytest
 import xgboost as xgb
 
@@ -59,30 +60,25 @@ def test_the_base_margin_is_the_boosters_own() -> None:
     np.testing.assert_array_equal(trees.predict(X[:2]), np.array([3.25, 3.25], dtype=np.float32))
 
 
-def test_a_booster_it_does_not_cover_is_left_to_xgboost() -> None:
+def test_a_booster_it_does_not_cover_is_left_to_xgboost(categorical_booster) -> None:  # type: ignore[no-untyped-def]
+    assert forest.forest(categorical_booster) is None
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"c": pd.Categorical(rng.choice(list("abcd"), 400)),
-                          "x": rng.normal(size=400)})  # fmt: skip
-    y = (frame["c"].isin(["a", "b"]) ^ (frame["x"] > 0)).astype(float)
-    data = xgb.DMatrix(frame, y, enable_categorical=True)
-    categorical = xgb.train({"objective": "binary:logistic", "max_cat_to_onehot": 1,
-                             "nthread": 1}, data, num_boost_round=5)  # fmt: skip
-    assert forest.forest(categorical) is None
     X = rng.normal(size=(300, 3)).astype(np.float32)
     hinge = xgb.train({"objective": "binary:hinge", "nthread": 1},
                       xgb.DMatrix(X, (X[:, 0] > 0).astype(float)), num_boost_round=5)  # fmt: skip
     assert forest.forest(hinge) is None  # an objective whose transform it does not know
 
 
-def test_a_walk_that_differs_from_xgboost_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_walk_that_differs_from_xgboost_is_refused() -> None:
     booster, _ = _booster("binary:logistic")
-    built = forest._build(booster)
-    assert built is not None and forest._matched(built, booster) is not None
+    model = json.loads(booster.save_raw("json"))["learner"]
+    built = forest._build(model)
+    assert built is not None and forest._matched(built, booster, model) is not None
     # Thresholds nudged up: some rows then go left where XGBoost goes right.
     nudged = forest._with(built, built.base, built.transform)
     inner = nudged.left >= 0
     nudged.value[inner] = np.nextafter(nudged.value[inner], np.float32(np.inf))
-    assert forest._matched(nudged, booster) is None
+    assert forest._matched(nudged, booster, model) is None
 
 
 def test_wrong_width_is_named() -> None:

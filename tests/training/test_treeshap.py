@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import xgboost as xgb
 
@@ -101,15 +100,8 @@ def test_boosters_it_does_not_cover_are_left_to_xgboost(params: dict) -> None:
     assert treeshap.explainer(booster) is None
 
 
-def test_categorical_splits_are_left_to_xgboost() -> None:
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"c": pd.Categorical(rng.choice(list("abcd"), 400)),
-                          "x": rng.normal(size=400)})  # fmt: skip
-    y = (frame["c"].isin(["a", "b"]) ^ (frame["x"] > 0)).astype(float)
-    data = xgb.DMatrix(frame, y, enable_categorical=True)
-    booster = xgb.train({"objective": "binary:logistic", "max_cat_to_onehot": 1, "nthread": 1},
-                        data, num_boost_round=5)  # fmt: skip
-    assert treeshap.explainer(booster) is None
+def test_categorical_splits_are_left_to_xgboost(categorical_booster) -> None:  # type: ignore[no-untyped-def]
+    assert treeshap.explainer(categorical_booster) is None
 
 
 def test_wrong_width_is_named() -> None:

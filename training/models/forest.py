@@ -92,16 +92,17 @@ def float32_rows(matrix: np.ndarray, features: int) -> np.ndarray:
 
 
 def _checked(booster: Any) -> Forest | None:
-    built = _build(booster)
-    return _matched(built, booster) if built is not None else None
+    model = json.loads(booster.save_raw("json"))["learner"]
+    built = _build(model)
+    return _matched(built, booster, model) if built is not None else None
 
 
 forest = PerBooster(_checked, CACHED)
 forest.__doc__ = "The booster's trees, or None where XGBoost must be used (see the module doc)."
 
 
-def _build(booster: Any) -> Forest | None:
-    model = json.loads(booster.save_raw("json"))["learner"]
+def _build(model: dict[str, Any]) -> Forest | None:
+    """The trees of a booster's JSON model (its ``learner``), the base margin still 0."""
     params = model["learner_model_param"]
     transform = TRANSFORMS.get(model["objective"]["name"])
     if model["gradient_booster"].get("name") != "gbtree":  # dart, gblinear: XGBoost's own
@@ -164,7 +165,7 @@ def _probe(built: Forest) -> np.ndarray:
     return probe_rows(built.feature[inner], built.value[inner], built.features)
 
 
-def _matched(built: Forest, booster: Any) -> Forest | None:
+def _matched(built: Forest, booster: Any, model: dict[str, Any]) -> Forest | None:
     """``built`` with XGBoost's base margin, if its predictions are then bit-equal."""
     import xgboost as xgb
 
@@ -172,7 +173,7 @@ def _matched(built: Forest, booster: Any) -> Forest | None:
     margins = booster.predict(xgb.DMatrix(probe), output_margin=True).reshape(len(probe), -1)
     margins = margins.astype(np.float32)
     expected = booster.inplace_predict(probe, validate_features=False)
-    for seed in _base_guesses(built, booster):
+    for seed in _base_guesses(built, booster, model):
         for step in (0, 1, -1, 2, -2, 3, -3):
             base = seed.copy()
             for _ in range(abs(step)):
@@ -184,13 +185,12 @@ def _matched(built: Forest, booster: Any) -> Forest | None:
     return None
 
 
-def _base_guesses(built: Forest, booster: Any) -> list[np.ndarray]:
+def _base_guesses(built: Forest, booster: Any, model: dict[str, Any]) -> list[np.ndarray]:
     """Candidates for the base margin: the objective's link of the stored base score (in
     float32, as XGBoost computes it), and XGBoost's margin of an all-missing row less the
     trees' sum (which may be off by rounding)."""
     import xgboost as xgb
 
-    model = json.loads(booster.save_raw("json"))["learner"]
     text = model["learner_model_param"]["base_score"].strip("[]")
     score = np.array([float(v) for v in text.split(",")], dtype=np.float32)
     score = np.broadcast_to(score, built.base.shape).astype(np.float32)

@@ -94,16 +94,20 @@ class TabularEncoder:
                 parts.append(_as_float(values, column))
         return np.column_stack(parts) if parts else np.empty((len(frame), 0), np.float32)
 
-    def _layout(self) -> tuple[list[str], np.ndarray, list[tuple[str, list[str], range]]]:
+    def _layout(
+        self,
+    ) -> tuple[list[str], np.ndarray, list[tuple[str, list[str], range, dict[str, int]]]]:
         """Numeric input columns with their output positions, and each text column with
-        its levels and positions (worked out once per encoder)."""
+        its levels, their positions and the position of each level (worked out once per
+        encoder)."""
         layout = self.__dict__.get("_layout_cache")
         if layout is None:
             numeric, positions, text, j = [], [], [], 0
             for column in self.input_columns_:
                 if column in self.levels_:
                     levels = self.levels_[column]
-                    text.append((column, levels, range(j, j + len(levels))))
+                    places = range(j, j + len(levels))
+                    text.append((column, levels, places, dict(zip(levels, places, strict=True))))
                     j += len(levels)
                 else:
                     numeric.append(column)
@@ -114,8 +118,7 @@ class TabularEncoder:
         return layout
 
     def __getstate__(self) -> dict[str, Any]:
-        caches = ("_layout_cache", "_positions_cache")
-        return {k: v for k, v in self.__dict__.items() if k not in caches}
+        return {k: v for k, v in self.__dict__.items() if k != "_layout_cache"}
 
     def _transform_arrays(self, columns: Any) -> np.ndarray:
         rows = len(next(iter(columns.values()))) if columns else 0
@@ -132,11 +135,10 @@ class TabularEncoder:
                     raise ValueError(f"feature {column}: expected numbers ({error})") from None
             raise
         out[:, positions] = block.T
-        for column, levels, places in text:
+        for column, levels, places, where in text:
             values = columns[column]
             if rows <= FEW_ROWS:  # a service request: a dict lookup per row, not per level
                 out[:, places.start : places.stop] = 0.0
-                where = self._level_positions(column, levels, places)
                 for i, value in enumerate(values):
                     j = where.get(value) if isinstance(value, str) else None
                     if j is not None:
@@ -146,12 +148,6 @@ class TabularEncoder:
             for level, j in zip(levels, places, strict=True):
                 out[:, j] = values == level
         return out
-
-    def _level_positions(self, column: str, levels: list[str], places: range) -> dict[str, int]:
-        cache = self.__dict__.setdefault("_positions_cache", {})
-        if column not in cache:
-            cache[column] = dict(zip(levels, places, strict=True))
-        return cache[column]
 
 
 def _is_numeric(values: pd.Series) -> bool:

@@ -39,6 +39,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from training.models import native
 from training.models.forest import PerBooster, float32_rows, probe_rows
 
 __all__ = ["MAX_DEPTH", "TreeExplainer", "explainer"]
@@ -49,10 +50,9 @@ MAX_DEPTH = 6
 TOLERANCE = 1e-4
 # Boosters whose tables are kept (a service holds one churn booster; tuning makes many).
 CACHED = 8
-# Rows per parallel block (numba prange over blocks). Fewer than PARALLEL rows (a service
-# request) are explained on the calling thread: a service runs a worker per core.
+# Rows per parallel block (numba prange over blocks). Fewer than native.SMALL rows (a
+# service request) are explained on the calling thread: a service runs a worker per core.
 BLOCK = 64
-PARALLEL = 4096
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class TreeExplainer:
             self.path_left, self.path_slot, self.slot_feature, self.slot_cover,
             self.leaf_value, self.table, out,
         )  # fmt: skip
-        if len(x) < PARALLEL:
+        if len(x) < native.SMALL:
             _rows(0, len(x), *args)
         else:
             _blocks(*args)
