@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
 from clm.errors import ClmError
@@ -25,7 +26,15 @@ from clm.tracking import MODEL_NAMES, tracking_uri
 from features.stages import STAGES
 from serving.decision import Policy
 
-__all__ = ["BadInput", "Champions", "Scorer", "Scores", "champion_versions", "load_champions"]
+__all__ = [
+    "BadInput",
+    "Champions",
+    "Scorer",
+    "Scores",
+    "champion_versions",
+    "largest",
+    "load_champions",
+]
 
 # Numeric features that may be negative; every other numeric feature is a count, an amount
 # of spend, a number of days or a rate, which cannot be.
@@ -239,11 +248,7 @@ class Scorer:
         decisions = self.policy.decide(stage, churn, value["clv"])
         medium, high = self.settings.risk_medium, self.settings.risk_high
         risk = np.where(churn >= high, "high", np.where(churn >= medium, "medium", "low"))
-        k = min(self.settings.reasons, contributions.shape[1])
-        size = np.abs(contributions)
-        top = np.argpartition(-size, k - 1, axis=1)[:, :k]  # the k largest, unordered
-        order = np.argsort(-np.take_along_axis(size, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
+        top = largest(contributions, min(self.settings.reasons, contributions.shape[1]))
         return Scores(
             stage=stage,
             churn_probability=churn,
@@ -307,3 +312,29 @@ class Scorer:
             "contribution": contribution,
             "direction": "raises risk" if contribution > 0 else "lowers risk",
         }
+
+
+def largest(values: np.ndarray, k: int) -> np.ndarray:
+    """(rows, k) column indices of each row's ``k`` largest absolute values, largest first
+    (a tie goes to the lower index)."""
+    top = np.empty((len(values), k), dtype=np.int64)
+    _largest(np.asarray(values, dtype=np.float64), top)
+    return top
+
+
+@numba.njit(cache=True, nogil=True)
+def _largest(values: np.ndarray, top: np.ndarray) -> None:
+    k = top.shape[1]
+    best = np.empty(k, dtype=np.float64)
+    for r in range(values.shape[0]):
+        filled = 0
+        for f in range(values.shape[1]):
+            v = abs(values[r, f])
+            if filled == k and not v > best[k - 1]:
+                continue
+            at = min(filled, k - 1)
+            while at > 0 and v > best[at - 1]:
+                best[at], top[r, at] = best[at - 1], top[r, at - 1]
+                at -= 1
+            best[at], top[r, at] = v, f
+            filled = min(filled + 1, k)

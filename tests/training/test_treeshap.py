@@ -29,9 +29,12 @@ def _expected(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4, 6])
-@pytest.mark.parametrize("rows", [1, 7, 800])  # one row, a service batch, the parallel blocks
+# Row by row (< FEW), blocks of 64 on the calling thread (< native.SMALL, with a part block)
+# and blocks on every core.
+@pytest.mark.parametrize("rows", [1, 3, 7, 800, 4801])
 def test_contributions_equal_xgboosts_exact_ones(depth: int, rows: int) -> None:
     booster, X = _booster(depth)
+    X = np.tile(X, (-(-rows // len(X)), 1))
     tables = treeshap.explainer(booster)
     assert tables is not None
     got = tables.contributions(X[:rows])

@@ -21,7 +21,11 @@ tests. The leaf's share of the tree's value function is
 where ``A_l`` is the set of path features whose tests the row passes (a coalition with a
 failed test contributes nothing). ``C_l`` depends on the tree only, so it is tabulated once
 per booster (paths are padded to the model's depth ``D`` with null players, which leave
-every Shapley value unchanged); a row then costs O(T L D) lookups, compiled with Numba.
+every Shapley value unchanged), premultiplied by ``v_l (o_i - z_i)`` and laid out so that a
+leaf's slots for one mask are adjacent; a row then costs O(T L D) lookups, compiled with
+Numba. Rows are explained in blocks of 64: every node's test once per block as a 64-bit
+row mask, then leaf by leaf, so that a leaf's table is read from cache for the whole block
+(twice as fast as row by row on 50,000 customers; below ``FEW`` rows, row by row is faster).
 The bias column is XGBoost's own (its base margin plus every tree's cover-weighted mean).
 
 :func:`explainer` checks its values against XGBoost's on probe rows when it is built and
@@ -53,6 +57,8 @@ CACHED = 8
 # Rows per parallel block (numba prange over blocks). Fewer than native.SMALL rows (a
 # service request) are explained on the calling thread: a service runs a worker per core.
 BLOCK = 64
+# Below this many rows, row by row (a block's per-leaf set-up costs more than it saves).
+FEW = 6
 
 
 @dataclass(frozen=True)
@@ -66,9 +72,7 @@ class TreeExplainer:
     path_left: np.ndarray  # (L, D) bool: the branch the path takes at each
     path_slot: np.ndarray  # (L, D) int64: the path's distinct-feature slot of each test
     slot_feature: np.ndarray  # (L, D) int64: the feature of each slot, -1 for null players
-    slot_cover: np.ndarray  # (L, D) float64: z, the product of the slot's cover fractions
-    leaf_value: np.ndarray  # (L,) float64
-    table: np.ndarray  # (L, D, 2^D) float64: C_l[i][A]
+    table: np.ndarray  # (L, 2^D, D) float64: v_l (o_i - z_i) C_l[i][A], A's slots together
     features: int
     bias: float
 
@@ -78,10 +82,11 @@ class TreeExplainer:
         out = np.zeros((len(x), self.features + 1), dtype=np.float64)
         args = (
             x, self.node_feature, self.node_threshold, self.node_default_left, self.path_node,
-            self.path_left, self.path_slot, self.slot_feature, self.slot_cover,
-            self.leaf_value, self.table, out,
+            self.path_left, self.path_slot, self.slot_feature, self.table, out,
         )  # fmt: skip
-        if len(x) < native.SMALL:
+        if len(x) < FEW:
+            _each(0, len(x), *args)
+        elif len(x) < native.SMALL:
             _rows(0, len(x), *args)
         else:
             _blocks(*args)
@@ -126,12 +131,13 @@ def _build(booster: Any) -> TreeExplainer | None:
     if depth > MAX_DEPTH or depth == 0:
         return None
     arrays = _path_arrays(paths, max(depth, 1))
+    cover, leaf_values = arrays.pop("slot_cover"), arrays.pop("leaf_value")
     return TreeExplainer(
         node_feature=np.asarray(features, dtype=np.int64),
         node_threshold=np.asarray(thresholds, dtype=np.float32),
         node_default_left=np.asarray(defaults, dtype=np.bool_),
         **arrays,
-        table=_tables(arrays["slot_cover"]),
+        table=_tables(cover, leaf_values),
         features=int(params["num_feature"]),
         bias=_bias(booster, int(params["num_feature"])),
     )
@@ -188,9 +194,10 @@ def _path_arrays(
     }
 
 
-def _tables(z: np.ndarray) -> np.ndarray:
-    """C_l[i][A] for every leaf, slot and mask (see the module doc), by a subset-sum
-    (zeta) transform of the Shapley-weighted coalition terms."""
+def _tables(z: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """``v_l (o_i - z_i) C_l[i][A]`` for every leaf, mask ``A`` and slot ``i`` (see the module
+    doc; ``o_i`` is bit ``i`` of ``A``), C by a subset-sum (zeta) transform of the
+    Shapley-weighted coalition terms. A row reads one leaf's slots for its mask together."""
     leaves, depth = z.shape
     masks = np.arange(2**depth)
     bits = (masks[:, None] >> np.arange(depth)[None, :]) & 1  # (2^D, D)
@@ -199,7 +206,7 @@ def _tables(z: np.ndarray) -> np.ndarray:
         [math.factorial(s) * math.factorial(depth - s - 1) / math.factorial(depth)
          if s < depth else 0.0 for s in size]
     )  # fmt: skip
-    table = np.empty((leaves, depth, 2**depth))
+    table = np.empty((leaves, 2**depth, depth))
     for i in range(depth):
         outside = (bits == 0) & (np.arange(depth) != i)[None, :]  # k not in S, k != i
         factors = np.where(outside[None, :, :], z[:, None, :], 1.0).prod(axis=2)
@@ -207,7 +214,8 @@ def _tables(z: np.ndarray) -> np.ndarray:
         cube = term.reshape((leaves,) + (2,) * depth)
         for axis in range(1, depth + 1):
             cube = np.cumsum(cube, axis=axis)
-        table[:, i, :] = cube.reshape(leaves, 2**depth)
+        o = bits[None, :, i] - z[:, i, None]  # (L, 2^D)
+        table[:, :, i] = value[:, None] * o * cube.reshape(leaves, 2**depth)
     return table
 
 
@@ -231,43 +239,87 @@ def _agrees(built: TreeExplainer, booster: Any) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
-def _rows(
+def _each(
     start: int, stop: int, x: np.ndarray, node_feature: np.ndarray, node_threshold: np.ndarray,
     node_default_left: np.ndarray, path_node: np.ndarray, path_left: np.ndarray,
-    path_slot: np.ndarray, slot_feature: np.ndarray, slot_cover: np.ndarray,
-    leaf_value: np.ndarray, table: np.ndarray, out: np.ndarray,
+    path_slot: np.ndarray, slot_feature: np.ndarray, table: np.ndarray, out: np.ndarray,
 ) -> None:  # fmt: skip
-    """Adds the contributions of rows ``start:stop`` of ``x`` to ``out`` (one thread)."""
+    """Adds the contributions of rows ``start:stop`` of ``x`` to ``out``, row by row (for a
+    few rows: no per-leaf set-up)."""
     nodes = node_feature.shape[0]
     leaves, depth = path_node.shape
     left = np.empty(nodes, dtype=np.bool_)
+    full = (1 << depth) - 1
     for r in range(start, stop):
         for n in range(nodes):
             v = x[r, node_feature[n]]
             left[n] = node_default_left[n] if np.isnan(v) else v < node_threshold[n]
         for leaf in range(leaves):
-            mask = (1 << depth) - 1
+            mask = full
             for d in range(depth):
                 n = path_node[leaf, d]
                 if n < 0:
                     break
                 if left[n] != path_left[leaf, d]:
                     mask &= ~(1 << path_slot[leaf, d])
-            value = leaf_value[leaf]
             for s in range(depth):
                 f = slot_feature[leaf, s]
                 if f < 0:
                     break
-                o = (mask >> s) & 1
-                out[r, f] += value * (o - slot_cover[leaf, s]) * table[leaf, s, mask]
+                out[r, f] += table[leaf, mask, s]
+
+
+@numba.njit(cache=True, nogil=True)
+def _rows(
+    start: int, stop: int, x: np.ndarray, node_feature: np.ndarray, node_threshold: np.ndarray,
+    node_default_left: np.ndarray, path_node: np.ndarray, path_left: np.ndarray,
+    path_slot: np.ndarray, slot_feature: np.ndarray, table: np.ndarray, out: np.ndarray,
+) -> None:  # fmt: skip
+    """Adds the contributions of rows ``start:stop`` of ``x`` to ``out`` (one thread), in
+    blocks of up to 64 rows: each node's test as one bit per row, then leaf by leaf (so a
+    leaf's table stays in cache for the block)."""
+    nodes = node_feature.shape[0]
+    leaves, depth = path_node.shape
+    goes_left = np.empty(nodes, dtype=np.uint64)
+    failed = np.empty(depth, dtype=np.uint64)
+    one = np.uint64(1)
+    full = (1 << depth) - 1
+    for first in range(start, stop, BLOCK):
+        rows = min(BLOCK, stop - first)
+        for n in range(nodes):
+            f, threshold, default = node_feature[n], node_threshold[n], node_default_left[n]
+            bits = np.uint64(0)
+            for j in range(rows):
+                v = x[first + j, f]
+                if default if np.isnan(v) else v < threshold:
+                    bits |= one << np.uint64(j)
+            goes_left[n] = bits
+        for leaf in range(leaves):
+            slots = 0
+            for s in range(depth):
+                failed[s] = 0
+                if slot_feature[leaf, s] >= 0:
+                    slots = s + 1
+            for d in range(depth):
+                n = path_node[leaf, d]
+                if n < 0:
+                    break
+                passed = goes_left[n] if path_left[leaf, d] else ~goes_left[n]
+                failed[path_slot[leaf, d]] |= ~passed
+            for j in range(rows):
+                mask = full
+                for s in range(slots):
+                    mask ^= int((failed[s] >> np.uint64(j)) & one) << s
+                r = first + j
+                for s in range(slots):
+                    out[r, slot_feature[leaf, s]] += table[leaf, mask, s]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _blocks(
     x: np.ndarray, node_feature: np.ndarray, node_threshold: np.ndarray,
     node_default_left: np.ndarray, path_node: np.ndarray, path_left: np.ndarray,
-    path_slot: np.ndarray, slot_feature: np.ndarray, slot_cover: np.ndarray,
-    leaf_value: np.ndarray, table: np.ndarray, out: np.ndarray,
+    path_slot: np.ndarray, slot_feature: np.ndarray, table: np.ndarray, out: np.ndarray,
 ) -> None:  # fmt: skip
     """:func:`_rows` over blocks of ``BLOCK`` rows on every core."""
     rows = x.shape[0]
@@ -275,6 +327,5 @@ def _blocks(
     for b in numba.prange(blocks):
         _rows(
             b * BLOCK, min(rows, (b + 1) * BLOCK), x, node_feature, node_threshold,
-            node_default_left, path_node, path_left, path_slot, slot_feature, slot_cover,
-            leaf_value, table, out,
+            node_default_left, path_node, path_left, path_slot, slot_feature, table, out,
         )  # fmt: skip
