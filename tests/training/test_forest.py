@@ -72,7 +72,7 @@ def test_a_booster_it_does_not_cover_is_left_to_xgboost(categorical_booster) -> 
 def test_a_walk_that_differs_from_xgboost_is_refused() -> None:
     booster, _ = _booster("binary:logistic")
     model = json.loads(booster.save_raw("json"))["learner"]
-    built = forest._build(model)
+    built = forest.forest_trees(model)
     assert built is not None and forest._matched(built, booster, model) is not None
     # Thresholds nudged up: some rows then go left where XGBoost goes right.
     nudged = forest._with(built, built.base, built.transform)

@@ -146,8 +146,16 @@ def test_churn_scores_have_xgboosts_exact_contributions_from_the_tables(
 
     _, evaluation = short_frames
     assert treeshap.explainer(churn_model.booster_) is not None  # the tables are used
+    assert treeshap.approx_explainer(churn_model.booster_) is not None
     matrix = churn_model.encoder_.transform(feature_frame(evaluation))
-    probability, contributions = churn_model.scores(evaluation, matrix)
-    expected = churn_model.booster_.predict(xgb.DMatrix(matrix), pred_contribs=True)
-    np.testing.assert_allclose(contributions, expected, atol=2e-5)
-    np.testing.assert_allclose(probability, churn_model.churn_probability(evaluation), atol=1e-6)
+    for approx in (False, True):
+        probability, contributions = churn_model.scores(
+            evaluation, matrix, approx_contributions=approx
+        )
+        expected = churn_model.booster_.predict(
+            xgb.DMatrix(matrix), pred_contribs=True, approx_contribs=approx
+        )
+        np.testing.assert_allclose(contributions, expected, atol=2e-5)
+        np.testing.assert_allclose(
+            probability, churn_model.churn_probability(evaluation), atol=1e-6
+        )

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.models.tabular import FEW_ROWS, TabularEncoder
+from training.models.tabular import FEW_ROWS, MANY_ROWS, TabularEncoder
 
 
 def _frame(rows: int) -> pd.DataFrame:
@@ -21,7 +21,7 @@ def _frame(rows: int) -> pd.DataFrame:
     )
 
 
-@pytest.mark.parametrize("rows", [1, 3, FEW_ROWS, FEW_ROWS + 1, 500])
+@pytest.mark.parametrize("rows", [1, 3, FEW_ROWS, FEW_ROWS + 1, 500, MANY_ROWS + 7])
 def test_arrays_and_frames_encode_alike(rows: int) -> None:
     train = _frame(400)
     train.loc[train["attr_region"] == "unseen", "attr_region"] = "west"  # unseen in fit

@@ -105,6 +105,32 @@ def test_boosters_it_does_not_cover_are_left_to_xgboost(params: dict) -> None:
 
 def test_categorical_splits_are_left_to_xgboost(categorical_booster) -> None:  # type: ignore[no-untyped-def]
     assert treeshap.explainer(categorical_booster) is None
+    assert treeshap.approx_explainer(categorical_booster) is None
+
+
+@pytest.mark.parametrize("depth", [1, 4, 8])  # the approximate values have no depth limit
+@pytest.mark.parametrize("rows", [1, 800, 4801])  # one row, the calling thread, every core
+@pytest.mark.parametrize("objective", ["binary:logistic", "reg:squarederror"])
+def test_approximate_contributions_equal_xgboosts(depth: int, rows: int, objective: str) -> None:
+    booster, X = _booster(depth, objective=objective)
+    X = np.tile(X, (-(-rows // len(X)), 1))[:rows]
+    paths = treeshap.approx_explainer(booster)
+    assert paths is not None
+    got = paths.contributions(X)
+    expected = booster.predict(xgb.DMatrix(X), pred_contribs=True, approx_contribs=True)
+    assert got.shape == expected.shape == (rows, X.shape[1] + 1)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
+    # Not the exact values: the approximation credits the features along the row's path only.
+    assert depth == 1 or np.abs(got - _expected(booster, X)).max() > 1e-3
+
+
+def test_approximate_contributions_leave_several_outputs_to_xgboost() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 300).astype(float)
+    booster = xgb.train({"objective": "multi:softprob", "num_class": 3, "nthread": 1},
+                        xgb.DMatrix(X, y), num_boost_round=3)  # fmt: skip
+    assert treeshap.approx_explainer(booster) is None
 
 
 def test_wrong_width_is_named() -> None:

@@ -192,8 +192,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Churn probability and XGBoost's native contributions (bias last) in one pass.
 
-        Exact contributions come from :mod:`training.models.treeshap` (the same values,
-        about ten times faster) where it covers the booster, else from XGBoost.
+        Exact and approximate contributions come from :mod:`training.models.treeshap` (the
+        same values, several times faster) where it covers the booster, else from XGBoost.
 
         The raw probability is the logistic of the contributions' sum (exact or approximate,
         they add up to the margin), so the booster is walked once. ``matrix`` is the encoded
@@ -202,9 +202,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         check_fitted(self)
         if matrix is None:
             matrix = self.encoder_.transform(feature_frame(X))
-        tables = None if approx_contributions else treeshap.explainer(self.booster_)
-        if tables is not None:  # XGBoost's exact values, from tables (training.models.treeshap)
-            contributions = tables.contributions(matrix)
+        explain = treeshap.approx_explainer if approx_contributions else treeshap.explainer
+        compiled = explain(self.booster_)
+        if compiled is not None:  # XGBoost's values, compiled (training.models.treeshap)
+            contributions = compiled.contributions(matrix)
         else:
             contributions = np.asarray(
                 native.contributions(self.booster_, matrix, approx_contributions), dtype=float

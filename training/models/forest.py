@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import numba
 import numpy as np
 
-__all__ = ["Forest", "PerBooster", "float32_rows", "forest", "probe_rows"]
+__all__ = ["Forest", "PerBooster", "float32_rows", "forest", "forest_trees", "probe_rows"]
 
 Built = TypeVar("Built")
 
@@ -93,7 +93,7 @@ def float32_rows(matrix: np.ndarray, features: int) -> np.ndarray:
 
 def _checked(booster: Any) -> Forest | None:
     model = json.loads(booster.save_raw("json"))["learner"]
-    built = _build(model)
+    built = forest_trees(model)
     return _matched(built, booster, model) if built is not None else None
 
 
@@ -101,8 +101,9 @@ forest = PerBooster(_checked, CACHED)
 forest.__doc__ = "The booster's trees, or None where XGBoost must be used (see the module doc)."
 
 
-def _build(model: dict[str, Any]) -> Forest | None:
-    """The trees of a booster's JSON model (its ``learner``), the base margin still 0."""
+def forest_trees(model: dict[str, Any]) -> Forest | None:
+    """The trees of a booster's JSON model (its ``learner``), the base margin still 0; None
+    for what this module does not cover."""
     params = model["learner_model_param"]
     transform = TRANSFORMS.get(model["objective"]["name"])
     if model["gradient_booster"].get("name") != "gbtree":  # dart, gblinear: XGBoost's own

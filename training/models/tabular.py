@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Self
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -21,6 +22,8 @@ NON_FEATURES = ("customer_id", "as_of")
 MAX_LEVELS = 30
 # Up to this many rows, text columns are one-hot encoded row by row (cheaper for a few rows).
 FEW_ROWS = 64
+# From this many rows, the numbers are copied into the matrix on every core (batch chunks).
+MANY_ROWS = 4096
 
 
 def feature_frame(snapshot: Any) -> Any:
@@ -134,7 +137,10 @@ class TabularEncoder:
                 except (TypeError, ValueError) as error:
                     raise ValueError(f"feature {column}: expected numbers ({error})") from None
             raise
-        out[:, positions] = block.T
+        if rows >= MANY_ROWS:
+            _fill(block, positions, out)
+        else:
+            out[:, positions] = block.T
         for column, levels, places, where in text:
             values = columns[column]
             if rows <= FEW_ROWS:  # a service request: a dict lookup per row, not per level
@@ -159,3 +165,15 @@ def _as_float(values: pd.Series, column: str) -> np.ndarray:
         return pd.to_numeric(values).to_numpy(dtype=np.float32, na_value=np.nan)
     except (TypeError, ValueError) as error:
         raise ValueError(f"feature {column}: expected numbers ({error})") from None
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _fill(block: np.ndarray, positions: np.ndarray, out: np.ndarray) -> None:
+    """``out[:, positions] = block.T`` in float32, by blocks of rows on every core."""
+    columns, rows = block.shape
+    step = 256
+    for b in numba.prange((rows + step - 1) // step):
+        for j in range(columns):
+            p = positions[j]
+            for r in range(b * step, min(rows, (b + 1) * step)):
+                out[r, p] = block[j, r]

@@ -44,9 +44,9 @@ import numba
 import numpy as np
 
 from training.models import native
-from training.models.forest import PerBooster, float32_rows, probe_rows
+from training.models.forest import Forest, PerBooster, float32_rows, forest_trees, probe_rows
 
-__all__ = ["MAX_DEPTH", "TreeExplainer", "explainer"]
+__all__ = ["MAX_DEPTH", "PathExplainer", "TreeExplainer", "approx_explainer", "explainer"]
 
 # Tables hold 2^D entries per (leaf, feature slot): 9216 leaves x 6 x 64 at depth 6 (28 MB).
 MAX_DEPTH = 6
@@ -92,6 +92,81 @@ class TreeExplainer:
             _blocks(*args)
         out[:, -1] = self.bias
         return out
+
+    def splits(self) -> tuple[np.ndarray, np.ndarray]:
+        """The feature and threshold of every split."""
+        return self.node_feature, self.node_threshold
+
+
+@dataclass(frozen=True)
+class PathExplainer:
+    """XGBoost's approximate contributions (``approx_contribs=True``, Saabas 2014): along the
+    row's path in each tree, the split feature gets the change of the cover-weighted mean
+    value from a node to the child the row goes to. The cost of a prediction."""
+
+    trees: Forest
+    gain: np.ndarray  # (N,) float64: a node's mean value less its parent's (0 at a root)
+    bias: float
+
+    @property
+    def features(self) -> int:
+        return self.trees.features
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """(rows, features + 1) float64, as ``pred_contribs=True, approx_contribs=True``."""
+        x = float32_rows(matrix, self.features)
+        out = np.zeros((len(x), self.features + 1), dtype=np.float64)
+        t = self.trees
+        args = (x, t.left, t.right, t.feature, t.value, t.default_left, t.roots, self.gain, out)
+        if len(x) < native.SMALL:
+            _paths(0, len(x), *args)
+        else:
+            _path_blocks(*args)
+        out[:, -1] = self.bias
+        return out
+
+    def splits(self) -> tuple[np.ndarray, np.ndarray]:
+        inner = self.trees.left >= 0
+        return self.trees.feature[inner], self.trees.value[inner]
+
+
+def _approx_checked(booster: Any) -> PathExplainer | None:
+    model = json.loads(booster.save_raw("json"))["learner"]
+    params = model["learner_model_param"]
+    if int(params.get("num_class", "0")) > 1:
+        return None
+    trees = forest_trees(model)
+    if trees is None:
+        return None
+    cover = np.concatenate(
+        [t["sum_hessian"] for t in model["gradient_booster"]["model"]["trees"]]
+    ).astype(np.float64)
+    built = PathExplainer(trees, _gains(trees, cover), _bias(booster, trees.features, True))
+    return built if _agrees(built, booster, approx=True) else None
+
+
+approx_explainer = PerBooster(_approx_checked, CACHED)
+approx_explainer.__doc__ = "The booster's approximate explainer, or None (use XGBoost's)."
+
+
+def _gains(trees: Forest, cover: np.ndarray) -> np.ndarray:
+    """Each node's cover-weighted mean leaf value less its parent's (XGBoost's
+    FillNodeMeanValues, in float64)."""
+    left, right, value = trees.left, trees.right, trees.value.astype(np.float64)
+    mean = value.copy()
+    order = list(trees.roots)
+    for n in order:  # breadth first: a node after its parent
+        if left[n] >= 0:
+            order.extend((left[n], right[n]))
+    for n in order[::-1]:  # children before their parent
+        if left[n] >= 0:
+            a, b = left[n], right[n]
+            mean[n] = (mean[a] * cover[a] + mean[b] * cover[b]) / cover[n] if cover[n] else 0.0
+    gain = np.zeros(len(left))
+    inner = np.flatnonzero(left >= 0)
+    gain[left[inner]] = mean[left[inner]] - mean[inner]
+    gain[right[inner]] = mean[right[inner]] - mean[inner]
+    return gain
 
 
 def _checked(booster: Any) -> TreeExplainer | None:
@@ -219,20 +294,21 @@ def _tables(z: np.ndarray, value: np.ndarray) -> np.ndarray:
     return table
 
 
-def _bias(booster: Any, features: int) -> float:
+def _bias(booster: Any, features: int, approx: bool = False) -> float:
     """XGBoost's bias column (the same for every row)."""
     import xgboost as xgb
 
     probe = xgb.DMatrix(np.full((1, features), np.nan, dtype=np.float32))
-    return float(booster.predict(probe, pred_contribs=True)[0, -1])
+    return float(booster.predict(probe, pred_contribs=True, approx_contribs=approx)[0, -1])
 
 
-def _agrees(built: TreeExplainer, booster: Any) -> bool:
+def _agrees(built: TreeExplainer | PathExplainer, booster: Any, approx: bool = False) -> bool:
     """Our values equal XGBoost's on probe rows around the booster's own thresholds."""
     import xgboost as xgb
 
-    probe = probe_rows(built.node_feature, built.node_threshold, built.features)
-    expected = booster.predict(xgb.DMatrix(probe), pred_contribs=True).astype(np.float64)
+    probe = probe_rows(*built.splits(), built.features)
+    expected = booster.predict(xgb.DMatrix(probe), pred_contribs=True, approx_contribs=approx)
+    expected = expected.astype(np.float64)
     got = built.contributions(probe)
     scale = np.maximum(np.abs(expected).max(axis=1, keepdims=True), 1.0)
     return bool(np.all(np.abs(got - expected) <= TOLERANCE * scale))
@@ -328,4 +404,41 @@ def _blocks(
         _rows(
             b * BLOCK, min(rows, (b + 1) * BLOCK), x, node_feature, node_threshold,
             node_default_left, path_node, path_left, path_slot, slot_feature, table, out,
+        )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _paths(
+    start: int, stop: int, x: np.ndarray, left: np.ndarray, right: np.ndarray,
+    feature: np.ndarray, value: np.ndarray, default_left: np.ndarray, roots: np.ndarray,
+    gain: np.ndarray, out: np.ndarray,
+) -> None:  # fmt: skip
+    """Adds the approximate contributions of rows ``start:stop`` to ``out`` (one thread)."""
+    for r in range(start, stop):
+        for t in range(roots.shape[0]):
+            n = roots[t]
+            while left[n] >= 0:
+                f = feature[n]
+                v = x[r, f]
+                if np.isnan(v):
+                    n = left[n] if default_left[n] else right[n]
+                elif v < value[n]:
+                    n = left[n]
+                else:
+                    n = right[n]
+                out[r, f] += gain[n]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _path_blocks(
+    x: np.ndarray, left: np.ndarray, right: np.ndarray, feature: np.ndarray, value: np.ndarray,
+    default_left: np.ndarray, roots: np.ndarray, gain: np.ndarray, out: np.ndarray,
+) -> None:  # fmt: skip
+    """:func:`_paths` over blocks of ``BLOCK`` rows on every core."""
+    rows = x.shape[0]
+    blocks = (rows + BLOCK - 1) // BLOCK
+    for b in numba.prange(blocks):
+        _paths(
+            b * BLOCK, min(rows, (b + 1) * BLOCK), x, left, right, feature, value,
+            default_left, roots, gain, out,
         )  # fmt: skip
