@@ -354,3 +354,12 @@ def test_discounted_clv_rejects_bad_options(
     options |= {"periods_per_year": 52.0, option: value}
     with pytest.raises(ValueError, match=f"^{option} must be"):
         discounted_clv(bgnbd, gamma_gamma, 1, 2.0, 3.0, 20.0, **options)
+
+
+def test_hyp2f1_on_every_core_equals_scipys_and_keeps_the_shape() -> None:
+    rng = np.random.default_rng(5)
+    c = rng.uniform(1.0, 40.0, btyd.SPLIT // 4 + 3)
+    z = rng.uniform(0.0, 0.95, (5, 1)) * np.ones((1, len(c)))  # a grid of horizons x customers
+    got = btyd._hyp2f1(0.7, 1.3, c, z)
+    assert got.shape == z.shape and z.size > btyd.SPLIT  # split over the cores
+    np.testing.assert_array_equal(got, hyp2f1(0.7, 1.3, c, z))
