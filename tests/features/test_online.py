@@ -61,6 +61,12 @@ def test_relative_and_absolute_sqlite_urls(tmp_path: Path, monkeypatch: pytest.M
         open_store("memcached://x")
 
 
+def test_sqlite_store_in_a_folder_whose_name_needs_quoting_in_a_uri(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "a b#c?d%20" / "online.db")
+    store.write(frame(2, 3), NEW)
+    assert store.get_many(["C1"])["C1"]["purchase_days"] == 3
+
+
 def test_reader_sees_whole_snapshots_while_a_writer_replaces_them(url: str, tmp_path: Path) -> None:
     writer, reader = open_store(url), open_store(url)
     writer.write(frame(2000, 0), NEW)
