@@ -11,6 +11,7 @@ worker per core scales better than threads fighting over a busy core.
 from __future__ import annotations
 
 import gc
+import operator
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -216,8 +217,17 @@ class Scorer:
         """Columns of arrays (numbers as float, missing as NaN; text as objects)."""
         numeric = self.numeric
         # One conversion for every number of every row (a request's rows are few): the
-        # columns are views of that block.
-        block = np.array([[row.get(name) for name in numeric] for row in rows], dtype=float)
+        # columns are views of that block. A row has every feature (stored vectors and the
+        # new customer's do) unless a store was written for other models: then by name.
+        if len(numeric) > 1:
+            pick = operator.itemgetter(*numeric)
+            try:
+                values = [pick(row) for row in rows]
+            except KeyError:
+                values = [[row.get(name) for name in numeric] for row in rows]
+        else:
+            values = [[row.get(name) for name in numeric] for row in rows]
+        block = np.array(values, dtype=float)
         columns = dict(zip(numeric, block.reshape(len(rows), len(numeric)).T, strict=True))
         for name in self.text_columns:
             columns[name] = np.array([row.get(name) for row in rows], dtype=object)

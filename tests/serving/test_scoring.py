@@ -1,0 +1,49 @@
+"""In-process scoring: the columns of request rows; the top reasons (each row's largest
+absolute contributions, largest first)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clm.settings import ClmSettings
+from features.online import open_store
+from serving.scoring import Scorer, largest, load_champions
+from tests.serving.conftest import Deployment
+
+
+def test_rows_lacking_a_feature_give_nan_for_it_and_the_same_numbers_otherwise(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("CLM_TRAINING__TRACKING_URI", "CLM_SERVING__ONLINE_STORE"):
+        monkeypatch.setenv(key, deployment.env[key])
+    settings = ClmSettings()
+    store = open_store(settings.serving.online_store)
+    scorer = Scorer(load_champions(settings), settings, store.meta()["new_customer"])
+    stored = list(store.get_many([f"C{i:06d}" for i in range(1, 40)]).values())[:5]
+    assert len(stored) == 5
+    whole = scorer.columns_of(stored)
+    name = next(n for n in scorer.numeric if not np.isnan(whole[n][2]))  # a number there
+    lacking = [dict(row) for row in stored]
+    del lacking[2][name]  # a store written for other models: looked up by name
+    got = scorer.columns_of(lacking)
+    assert np.isnan(got[name][2])
+    np.testing.assert_array_equal(np.delete(got[name], 2), np.delete(whole[name], 2))
+    for other in scorer.numeric:
+        if other != name:
+            np.testing.assert_array_equal(got[other], whole[other])
+
+
+def test_largest_equals_a_stable_sort_by_absolute_value_with_ties_to_the_lower_index() -> None:
+    rng = np.random.default_rng(3)
+    # Few distinct values, both signs: many ties between features and between signs.
+    values = rng.integers(-4, 5, size=(2_000, 12)).astype(float)
+    values[:5] = 0.0  # a row of zeros: the first k features
+    for k in (1, 3, 12):
+        expected = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(largest(values, k), expected)
+
+
+def test_largest_picks_the_negative_contribution_when_it_is_the_biggest() -> None:
+    values = np.array([[0.1, -2.0, 0.5, 1.5, -0.2]])
+    assert largest(values, 3).tolist() == [[1, 3, 2]]
