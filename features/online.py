@@ -171,9 +171,9 @@ class SqliteStore(OnlineStore):
             if getattr(local, "con", None) is not None:
                 local.con.close()
             uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
-            con = sqlite3.connect(uri, uri=True)
-            con.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
-            local.con, local.inode = con, inode
+            opened = sqlite3.connect(uri, uri=True)
+            opened.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+            local.con, local.inode = opened, inode
         con: sqlite3.Connection = local.con
         return con
 
