@@ -28,9 +28,13 @@ row mask, then leaf by leaf, so that a leaf's table is read from cache for the w
 (twice as fast as row by row on 50,000 customers; below ``FEW`` rows, row by row is faster).
 The bias column is XGBoost's own (its base margin plus every tree's cover-weighted mean).
 
-:func:`explainer` checks its values against XGBoost's on probe rows when it is built and
-returns None (use XGBoost) for boosters it does not cover: categorical splits, several
-outputs, trees deeper than ``MAX_DEPTH``.
+:func:`approx_explainer` gives XGBoost's approximate values (``approx_contribs=True``,
+Saabas): a walk down each tree like a prediction, crediting each split's feature with the
+change of the cover-weighted mean value (about a quarter of the exact values' cost).
+
+Both check their values against XGBoost's on probe rows when they are built and return None
+(use XGBoost) for boosters they do not cover: categorical splits, several outputs, and for
+the exact values trees deeper than ``MAX_DEPTH``.
 """
 
 from __future__ import annotations
