@@ -453,10 +453,15 @@ SPLIT = 100_000
 _POOL: list[ThreadPoolExecutor] = []
 
 
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def _hyp2f1(a: float, b: float, c: Array, z: Array) -> Array:
+    workers = _CORES or 1
+    if np.size(c) * np.size(z) < SPLIT or workers < 2:  # a service request: as it is
+        return np.asarray(hyp2f1(a, b, c, z))
     c, z = np.broadcast_arrays(np.asarray(c, dtype=float), np.asarray(z, dtype=float))
-    workers = os.cpu_count() or 1
-    if c.size < SPLIT or workers < 2:
+    if c.size < SPLIT:
         return np.asarray(hyp2f1(a, b, c, z))
     if not _POOL:
         _POOL.append(ThreadPoolExecutor(workers, thread_name_prefix="clm-hyp2f1"))
