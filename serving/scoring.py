@@ -219,14 +219,13 @@ class Scorer:
         # One conversion for every number of every row (a request's rows are few): the
         # columns are views of that block. A row has every feature (stored vectors and the
         # new customer's do) unless a store was written for other models: then by name.
-        if len(numeric) > 1:
-            pick = operator.itemgetter(*numeric)
+        values: list[Any] = []
+        if numeric:
+            pick = operator.itemgetter(*numeric)  # one name: the value itself (reshaped below)
             try:
                 values = [pick(row) for row in rows]
             except KeyError:
                 values = [[row.get(name) for name in numeric] for row in rows]
-        else:
-            values = [[row.get(name) for name in numeric] for row in rows]
         block = np.array(values, dtype=float)
         columns = dict(zip(numeric, block.reshape(len(rows), len(numeric)).T, strict=True))
         for name in self.text_columns:

@@ -16,6 +16,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -450,21 +451,21 @@ def discounted_clv(
 # Above this many values, scipy's hyp2f1 (which releases the GIL) runs on every core: batch
 # scoring evaluates it at a dozen horizons for each of 50,000 customers a chunk.
 SPLIT = 100_000
-_POOL: list[ThreadPoolExecutor] = []
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(_CORES, thread_name_prefix="clm-hyp2f1")
 
 
 def _hyp2f1(a: float, b: float, c: Array, z: Array) -> Array:
-    workers = _CORES or 1
-    if np.size(c) * np.size(z) < SPLIT or workers < 2:  # a service request: as it is
+    if np.size(c) * np.size(z) < SPLIT or _CORES < 2:  # a service request: as it is
         return np.asarray(hyp2f1(a, b, c, z))
     c, z = np.broadcast_arrays(np.asarray(c, dtype=float), np.asarray(z, dtype=float))
     if c.size < SPLIT:
         return np.asarray(hyp2f1(a, b, c, z))
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(workers, thread_name_prefix="clm-hyp2f1"))
+    workers = _CORES
     flat_c, flat_z = c.ravel(), z.ravel()
     out = np.empty(c.size)
     edges = np.linspace(0, c.size, workers + 1).astype(int)
@@ -473,5 +474,5 @@ def _hyp2f1(a: float, b: float, c: Array, z: Array) -> Array:
         lo, hi = edges[i], edges[i + 1]
         hyp2f1(a, b, flat_c[lo:hi], flat_z[lo:hi], out=out[lo:hi])
 
-    list(_POOL[0].map(part, range(workers)))
+    list(_pool().map(part, range(workers)))
     return out.reshape(c.shape)
