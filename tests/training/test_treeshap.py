@@ -50,7 +50,7 @@ def test_a_feature_tested_twice_on_a_path_is_one_player() -> None:
     booster, X = _booster(5, features=2)
     tables = treeshap.explainer(booster)
     assert tables is not None
-    assert (tables.slot_feature[:, 2:] == -1).all()  # at most two distinct features per path
+    assert (tables.group_width <= 2).all()  # two features: no group adds to more
     np.testing.assert_allclose(tables.contributions(X), _expected(booster, X), atol=2e-5)
 
 
@@ -139,3 +139,18 @@ def test_wrong_width_is_named() -> None:
     assert tables is not None
     with pytest.raises(ValueError, match=r"expected a \(rows, 6\) matrix"):
         tables.contributions(X[:, :4])
+
+
+def test_a_depth_4_tree_is_explained_by_its_four_depth_2_subtrees() -> None:
+    # A full depth-4 tree: each group is a depth-2 subtree (3 tests) under its 2-test path.
+    booster, X = _booster(4, features=6, rounds=1, min_child_weight=0, gamma=0, reg_lambda=0)
+    tables = treeshap.explainer(booster)
+    assert tables is not None
+    assert len(tables.node_feature) == 15  # a full tree
+    assert tables.group_bits.tolist() == [5, 5, 5, 5]
+    used = tables.group_nodes[tables.group_nodes >= 0]
+    assert sorted(np.bincount(used, minlength=15).tolist()) == [1] * 12 + [2] * 2 + [4]
+    assert (tables.group_width <= tables.group_bits).all()
+    sizes = 2**tables.group_bits * tables.group_width
+    assert len(tables.table) == sizes.sum()
+    np.testing.assert_allclose(tables.contributions(X), _expected(booster, X), atol=2e-5)
