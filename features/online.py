@@ -20,7 +20,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,16 @@ import pandas as pd
 
 from clm.errors import ClmError, ConfigError
 
-__all__ = ["OnlineStore", "RedisStore", "SqliteStore", "open_store"]
+__all__ = ["Layout", "OnlineStore", "RedisStore", "SqliteStore", "Vector", "open_store"]
 
-# A rowid table: a vector (a few KB of JSON) is larger than a WITHOUT ROWID table suits,
-# whose lookups then cost 4 times as much (measured here: 100 ids in 1.1 ms against 0.3 ms).
+# A rowid table: a vector (about 1 KB) is larger than a WITHOUT ROWID table suits, whose
+# lookups then cost 4 times as much (measured here: 100 ids in 1.1 ms against 0.3 ms).
+# A customer's numbers are one float64 block (NaN for missing) in the order of the meta's
+# "layout", the other values (text, dates) JSON: reading 100 vectors then takes no parsing,
+# against 0.9 ms for 100 JSON objects of 120 numbers. Stores written before the layout, with
+# one JSON object per customer in ``vector``, still read.
 SCHEMA = """
-CREATE TABLE features (customer_id TEXT PRIMARY KEY, vector TEXT NOT NULL);
+CREATE TABLE features (customer_id TEXT PRIMARY KEY, numbers BLOB NOT NULL, other TEXT NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Readers map the file into memory (no read call per page).
@@ -54,7 +58,7 @@ class OnlineStore:
     def write(self, snapshot: pd.DataFrame, new_customer: dict[str, Any]) -> int:
         raise NotImplementedError
 
-    def get_many(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def get_many(self, customer_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
         raise NotImplementedError
 
     def meta(self) -> dict[str, Any]:
@@ -101,6 +105,84 @@ def _checked(snapshot: pd.DataFrame) -> tuple[list[str], list[str], Any]:
     return snapshot["customer_id"].astype(str).tolist(), columns, as_of
 
 
+class Layout:
+    """Where a store's vectors keep each feature: the numbers' positions in the float64 block
+    and which of them are whole numbers or flags (given back as int and bool)."""
+
+    def __init__(self, numbers: list[str], integers: list[str], flags: list[str]) -> None:
+        self.numbers = numbers
+        self.position = {name: i for i, name in enumerate(numbers)}
+        self.integers, self.flags = frozenset(integers), frozenset(flags)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {
+            "numbers": self.numbers,
+            "integers": sorted(self.integers),
+            "flags": sorted(self.flags),
+        }
+
+    @classmethod
+    def of(cls, snapshot: pd.DataFrame, columns: list[str]) -> Layout:
+        numbers = [
+            c
+            for c in columns
+            if pd.api.types.is_numeric_dtype(snapshot[c]) or pd.api.types.is_bool_dtype(snapshot[c])
+        ]
+        flags = [c for c in numbers if pd.api.types.is_bool_dtype(snapshot[c])]
+        integers = [c for c in numbers if pd.api.types.is_integer_dtype(snapshot[c])]
+        return cls(numbers, integers, flags)
+
+
+class Vector(Mapping[str, Any]):
+    """One stored customer, read-only: its numbers as one float64 block (``numbers``, laid out
+    by ``layout``) and its other values by name. Reads like the dict it was written from
+    (missing numbers are None, whole numbers int, flags bool)."""
+
+    __slots__ = ("_array", "layout", "numbers", "other")
+
+    def __init__(self, layout: Layout, numbers: bytes, other: dict[str, Any]) -> None:
+        self.layout, self.numbers, self.other = layout, numbers, other
+        self._array: np.ndarray | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        at = self.layout.position.get(name)
+        if at is None:
+            return self.other[name]
+        if self._array is None:
+            self._array = np.frombuffer(self.numbers, dtype=np.float64)
+        value = float(self._array[at])
+        if math.isnan(value):
+            return None
+        if name in self.layout.integers:
+            return int(value)
+        return bool(value) if name in self.layout.flags else value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.layout.numbers
+        yield from self.other
+
+    def __len__(self) -> int:
+        return len(self.layout.numbers) + len(self.other)
+
+    def __repr__(self) -> str:
+        return f"Vector({dict(self)!r})"
+
+
+def _blocks(snapshot: pd.DataFrame, layout: Layout, columns: list[str]) -> Iterable[tuple]:
+    """(numbers, other) per row: the float64 block (non-finite as NaN) and the JSON rest."""
+    numbers = snapshot[layout.numbers].to_numpy(dtype=np.float64, na_value=np.nan)
+    numbers[~np.isfinite(numbers)] = np.nan
+    others = [c for c in columns if c not in layout.position]
+    for block, row in zip(numbers, snapshot[others].to_dict("records"), strict=True):
+        yield block.tobytes(), json.dumps({k: _plain(v) for k, v in row.items()})
+
+
 def _vectors(snapshot: pd.DataFrame, columns: list[str]) -> Iterable[str]:
     for row in snapshot[columns].to_dict("records"):
         yield json.dumps({k: _plain(v) for k, v in row.items()})
@@ -119,7 +201,8 @@ def _meta(
 
 
 class SqliteStore(OnlineStore):
-    """One SQLite file: ``features(customer_id, vector JSON)`` and ``meta`` (as_of, columns)."""
+    """One SQLite file: ``features(customer_id, numbers, other)`` (see SCHEMA) and ``meta``
+    (as_of, columns, layout)."""
 
     remote = False  # a local file: a lookup takes microseconds
 
@@ -139,11 +222,16 @@ class SqliteStore(OnlineStore):
         try:
             with sqlite3.connect(partial) as con:
                 con.executescript(SCHEMA)
+                layout = Layout.of(snapshot, columns)
                 con.executemany(
-                    "INSERT INTO features VALUES (?, ?)",
-                    zip(ids, _vectors(snapshot, columns), strict=True),
+                    "INSERT INTO features VALUES (?, ?, ?)",
+                    (
+                        (cid, *block)
+                        for cid, block in zip(ids, _blocks(snapshot, layout, columns), strict=True)
+                    ),
                 )
                 meta = _meta(as_of, columns, len(ids), new_customer)
+                meta["layout"] = layout.to_json()
                 con.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
                     [(k, json.dumps(v)) for k, v in meta.items()],
@@ -173,22 +261,39 @@ class SqliteStore(OnlineStore):
             uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
             opened = sqlite3.connect(uri, uri=True)
             opened.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+            try:
+                found = opened.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
+            except sqlite3.DatabaseError:  # not a store (the lookup names it)
+                found = None
+            local.layout = Layout(**json.loads(found[0])) if found else None
             local.con, local.inode = opened, inode
         con: sqlite3.Connection = local.con
         return con
 
-    def get_many(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The stored vector of each known id (unknown ids are absent from the result)."""
+    def get_many(self, customer_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+        """The stored vector of each known id (unknown ids are absent from the result): a
+        :class:`Vector`, or a dict from a store written before the layout."""
         ids = list(dict.fromkeys(customer_ids))
         con = self._connection()
-        found: dict[str, dict[str, Any]] = {}
+        layout: Layout | None = self._local.layout
+        found: dict[str, Mapping[str, Any]] = {}
         for start in range(0, len(ids), BATCH):
             chunk = ids[start : start + BATCH]
             marks = ",".join("?" * len(chunk))
+            if layout is None:
+                rows = con.execute(
+                    f"SELECT customer_id, vector FROM features WHERE customer_id IN ({marks})",
+                    chunk,
+                )
+                found.update((cid, orjson.loads(vector)) for cid, vector in rows)
+                continue
             rows = con.execute(
-                f"SELECT customer_id, vector FROM features WHERE customer_id IN ({marks})", chunk
+                f"SELECT customer_id, numbers, other FROM features WHERE customer_id IN ({marks})",
+                chunk,
             )
-            found.update((cid, orjson.loads(vector)) for cid, vector in rows)
+            found.update(
+                (cid, Vector(layout, numbers, orjson.loads(other))) for cid, numbers, other in rows
+            )
         return found
 
     def meta(self) -> dict[str, Any]:
@@ -264,14 +369,14 @@ class RedisStore(OnlineStore):
             self._call(lambda: self._redis.unlink(f"{gone}:features", f"{gone}:meta"))
         return len(ids)
 
-    def get_many(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def get_many(self, customer_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
         """The stored vector of each known id, all from one generation."""
         ids = list(dict.fromkeys(customer_ids))
         if not ids:
             return {}
         keys = [f"{self.prefix}:current", f"{self.prefix}:"]
         for _attempt in range(5):
-            found: dict[str, dict[str, Any]] = {}
+            found: dict[str, Mapping[str, Any]] = {}
             generation = ""
             for start in range(0, max(len(ids), 1), self.CHUNK):
                 chunk = ids[start : start + self.CHUNK]

@@ -24,6 +24,7 @@ import numpy as np
 from clm.errors import ClmError
 from clm.settings import ClmSettings
 from clm.tracking import MODEL_NAMES, tracking_uri
+from features.online import Layout, Vector
 from features.stages import STAGES
 from serving.decision import Policy
 
@@ -160,6 +161,7 @@ class Scorer:
         # Churn and stage are fitted on the same snapshot columns: one encoding serves both.
         self.shared = names == champions.stage.encoder_.feature_names_
         self.reason_feature = [n.split("=", 1)[0] if "=" in n else n for n in names]
+        self._layouts: dict[int, tuple[Layout, np.ndarray]] = {}
         # One pass at load: what the first request would build (the TreeSHAP tables, the
         # compiled code) is built here, and a champion that cannot score fails the start.
         self.compute(self.columns_of([self.new_customer]))
@@ -216,6 +218,12 @@ class Scorer:
     def columns_of(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Columns of arrays (numbers as float, missing as NaN; text as objects)."""
         numeric = self.numeric
+        block = self._stored_numbers(rows)
+        if block is not None:  # vectors of one SQLite store: their float64 blocks, stacked
+            columns = dict(zip(numeric, block.T, strict=True))
+            for name in self.text_columns:
+                columns[name] = np.array([row.get(name) for row in rows], dtype=object)
+            return columns
         # One conversion for every number of every row (a request's rows are few): the
         # columns are views of that block. A row has every feature (stored vectors and the
         # new customer's do) unless a store was written for other models: then by name.
@@ -231,6 +239,25 @@ class Scorer:
         for name in self.text_columns:
             columns[name] = np.array([row.get(name) for row in rows], dtype=object)
         return columns
+
+    def _stored_numbers(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+        """(rows, numeric) float64 when every row is a features.online.Vector of one layout
+        holding all of this scorer's numbers; else None (rows are then read by name)."""
+        vectors = [row for row in rows if type(row) is Vector]
+        if not vectors or len(vectors) < len(rows):
+            return None
+        layout = vectors[0].layout
+        if any(row.layout is not layout for row in vectors):
+            return None
+        index = self._layouts.get(id(layout))
+        if index is None or index[0] is not layout:
+            position = layout.position
+            if not all(name in position for name in self.numeric):
+                return None
+            index = (layout, np.array([position[name] for name in self.numeric], dtype=np.intp))
+            self._layouts = {id(layout): index}  # one store at a time
+        stacked = np.frombuffer(b"".join([row.numbers for row in vectors]), dtype=np.float64)
+        return stacked.reshape(len(rows), -1)[:, index[1]]
 
     def compute(
         self,

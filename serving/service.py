@@ -109,7 +109,7 @@ class Scoring:
         global _service
         _service = self
 
-    async def lookup(self, customer_ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def lookup(self, customer_ids: list[str]) -> dict[str, Mapping[str, Any]]:
         """Stored features: from a local store on the event loop (microseconds), from a
         networked one on a thread, so that a slow server never stalls the worker."""
         if not self.store.remote:
@@ -156,7 +156,7 @@ class Scoring:
         return CustomerView(
             customer_id=customer_id,
             as_of=self.as_of,
-            features=stored[customer_id],
+            features=dict(stored[customer_id]),
             score=ScoreResult.model_validate(result),
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -125,3 +127,46 @@ def test_redis_store_unlinks_the_old_generation(redis_url: str) -> None:
     keys = sorted(k.decode() for k in redis.Redis.from_url(redis_url).keys("gen:*"))
     assert len(keys) == 3  # the pointer and one generation's features and meta
     assert store.get_many(["C3"])["C3"]["purchase_days"] == 2
+
+
+def test_sqlite_vectors_give_back_each_kind_of_value(tmp_path: Path) -> None:
+    snapshot = pd.DataFrame(
+        {
+            "customer_id": ["A", "B"],
+            "count": np.array([3, 0], dtype=np.int64),
+            "maybe_count": pd.array([None, 4], dtype="Int64"),
+            "flag": [True, False],
+            "ratio": [0.25, np.inf],  # not finite: missing, as JSON stores had it
+            "signup": [pd.Timestamp("2024-02-03"), pd.NaT],
+            "region": ["north", None],
+        }
+    )
+    store = SqliteStore(tmp_path / "online.db")
+    store.write(snapshot, NEW)
+    got = store.get_many(["B", "A"])
+    a, b = got["A"], got["B"]
+    assert a == {"count": 3, "maybe_count": None, "flag": True, "ratio": 0.25,
+                 "signup": "2024-02-03T00:00:00", "region": "north"}  # fmt: skip
+    assert b == {"count": 0, "maybe_count": 4, "flag": False, "ratio": None, "signup": None,
+                 "region": None}  # fmt: skip
+    assert type(a["count"]) is int and type(a["flag"]) is bool and type(a["ratio"]) is float
+    assert a.get("nothing", "default") == "default" and "nothing" not in a
+    with pytest.raises(KeyError):
+        a["nothing"]
+    assert len(a) == 6 and list(a)[:4] == ["count", "maybe_count", "flag", "ratio"]
+
+
+def test_a_store_written_before_the_numeric_layout_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE features (customer_id TEXT PRIMARY KEY, vector TEXT NOT NULL);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    )
+    con.execute("INSERT INTO features VALUES ('C1', ?)", (json.dumps({"purchase_days": 2}),))
+    con.execute("INSERT INTO meta VALUES ('new_customer', ?)", (json.dumps(NEW),))
+    con.commit()
+    con.close()
+    store = SqliteStore(path)
+    assert store.get_many(["C1", "C2"]) == {"C1": {"purchase_days": 2}}
+    assert store.meta()["new_customer"] == NEW

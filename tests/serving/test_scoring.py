@@ -22,7 +22,11 @@ def test_rows_lacking_a_feature_give_nan_for_it_and_the_same_numbers_otherwise(
     scorer = Scorer(load_champions(settings), settings, store.meta()["new_customer"])
     stored = list(store.get_many([f"C{i:06d}" for i in range(1, 40)]).values())[:5]
     assert len(stored) == 5
-    whole = scorer.columns_of(stored)
+    whole = scorer.columns_of(stored)  # the store's float64 blocks, stacked
+    plain = scorer.columns_of([dict(row) for row in stored])  # the same rows read by name
+    assert set(plain) == set(whole)
+    for column, values in plain.items():
+        np.testing.assert_array_equal(whole[column], values)
     name = next(n for n in scorer.numeric if not np.isnan(whole[n][2]))  # a number there
     lacking = [dict(row) for row in stored]
     del lacking[2][name]  # a store written for other models: looked up by name
