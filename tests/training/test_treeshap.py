@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import xgboost as xgb
@@ -146,11 +148,25 @@ def test_a_depth_4_tree_is_explained_by_its_four_depth_2_subtrees() -> None:
     booster, X = _booster(4, features=6, rounds=1, min_child_weight=0, gamma=0, reg_lambda=0)
     tables = treeshap.explainer(booster)
     assert tables is not None
-    assert len(tables.node_feature) == 15  # a full tree
     assert tables.group_bits.tolist() == [5, 5, 5, 5]
-    used = tables.group_nodes[tables.group_nodes >= 0]
-    assert sorted(np.bincount(used, minlength=15).tolist()) == [1] * 12 + [2] * 2 + [4]
+    first, second = tables.group_nodes[:, 0], tables.group_nodes[:, 1]
+    assert len(set(first.tolist())) == 1  # the root's test indexes every group
+    assert second[0] == second[1] and second[2] == second[3]  # its children's, two each
     assert (tables.group_width <= tables.group_bits).all()
     sizes = 2**tables.group_bits * tables.group_width
     assert len(tables.table) == sizes.sum()
+    np.testing.assert_allclose(tables.contributions(X), _expected(booster, X), atol=2e-5)
+
+
+def test_a_test_shared_by_several_nodes_is_evaluated_once() -> None:
+    booster, X = _booster(4, features=3, rounds=40)
+    tables = treeshap.explainer(booster)
+    assert tables is not None
+    model = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]
+    nodes = sum(sum(1 for c in t["left_children"] if c != -1) for t in model["trees"])
+    tests = set(
+        zip(tables.node_feature.tolist(), tables.node_threshold.tolist(),
+            tables.node_default_left.tolist(), strict=True)
+    )  # fmt: skip
+    assert len(tests) == len(tables.node_feature) < nodes  # distinct, and fewer than the nodes
     np.testing.assert_allclose(tables.contributions(X), _expected(booster, X), atol=2e-5)

@@ -79,10 +79,10 @@ FEW = 6
 class TreeExplainer:
     """The tables of one booster; :meth:`contributions` is ``pred_contribs=True``."""
 
-    node_feature: np.ndarray  # (N,) int64, every internal node of every tree
+    node_feature: np.ndarray  # (N,) int64, every distinct test of the trees' internal nodes
     node_threshold: np.ndarray  # (N,) float32: left when x < threshold
     node_default_left: np.ndarray  # (N,) bool: where a missing value goes
-    group_nodes: np.ndarray  # (G, B) int64: the nodes whose tests index a group, -1 padding
+    group_nodes: np.ndarray  # (G, B) int64: the tests whose outcomes index a group, -1 padding
     group_bits: np.ndarray  # (G,) int64: how many
     group_features: np.ndarray  # (G, F) int64: the features a group's entries add to
     group_width: np.ndarray  # (G,) int64: how many
@@ -228,11 +228,20 @@ def _build(booster: Any) -> TreeExplainer | None:
         return None
     arrays = _path_arrays(paths, max(depth, 1))
     node_feature = np.asarray(features, dtype=np.int64)
+    grouped = _group_tables(groups, arrays, node_feature)
+    # Trees share tests (XGBoost's thresholds are histogram bin edges): each distinct
+    # (feature, threshold, missing branch) is evaluated once per row, and groups index tests.
+    distinct: dict[tuple[int, float, bool], int] = {}
+    every = zip(features, thresholds, defaults, strict=True)
+    test_of_node = np.array([distinct.setdefault(t, len(distinct)) for t in every], np.int64)
+    at = grouped["group_nodes"]
+    grouped["group_nodes"] = np.where(at >= 0, test_of_node[at], -1)
+    feature, threshold, default_left = zip(*distinct, strict=True)
     return TreeExplainer(
-        node_feature=node_feature,
-        node_threshold=np.asarray(thresholds, dtype=np.float32),
-        node_default_left=np.asarray(defaults, dtype=np.bool_),
-        **_group_tables(groups, arrays, node_feature),
+        node_feature=np.asarray(feature, dtype=np.int64),
+        node_threshold=np.asarray(threshold, dtype=np.float32),
+        node_default_left=np.asarray(default_left, dtype=np.bool_),
+        **grouped,
         features=int(params["num_feature"]),
         bias=_bias(booster, int(params["num_feature"])),
     )
