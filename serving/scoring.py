@@ -279,7 +279,7 @@ class Scorer:
         contributions = contributions[:, :-1]
         shared = matrix if self.shared else None
         stage_p = c.stage.stage_probabilities(columns, horizon_days, matrix=shared)
-        value = c.clv.predict_columns(columns, clv_horizon_days)
+        value = c.clv.predict_columns(columns, clv_horizon_days, (c.churn.encoder_, matrix))
         stage = np.asarray(columns["stage"]).astype(str)
         decisions = self.policy.decide(stage, churn, value["clv"])
         medium, high = self.settings.risk_medium, self.settings.risk_high

@@ -97,8 +97,17 @@ class ClvModel(RegressorMixin, BaseEstimator):
         """``expected_purchases``, ``expected_spend`` and ``clv`` over the horizon."""
         return pd.DataFrame(self.predict_columns(X, horizon_days))
 
-    def predict_columns(self, X: Any, horizon_days: int | None = None) -> dict[str, np.ndarray]:
-        """:meth:`predict_frame` as a dict of arrays; ``X`` may be a mapping of arrays."""
+    def predict_columns(
+        self,
+        X: Any,
+        horizon_days: int | None = None,
+        encoded: tuple[TabularEncoder, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`predict_frame` as a dict of arrays; ``X`` may be a mapping of arrays.
+
+        ``encoded`` is another model's encoder and its matrix of ``X`` (a service scores the
+        same rows with the churn model first): the columns it holds are copied, not encoded
+        again (TabularEncoder.transform_sharing)."""
         check_fitted(self)
         wanted = horizon_days or self.horizon_days or self.label_horizon_days
         btyd, s = self.btyd_, summary(X)
@@ -107,7 +116,7 @@ class ClvModel(RegressorMixin, BaseEstimator):
         if self.family == "btyd":
             purchases, spend = btyd_purchases, btyd_spend
         else:
-            purchases, spend = self._xgboost_outputs(X, wanted, s)
+            purchases, spend = self._xgboost_outputs(X, wanted, s, encoded)
         with np.errstate(invalid="ignore", divide="ignore"):
             discount = btyd.clv(s, wanted) / (self.margin * btyd_spend)
         discount = np.where(np.isfinite(discount), discount, btyd.discount_factor(wanted))
@@ -117,10 +126,16 @@ class ClvModel(RegressorMixin, BaseEstimator):
             "clv": self.margin * spend * np.clip(discount, 0.0, 1.0),
         }
 
-    def _xgboost_outputs(self, X: Any, wanted: int, s: Summary) -> tuple[np.ndarray, np.ndarray]:
+    def _xgboost_outputs(
+        self, X: Any, wanted: int, s: Summary, encoded: tuple[TabularEncoder, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         assert self.encoder_ is not None
         h = self.label_horizon_days
-        matrix = self.encoder_.transform(feature_frame(self._augment(X, h, s)))
+        augmented = feature_frame(self._augment(X, h, s))
+        if encoded is not None and not isinstance(augmented, pd.DataFrame):
+            matrix = self.encoder_.transform_sharing(augmented, *encoded)
+        else:
+            matrix = self.encoder_.transform(augmented)
         purchases = predict_booster(self.purchases_booster_, matrix)
         spend = predict_booster(self.spend_booster_, matrix)
         if wanted != h:

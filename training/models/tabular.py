@@ -120,8 +120,65 @@ class TabularEncoder:
             self.__dict__["_layout_cache"] = layout
         return layout
 
+    def transform_sharing(
+        self, columns: Any, other: TabularEncoder, matrix: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`transform` of a mapping of arrays, copying the outputs that ``other`` (an
+        encoder with the same levels for the text columns both read) already put in
+        ``matrix``, its encoding of the same rows; only the remaining numeric columns are
+        converted. Falls back to :meth:`transform` when the encodings do not line up."""
+        plan = self._sharing(other)
+        rows = len(matrix)
+        if plan is None or isinstance(columns, pd.DataFrame) or matrix.dtype != np.float32:
+            return self.transform(columns)
+        mine, theirs, rest, places = plan
+        if any(len(columns[c]) != rows for c in rest):
+            raise ValueError(f"columns of {rows} rows expected, as in the shared matrix")
+        out = np.empty((rows, len(self.feature_names_)), dtype=np.float32)
+        if rows >= MANY_ROWS:
+            _gather(np.ascontiguousarray(matrix), theirs, mine, out)
+        else:
+            out[:, mine] = matrix[:, theirs]
+        for column, j in zip(rest, places, strict=True):
+            try:
+                out[:, j] = np.asarray(columns[column], dtype=np.float64)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"feature {column}: expected numbers ({error})") from None
+        return out
+
+    def _sharing(
+        self, other: TabularEncoder
+    ) -> tuple[np.ndarray, np.ndarray, list[str], list[int]] | None:
+        cache = self.__dict__.setdefault("_sharing_cache", {})
+        key = id(other)
+        if key in cache and cache[key][0] is other:
+            return cache[key][1]
+        plan = None
+        same_levels = all(
+            other.levels_.get(c) == levels
+            for c, levels in self.levels_.items()
+            if c in other.input_columns_
+        )
+        theirs = {name: j for j, name in enumerate(other.feature_names_)}
+        text_in_other = all(c in other.levels_ for c in self.levels_)
+        numeric_in_other = {c for c in other.input_columns_ if c not in other.levels_}
+        if same_levels and text_in_other:
+            mine, source, rest, places = [], [], [], []
+            for j, name in enumerate(self.feature_names_):
+                column = name.split("=", 1)[0] if "=" in name else name
+                if name in theirs and (column in self.levels_ or name in numeric_in_other):
+                    mine.append(j)
+                    source.append(theirs[name])
+                else:
+                    rest.append(name)
+                    places.append(j)
+            if all(c not in self.levels_ for c in rest):
+                plan = (np.asarray(mine, np.intp), np.asarray(source, np.intp), rest, places)
+        cache[key] = (other, plan)
+        return plan
+
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_layout_cache"}
+        return {k: v for k, v in self.__dict__.items() if not k.endswith("_cache")}
 
     def _transform_arrays(self, columns: Any) -> np.ndarray:
         rows = len(next(iter(columns.values()))) if columns else 0
@@ -177,3 +234,14 @@ def _fill(block: np.ndarray, positions: np.ndarray, out: np.ndarray) -> None:
             p = positions[j]
             for r in range(b * step, min(rows, (b + 1) * step)):
                 out[r, p] = block[j, r]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gather(matrix: np.ndarray, source: np.ndarray, target: np.ndarray, out: np.ndarray) -> None:
+    """``out[:, target] = matrix[:, source]``, by blocks of rows on every core."""
+    rows = matrix.shape[0]
+    step = 256
+    for b in numba.prange((rows + step - 1) // step):
+        for r in range(b * step, min(rows, (b + 1) * step)):
+            for j in range(source.shape[0]):
+                out[r, target[j]] = matrix[r, source[j]]
