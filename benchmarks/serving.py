@@ -66,6 +66,9 @@ churn.booster_.set_param({"nthread": 1})
 encoder = churn.encoder_
 store = sqlite3.connect(os.environ["CLM_SERVING__ONLINE_STORE"].removeprefix("sqlite:///"),
                         check_same_thread=False)
+# The store's layout (features.online): numbers as one float64 block per customer, the rest JSON.
+layout = json.loads(store.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()[0])
+position = {name: i for i, name in enumerate(layout["numbers"])}
 app = FastAPI()
 
 @app.post("/score")
@@ -73,10 +76,11 @@ async def score(request: Request):
     body = await request.json()
     ids = [c["customer_id"] for c in body["customers"]]
     marks = ",".join("?" * len(ids))
-    rows = {cid: json.loads(v) for cid, v in store.execute(
-        f"SELECT customer_id, vector FROM features WHERE customer_id IN ({marks})", ids)}
-    columns = {c: np.array([rows[i].get(c) for i in ids],
-                           dtype=object if c in encoder.levels_ else float)
+    rows = {cid: (numbers, json.loads(other)) for cid, numbers, other in store.execute(
+        f"SELECT customer_id, numbers, other FROM features WHERE customer_id IN ({marks})", ids)}
+    numbers = np.frombuffer(b"".join(rows[i][0] for i in ids)).reshape(len(ids), -1)
+    columns = {c: np.array([rows[i][1].get(c) for i in ids], dtype=object)
+               if c in encoder.levels_ else numbers[:, position[c]]
                for c in encoder.input_columns_}
     p = churn.booster_.inplace_predict(encoder.transform(columns))
     return JSONResponse({"results": [{"customer_id": i, "churn": float(x)}
@@ -168,9 +172,13 @@ def measure(name: str, command: list[str], env: dict[str, str], ids: list[str], 
     process = start([*command, "--port", str(port)], env, url)
     try:
         wrk(url, ids, 1, 8, 3)  # warm-up
-        return {label: wrk(url, ids, batch, c, seconds) for label, batch, c in LEVELS}
+        figures = {label: wrk(url, ids, batch, c, seconds) for label, batch, c in LEVELS}
     finally:
         stop(process)
+    failed = {label: int(f["errors"]) for label, f in figures.items() if f["errors"]}
+    if failed:  # figures of failing requests mean nothing
+        raise SystemExit(f"{name} answered non-2xx responses: {failed}")
+    return figures
 
 
 def main() -> None:

@@ -231,8 +231,9 @@ class ServingSettings(_Section):
     contributions: Literal["exact", "approx"] = Field(
         "exact",
         description="Feature contributions behind the reasons: exact (TreeSHAP) or approx "
-        "(Saabas: XGBoost's approx_contribs, about twice as fast in batch scoring, same top "
-        "feature 99% of the time but the same top 3 only about half the time).",
+        "(Saabas: XGBoost's approx_contribs, a little cheaper than the exact ones in batch "
+        "scoring, same top feature 99% of the time but the same top 3 only about half the "
+        "time).",
     )
     tracing: bool = Field(
         False,
