@@ -202,12 +202,7 @@ class TrainingSettings(_Section):
 class ServingSettings(_Section):
     host: str = Field("127.0.0.1", description="Address clm serve binds to.")
     port: int = Field(3000, ge=1, le=65535, description="Port clm serve listens on.")
-    workers: int | None = Field(
-        None,
-        ge=1,
-        le=64,
-        description="Service worker processes (default: one per core this process may use).",
-    )
+    workers: int = Field(1, ge=1, le=64, description="Service worker processes.")
     api_token: str | None = Field(
         None,
         description="Bearer token required on /score and /customers (also CLM_API_TOKEN). "

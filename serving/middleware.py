@@ -6,10 +6,10 @@
 * A body over ``serving.max_body_bytes`` gets 413, whether it declares its length or streams.
 * Every request is logged once, when its response starts: a request id (the caller's
   ``X-Request-ID`` if it is a plain token, else a new one; echoed in the response header),
-  method, route, status, time and the worker's process id. The route names no customer:
-  ``/customers/{customer_id}`` is logged as that template, a path the service does not have
-  as ``(other)``, and bodies, headers and tokens never are; health and metrics probes are not
-  logged. (This replaces BentoML's access log, which logs the raw path.)
+  method, route, status and time. The route names no customer: ``/customers/{customer_id}``
+  is logged as that template, a path the service does not have as ``(other)``, and bodies,
+  headers and tokens never are; health and metrics probes are not logged. (This replaces
+  BentoML's access log, which logs the raw path.)
 """
 
 from __future__ import annotations
@@ -105,9 +105,8 @@ class GuardMiddleware:
                     "headers": [*message.get("headers", []), (b"x-request-id", rid)],
                 }
                 log.info(
-                    "request %s %s %s %d in %.1f ms (worker %d)", rid.decode(),
-                    scope.get("method", ""), route(scope.get("path", "")), status,
-                    (time.perf_counter() - started) * 1000, os.getpid(),
+                    "request %s %s %s %d in %.1f ms", rid.decode(), scope.get("method", ""),
+                    route(scope.get("path", "")), status, (time.perf_counter() - started) * 1000,
                 )  # fmt: skip
             await send(message)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,29 +37,6 @@ from serving.scoring import BadInput, Scorer, load_champions
 __all__ = ["Scoring"]
 
 log = logging.getLogger("clm.serving")
-
-
-def _accept_one_at_a_time() -> None:
-    """Workers share one listening socket; asyncio's loop accepts every pending connection
-    of it at each wake-up (up to the backlog, 2048 here), so the first worker to wake takes
-    a whole burst of a client's keep-alive connections and the others stay idle. Accepting
-    one per loop turn lets the workers take turns (and a busy worker, whose loop is scoring,
-    leaves new connections to the others)."""
-    import asyncio.selector_events as events
-
-    loop_class = events.BaseSelectorEventLoop
-    accept = getattr(loop_class, "_accept_connection", None)
-    if accept is None or getattr(accept, "one_at_a_time", False):
-        return
-
-    def one(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *rest, **kw):  # type: ignore[no-untyped-def]
-        return accept(self, protocol_factory, sock, sslcontext, server, 1, *rest, **kw)
-
-    one.one_at_a_time = True  # type: ignore[attr-defined]
-    setattr(loop_class, "_accept_connection", one)  # noqa: B010  # a private method
-
-
-_accept_one_at_a_time()
 # What a request hands the batcher: customer ids, their feature rows, whether each is known.
 RequestRows = tuple[list[str], list[Mapping[str, Any]], list[bool]]
 PASS_REQUESTS = bentoml.metrics.Histogram(
@@ -99,7 +75,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @bentoml.service(
     name="clm",
-    workers=SETTINGS.serving.workers or len(os.sched_getaffinity(0)),
+    workers=SETTINGS.serving.workers,
     traffic={"timeout": 30},
     http={"port": SETTINGS.serving.port},
     # serving.middleware logs every request (id, route template, status, time) instead.
@@ -130,7 +106,6 @@ class Scoring:
         self.scorer.freeze()
         gc.set_threshold(50_000, 50, 1_000)
         log.setLevel(logging.INFO)
-        log.info("worker %d ready (models %s)", os.getpid(), self.scorer.champions.versions)
         global _service
         _service = self
 

@@ -41,9 +41,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
         **os.environ,
         "CLM_TRAINING__TRACKING_URI": f"sqlite:///{root}/mlflow.db",
         "CLM_SERVING__ONLINE_STORE": f"sqlite:///{root}/online.db",
-        # One worker (the default is one per core): the tests of merged scoring passes and
-        # of /metrics count one worker's passes. tests/serving/test_workers.py runs two.
-        "CLM_SERVING__WORKERS": "1",
     }
     _clm("train", "all", "--data", str(data), "--as-of", AS_OF, env=env)
     _clm("features", "materialize", "--data", str(data), "--as-of", AS_OF, env=env)
