@@ -140,10 +140,7 @@ class TabularEncoder:
         else:
             out[:, mine] = matrix[:, theirs]
         for column, j in zip(rest, places, strict=True):
-            try:
-                out[:, j] = np.asarray(columns[column], dtype=np.float64)
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"feature {column}: expected numbers ({error})") from None
+            out[:, j] = _numbers(columns[column], column)
         return out
 
     def _sharing(
@@ -189,10 +186,7 @@ class TabularEncoder:
             block = np.array([columns[c] for c in numeric], dtype=np.float64).reshape(-1, rows)
         except (TypeError, ValueError):
             for column in numeric:  # name the column that is not numbers
-                try:
-                    np.asarray(columns[column], dtype=np.float64)
-                except (TypeError, ValueError) as error:
-                    raise ValueError(f"feature {column}: expected numbers ({error})") from None
+                _numbers(columns[column], column)
             raise
         if rows >= MANY_ROWS:
             _fill(block, positions, out)
@@ -215,6 +209,14 @@ class TabularEncoder:
 
 def _is_numeric(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+
+
+def _numbers(values: Any, column: str) -> np.ndarray:
+    """``values`` as float64, or an error naming the column."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"feature {column}: expected numbers ({error})") from None
 
 
 def _as_float(values: pd.Series, column: str) -> np.ndarray:
