@@ -100,3 +100,80 @@ def test_dart_and_linear_boosters_are_left_to_xgboost() -> None:
         booster = xgb.train(params, data, num_boost_round=4)
         assert forest.forest(booster) is None, booster_kind
         assert treeshap.explainer(booster) is None, booster_kind
+
+
+@pytest.mark.parametrize(("objective", "params"), OBJECTIVES)
+def test_table_predictions_are_xgboosts_bit_for_bit(objective: str, params: dict) -> None:
+    booster, X = _booster(objective, **params)
+    built = forest.tables(booster)
+    assert built is not None, objective
+    rng = np.random.default_rng(5)
+    # Beyond forest.PARALLEL rows the blocks run on every core; 700 rows end in a part block.
+    many = X[rng.integers(0, len(X), forest.PARALLEL + 300)]
+    for rows in (X[:1], X[:63], X, many):
+        got = built.predict(rows)
+        expected = booster.inplace_predict(rows, validate_features=False)
+        assert got.dtype == expected.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_depth_4_tree_is_two_tables_of_its_halves() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(4000, 4)).astype(np.float32)
+    y = X[:, 0] * 2 + np.sin(3 * X[:, 1]) + X[:, 2] * X[:, 3]
+    params = {"objective": "reg:squarederror", "max_depth": 4, "min_child_weight": 0, "nthread": 1}
+    booster = xgb.train(params, xgb.DMatrix(X, y), num_boost_round=1)
+    built = forest.tables(booster)
+    assert built is not None
+    # The full tree's 15 tests: each half hangs on the root and its own 7.
+    assert built.group_bits.tolist() == [8, 8]
+    assert int(built.group_nodes[0, 0]) == int(built.group_nodes[1, 0])
+    # A table's entries: the half's 8 leaves, each for the outcomes that reach it, else 0.
+    first = built.table[: 1 << 8]
+    reached_by = first[(np.arange(256) & 1) == 1]  # the root's test passed: the left half
+    assert len(np.unique(reached_by)) == 8
+    assert np.all(first[(np.arange(256) & 1) == 0] == 0)
+    np.testing.assert_array_equal(
+        built.predict(X), booster.inplace_predict(X, validate_features=False)
+    )
+
+
+def test_shared_tests_are_evaluated_once_for_the_tables() -> None:
+    booster, _ = _booster("multi:softprob", num_class=4)
+    trees = forest.forest(booster)
+    built = forest.tables(booster)
+    assert trees is not None and built is not None
+    inner = trees.left >= 0
+    distinct = set(
+        zip(trees.feature[inner].tolist(), trees.value[inner].tolist(),
+            trees.default_left[inner].tolist(), strict=True)
+    )  # fmt: skip
+    assert len(built.node_feature) == len(distinct) < int(inner.sum())
+
+
+def test_tables_that_differ_from_xgboost_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    booster, _ = _booster("binary:logistic")
+    made = forest.forest_tables
+
+    def off_by_a_step(trees: forest.Forest) -> forest.Tables | None:
+        built = made(trees)
+        assert built is not None
+        nudged = built.table.copy()
+        nudged[nudged != 0] = np.nextafter(nudged[nudged != 0], np.float32(np.inf))
+        return forest.Tables(**{**built.__dict__, "table": nudged})
+
+    monkeypatch.setattr(forest, "forest_tables", off_by_a_step)
+    assert forest.tables(booster) is None
+
+
+def test_paths_too_long_for_a_table_are_left_to_xgboost(monkeypatch: pytest.MonkeyPatch) -> None:
+    booster, X = _booster("reg:squarederror", depth=5)
+    # Tables of 2 tests: the deepest groups are the paths to the leaves, 5 tests long.
+    monkeypatch.setattr(forest, "TABLE_BITS", 2)
+    monkeypatch.setattr(forest, "LONGEST_PATH", 4)
+    assert forest.tables(booster) is None
+    from training.models import native
+
+    np.testing.assert_array_equal(  # native.predict falls back on XGBoost
+        native.predict(booster, X), booster.inplace_predict(X, validate_features=False)
+    )

@@ -34,7 +34,7 @@ OBJECTIVES = [
 
 
 @pytest.mark.parametrize(("objective", "params"), OBJECTIVES)
-@pytest.mark.parametrize("rows", [1, 5, 600])
+@pytest.mark.parametrize("rows", [1, 5, 16, 600])
 def test_predictions_equal_inplace_predict(objective: str, params: dict, rows: int) -> None:
     booster, X = _booster(objective, **params)
     expected = booster.inplace_predict(X[:rows], validate_features=False)

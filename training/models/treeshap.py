@@ -55,7 +55,19 @@ import numba
 import numpy as np
 
 from training.models import native
-from training.models.forest import Forest, PerBooster, float32_rows, forest_trees, probe_rows
+from training.models.forest import (
+    BLOCK,
+    Forest,
+    PerBooster,
+    block_combos,
+    block_scratch,
+    block_tests,
+    cut_groups,
+    distinct_tests,
+    float32_rows,
+    forest_trees,
+    probe_rows,
+)
 
 __all__ = ["MAX_DEPTH", "PathExplainer", "TreeExplainer", "approx_explainer", "explainer"]
 
@@ -66,9 +78,8 @@ MAX_DEPTH = 6
 TOLERANCE = 1e-4
 # Boosters whose tables are kept (a service holds one churn booster; tuning makes many).
 CACHED = 8
-# Rows per parallel block (numba prange over blocks). Fewer than native.SMALL rows (a
-# service request) are explained on the calling thread: a service runs a worker per core.
-BLOCK = 64
+# Rows are explained in blocks of forest.BLOCK (numba prange over blocks). Fewer than
+# native.SMALL rows (a service request) are explained on the calling thread.
 # Tests that index one group's table (2^GROUP_BITS entries per feature it adds to).
 GROUP_BITS = 6
 # Below this many rows, row by row (a block's per-leaf set-up costs more than it saves).
@@ -231,16 +242,13 @@ def _build(booster: Any) -> TreeExplainer | None:
     grouped = _group_tables(groups, arrays, node_feature)
     # Trees share tests (XGBoost's thresholds are histogram bin edges): each distinct
     # (feature, threshold, missing branch) is evaluated once per row, and groups index tests.
-    distinct: dict[tuple[int, float, bool], int] = {}
-    every = zip(features, thresholds, defaults, strict=True)
-    test_of_node = np.array([distinct.setdefault(t, len(distinct)) for t in every], np.int64)
+    test_of_node, feature, threshold, default_left = distinct_tests(features, thresholds, defaults)
     at = grouped["group_nodes"]
     grouped["group_nodes"] = np.where(at >= 0, test_of_node[at], -1)
-    feature, threshold, default_left = zip(*distinct, strict=True)
     return TreeExplainer(
-        node_feature=np.asarray(feature, dtype=np.int64),
-        node_threshold=np.asarray(threshold, dtype=np.float32),
-        node_default_left=np.asarray(default_left, dtype=np.bool_),
+        node_feature=feature,
+        node_threshold=threshold,
+        node_default_left=default_left,
         **grouped,
         features=int(params["num_feature"]),
         bias=_bias(booster, int(params["num_feature"])),
@@ -275,28 +283,8 @@ def _leaf_paths(
 
 def _tree_groups(tree: dict[str, Any]) -> list[tuple[list[int], list[int]]]:
     """The tree cut into subtrees whose leaves' masks depend on at most ``GROUP_BITS`` tests
-    (the path to the subtree and the subtree's own): (those internal nodes, its leaves) each.
-    A subtree too large for that is cut at its root."""
-    left, right = tree["left_children"], tree["right_children"]
-
-    def below(node: int) -> tuple[list[int], list[int]]:
-        if left[node] == -1:
-            return [], [node]
-        a, b = below(left[node]), below(right[node])
-        return [node, *a[0], *b[0]], a[1] + b[1]
-
-    out: list[tuple[list[int], list[int]]] = []
-
-    def cut(node: int, prefix: list[int]) -> None:
-        inner, leaves = below(node)
-        if len(prefix) + len(inner) <= max(GROUP_BITS, len(prefix)):
-            out.append((prefix + inner, leaves))
-        else:
-            cut(left[node], [*prefix, node])
-            cut(right[node], [*prefix, node])
-
-    cut(0, [])
-    return out
+    (the path to the subtree and the subtree's own): (those internal nodes, its leaves) each."""
+    return cut_groups(tree["left_children"], tree["right_children"], 0, GROUP_BITS)
 
 
 def _group_tables(
@@ -458,33 +446,13 @@ def _rows(
     """Adds the contributions of rows ``start:stop`` of ``x`` to ``out`` (one thread), in
     blocks of up to 64 rows: each node's test as one bit per row, then group by group (so a
     group's entries stay in cache for the block)."""
-    nodes = node_feature.shape[0]
-    goes_left = np.empty(nodes, dtype=np.uint64)
-    combo = np.empty(BLOCK, dtype=np.int64)
-    block = np.empty((x.shape[1], BLOCK), dtype=np.float32)  # the block's rows, transposed
-    one = np.uint64(1)
+    goes_left, combo, block = block_scratch(x.shape[1], node_feature.shape[0])
     for first in range(start, stop, BLOCK):
         rows = min(BLOCK, stop - first)
-        for j in range(rows):
-            for f in range(x.shape[1]):
-                block[f, j] = x[first + j, f]
-        for n in range(nodes):  # without branches: three times as fast as with
-            values, threshold, default = (
-                block[node_feature[n]],
-                node_threshold[n],
-                node_default_left[n],
-            )
-            bits = np.uint64(0)
-            for j in range(rows):
-                v = values[j]
-                bits |= np.uint64((v < threshold) | (default & (v != v))) << np.uint64(j)
-            goes_left[n] = bits
+        block_tests(x, first, rows, block, node_feature, node_threshold, node_default_left,
+                    goes_left)  # fmt: skip
         for g in range(group_bits.shape[0]):
-            combo[:rows] = 0
-            for b in range(group_bits[g]):
-                bits = goes_left[group_nodes[g, b]]
-                for j in range(rows):
-                    combo[j] |= int((bits >> np.uint64(j)) & one) << b
+            block_combos(goes_left, group_nodes[g], group_bits[g], rows, combo)
             width, offset = group_width[g], group_offset[g]
             for j in range(rows):
                 at = offset + combo[j] * width
