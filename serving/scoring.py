@@ -28,6 +28,10 @@ from features.online import Layout, Vector
 from features.stages import STAGES
 from serving.decision import Policy
 
+# A request this large predicts by the models' lookup tables, not tree walks (from
+# training.models.native.FOREST_ROWS = 16 rows on): the start-up passes build them.
+WARM_ROWS = 64
+
 __all__ = [
     "BadInput",
     "Champions",
@@ -162,9 +166,11 @@ class Scorer:
         self.shared = names == champions.stage.encoder_.feature_names_
         self.reason_feature = [n.split("=", 1)[0] if "=" in n else n for n in names]
         self._layouts: dict[int, tuple[Layout, np.ndarray]] = {}
-        # One pass at load: what the first request would build (the TreeSHAP tables, the
-        # compiled code) is built here, and a champion that cannot score fails the start.
-        self.compute(self.columns_of([self.new_customer]))
+        # Passes at load: what the first requests would build (the TreeSHAP tables, the
+        # compiled code, the prediction tables of requests with many customers) is built
+        # here, and a champion that cannot score fails the start.
+        for rows in (1, WARM_ROWS):
+            self.compute(self.columns_of([self.new_customer] * rows))
 
     def freeze(self) -> None:
         """Move everything loaded so far out of the garbage collector's way (see module doc
