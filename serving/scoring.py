@@ -11,6 +11,8 @@ worker per core scales better than threads fighting over a busy core.
 from __future__ import annotations
 
 import gc
+import itertools
+import math
 import operator
 import os
 from collections.abc import Mapping, Sequence
@@ -166,6 +168,7 @@ class Scorer:
         self.shared = names == champions.stage.encoder_.feature_names_
         self.reason_feature = [n.split("=", 1)[0] if "=" in n else n for n in names]
         self._layouts: dict[int, tuple[Layout, np.ndarray]] = {}
+        self._kinds: dict[int, tuple[Layout, list[int]]] = {}
         # Passes at load: what the first requests would build (the TreeSHAP tables, the
         # compiled code, the prediction tables of requests with many customers) is built
         # here, and a champion that cannot score fails the start.
@@ -223,13 +226,21 @@ class Scorer:
 
     def columns_of(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Columns of arrays (numbers as float, missing as NaN; text as objects)."""
+        return self._columns(rows)[0]
+
+    def _columns(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[str, np.ndarray], Layout | None]:
+        """:meth:`columns_of`, and the layout when every row is a stored Vector of it (the
+        columns are then views of the rows' stacked float64 blocks)."""
         numeric = self.numeric
-        block = self._stored_numbers(rows)
-        if block is not None:  # vectors of one SQLite store: their float64 blocks, stacked
+        stored = self._stored_numbers(rows)
+        if stored is not None:  # vectors of one SQLite store: their float64 blocks, stacked
+            layout, block = stored
             columns = dict(zip(numeric, block.T, strict=True))
             for name in self.text_columns:
-                columns[name] = np.array([row.get(name) for row in rows], dtype=object)
-            return columns
+                columns[name] = np.array([row.other.get(name) for row in rows], dtype=object)  # type: ignore[attr-defined]
+            return columns, layout
         # One conversion for every number of every row (a request's rows are few): the
         # columns are views of that block. A row has every feature (stored vectors and the
         # new customer's do) unless a store was written for other models: then by name.
@@ -244,11 +255,14 @@ class Scorer:
         columns = dict(zip(numeric, block.reshape(len(rows), len(numeric)).T, strict=True))
         for name in self.text_columns:
             columns[name] = np.array([row.get(name) for row in rows], dtype=object)
-        return columns
+        return columns, None
 
-    def _stored_numbers(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
-        """(rows, numeric) float64 when every row is a features.online.Vector of one layout
-        holding all of this scorer's numbers; else None (rows are then read by name)."""
+    def _stored_numbers(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[Layout, np.ndarray] | None:
+        """The layout and (rows, numeric) float64 when every row is a features.online.Vector
+        of one layout holding all of this scorer's numbers; else None (rows are then read by
+        name)."""
         vectors = [row for row in rows if type(row) is Vector]
         if not vectors or len(vectors) < len(rows):
             return None
@@ -263,7 +277,7 @@ class Scorer:
             index = (layout, np.array([position[name] for name in self.numeric], dtype=np.intp))
             self._layouts = {id(layout): index}  # one store at a time
         stacked = np.frombuffer(b"".join([row.numbers for row in vectors]), dtype=np.float64)
-        return stacked.reshape(len(rows), -1)[:, index[1]]
+        return layout, stacked.reshape(len(rows), -1)[:, index[1]]
 
     def compute(
         self,
@@ -310,50 +324,95 @@ class Scorer:
         self, customer_ids: Sequence[str], rows: Sequence[Mapping[str, Any]], known: Sequence[bool]
     ) -> list[dict[str, Any]]:
         """One result dict per row, in order (the fields of serving.contracts.ScoreResult)."""
-        s = self.compute(self.columns_of(rows))
-        # Python values column by column (tolist), not numpy scalars row by row.
-        stage, next_stage, risk = s.stage.tolist(), s.next_stage.tolist(), s.churn_risk.tolist()
-        churn, clv = s.churn_probability.tolist(), s.clv.tolist()
-        purchases, spend = s.expected_purchases.tolist(), s.expected_spend.tolist()
-        action, value = s.action.tolist(), s.action_value.tolist()
-        probabilities = s.stage_probabilities.tolist()
-        top, contributions = s.top_features.tolist(), s.top_contributions.tolist()
-        results = []
-        for i, customer_id in enumerate(customer_ids):
-            results.append(
+        columns, layout = self._columns(rows)
+        s = self.compute(columns)
+        # Python values column by column (tolist) and rows by zip, not numpy scalars and
+        # indexing row by row: this loop is most of a large request's time in Python.
+        names = self.reason_feature
+        top = s.top_features.tolist()
+        values = self._reason_values(rows, columns, layout, s.top_features)
+        reasons = [
+            [
                 {
-                    "customer_id": customer_id,
-                    "known": bool(known[i]),
-                    "stage": str(stage[i]),
-                    "churn_probability": churn[i],
-                    "churn_risk": str(risk[i]),
-                    "next_stage": str(next_stage[i]),
-                    "next_stage_probabilities": dict(zip(STAGES, probabilities[i], strict=True)),
-                    "expected_purchases": purchases[i],
-                    "expected_spend": spend[i],
-                    "clv": clv[i],
-                    "action": str(action[i]),
-                    "action_value": value[i],
-                    "reasons": [
-                        self._reason(rows[i], j, v)
-                        for j, v in zip(top[i], contributions[i], strict=True)
-                    ],
-                    "model_versions": self.champions.versions,
+                    "feature": names[j],
+                    "value": v,
+                    "contribution": c,
+                    "direction": "raises risk" if c > 0 else "lowers risk",
                 }
-            )
-        return results
+                for j, v, c in zip(js, vs, cs, strict=True)
+            ]
+            for js, vs, cs in zip(top, values, s.top_contributions.tolist(), strict=True)
+        ]
+        probabilities = [dict(zip(STAGES, p, strict=True)) for p in s.stage_probabilities.tolist()]
+        # The columns' tolist() are str and float already (str arrays, object arrays of str).
+        every = zip(
+            customer_ids, [bool(k) for k in known], s.stage.tolist(),
+            s.churn_probability.tolist(), s.churn_risk.tolist(), s.next_stage.tolist(),
+            probabilities, s.expected_purchases.tolist(), s.expected_spend.tolist(),
+            s.clv.tolist(), s.action.tolist(), s.action_value.tolist(), reasons,
+            itertools.repeat(self.champions.versions), strict=False,
+        )  # fmt: skip
+        return [dict(zip(RESULT_FIELDS, fields, strict=True)) for fields in every]
 
-    def _reason(self, row: Mapping[str, Any], j: int, contribution: float) -> dict[str, Any]:
-        feature = self.reason_feature[j]
-        value = row.get(feature)
-        if isinstance(value, float) and not np.isfinite(value):
-            value = None
-        return {
-            "feature": feature,
-            "value": value,
-            "contribution": contribution,
-            "direction": "raises risk" if contribution > 0 else "lowers risk",
-        }
+    def _reason_values(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        columns: Mapping[str, np.ndarray],
+        layout: Layout | None,
+        top: np.ndarray,
+    ) -> list[list[Any]]:
+        """The customer's value of each reason's feature, as its row gives it (whole numbers
+        as int, flags as bool, missing or non-finite as None). Stored vectors of one layout
+        are read from the request's columns, not one by one."""
+        names = self.reason_feature
+        if layout is None:
+            return [
+                [_shown(row.get(names[j])) for j in js]
+                for row, js in zip(rows, top.tolist(), strict=True)
+            ]
+        picked = [columns[name] for name in names]
+        kinds = self._kinds.get(id(layout))
+        if kinds is None or kinds[0] is not layout:
+            kinds = (layout, [_kind(name, layout) for name in names])
+            self._kinds = {id(layout): kinds}  # one store at a time
+        out = []
+        for i, js in enumerate(top.tolist()):
+            row_values = []
+            for j in js:
+                v = picked[j][i]
+                kind = kinds[1][j]
+                if kind == TEXT:
+                    row_values.append(v)
+                elif v != v:
+                    row_values.append(None)
+                elif kind == NUMBER:
+                    row_values.append(float(v))
+                else:
+                    row_values.append(bool(v) if kind == FLAG else int(v))
+            out.append(row_values)
+        return out
+
+
+# The keys of a result dict, in the order of serving.contracts.ScoreResult.
+RESULT_FIELDS = (
+    "customer_id", "known", "stage", "churn_probability", "churn_risk", "next_stage",
+    "next_stage_probabilities", "expected_purchases", "expected_spend", "clv", "action",
+    "action_value", "reasons", "model_versions",
+)  # fmt: skip
+# Kinds of a stored feature's value (serving.scoring.Scorer._reason_values).
+NUMBER, WHOLE, FLAG, TEXT = range(4)
+
+
+def _kind(name: str, layout: Layout) -> int:
+    if name not in layout.position:
+        return TEXT
+    if name in layout.flags:
+        return FLAG
+    return WHOLE if name in layout.integers else NUMBER
+
+
+def _shown(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def largest(values: np.ndarray, k: int) -> np.ndarray:

@@ -38,6 +38,31 @@ def test_rows_lacking_a_feature_give_nan_for_it_and_the_same_numbers_otherwise(
             np.testing.assert_array_equal(got[other], whole[other])
 
 
+def test_stored_vectors_give_the_same_results_as_the_rows_they_read_like(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("CLM_TRAINING__TRACKING_URI", "CLM_SERVING__ONLINE_STORE"):
+        monkeypatch.setenv(key, deployment.env[key])
+    settings = ClmSettings()
+    store = open_store(settings.serving.online_store)
+    scorer = Scorer(load_champions(settings), settings, store.meta()["new_customer"])
+    stored = store.get_many([f"C{i:06d}" for i in range(1, 200)])
+    ids = list(stored)[:40]
+    vectors = [stored[i] for i in ids]
+    known = [True] * len(ids)
+    # Vectors are read from their stacked blocks; the same rows as dicts, by name.
+    fast = scorer.score(ids, vectors, known)
+    plain = scorer.score(ids, [dict(v) for v in vectors], known)
+    assert fast == plain
+    values = [r["value"] for result in fast for r in result["reasons"]]
+    shown = {type(v) for v in values}
+    assert shown <= {int, float, bool, str, type(None)} and len(values) == 3 * len(ids)
+    for result, vector in zip(fast, vectors, strict=True):
+        for reason in result["reasons"]:
+            expected = vector.get(reason["feature"])
+            assert reason["value"] == expected and type(reason["value"]) is type(expected)
+
+
 def test_largest_equals_a_stable_sort_by_absolute_value_with_ties_to_the_lower_index() -> None:
     rng = np.random.default_rng(3)
     # Few distinct values, both signs: many ties between features and between signs.
