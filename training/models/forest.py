@@ -490,16 +490,22 @@ def _table_rows(
     """Adds the trees' values for rows ``start:stop`` to ``out`` (which holds the base
     margin), in tree order, block by block on one thread; then the objective's transform."""
     goes_left, combo, block = block_scratch(x.shape[1], node_feature.shape[0])
+    sums = np.empty((out.shape[1], BLOCK), dtype=np.float32)  # the block's, output-major
     for first in range(start, stop, BLOCK):
         rows = min(BLOCK, stop - first)
         block_tests(x, first, rows, block, node_feature, node_threshold, node_default_left,
                     goes_left)  # fmt: skip
+        for k in range(out.shape[1]):
+            for j in range(rows):
+                sums[k, j] = out[first + j, k]
         for g in range(group_bits.shape[0]):
             block_combos(goes_left, group_nodes[g], group_bits[g], rows, combo)
-            k, offset = group_output[g], group_offset[g]
+            into, offset = sums[group_output[g]], group_offset[g]
             for j in range(rows):
-                out[first + j, k] += table[offset + combo[j]]
+                into[j] += table[offset + combo[j]]
         for j in range(rows):
+            for k in range(out.shape[1]):
+                out[first + j, k] = sums[k, j]
             _transform(out[first + j], transform)
 
 

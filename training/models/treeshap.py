@@ -447,18 +447,23 @@ def _rows(
     blocks of up to 64 rows: each node's test as one bit per row, then group by group (so a
     group's entries stay in cache for the block)."""
     goes_left, combo, block = block_scratch(x.shape[1], node_feature.shape[0])
+    sums = np.empty((out.shape[1], BLOCK), dtype=np.float64)  # the block's, feature-major
     for first in range(start, stop, BLOCK):
         rows = min(BLOCK, stop - first)
         block_tests(x, first, rows, block, node_feature, node_threshold, node_default_left,
                     goes_left)  # fmt: skip
+        sums[:, :rows] = 0.0
         for g in range(group_bits.shape[0]):
             block_combos(goes_left, group_nodes[g], group_bits[g], rows, combo)
             width, offset = group_width[g], group_offset[g]
-            for j in range(rows):
-                at = offset + combo[j] * width
-                r = first + j
-                for k in range(width):
-                    out[r, group_features[g, k]] += table[at + k]
+            for k in range(width):
+                into = sums[group_features[g, k]]
+                at = offset + k
+                for j in range(rows):
+                    into[j] += table[at + combo[j] * width]
+        for j in range(rows):
+            for f in range(out.shape[1]):
+                out[first + j, f] += sums[f, j]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
