@@ -3,6 +3,8 @@ absolute contributions, largest first)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -12,14 +14,21 @@ from serving.scoring import Scorer, largest, load_champions
 from tests.serving.conftest import Deployment
 
 
-def test_rows_lacking_a_feature_give_nan_for_it_and_the_same_numbers_otherwise(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def scoring(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> tuple[Scorer, Any]:
+    """A scorer of the deployment's champions and its online store."""
     for key in ("CLM_TRAINING__TRACKING_URI", "CLM_SERVING__ONLINE_STORE"):
         monkeypatch.setenv(key, deployment.env[key])
     settings = ClmSettings()
     store = open_store(settings.serving.online_store)
     scorer = Scorer(load_champions(settings), settings, store.meta()["new_customer"])
+    return scorer, store
+
+
+def test_rows_lacking_a_feature_give_nan_for_it_and_the_same_numbers_otherwise(
+    scoring: tuple[Scorer, Any],
+) -> None:
+    scorer, store = scoring
     stored = list(store.get_many([f"C{i:06d}" for i in range(1, 40)]).values())[:5]
     assert len(stored) == 5
     whole = scorer.columns_of(stored)  # the store's float64 blocks, stacked
@@ -39,13 +48,9 @@ def test_rows_lacking_a_feature_give_nan_for_it_and_the_same_numbers_otherwise(
 
 
 def test_stored_vectors_give_the_same_results_as_the_rows_they_read_like(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+    scoring: tuple[Scorer, Any],
 ) -> None:
-    for key in ("CLM_TRAINING__TRACKING_URI", "CLM_SERVING__ONLINE_STORE"):
-        monkeypatch.setenv(key, deployment.env[key])
-    settings = ClmSettings()
-    store = open_store(settings.serving.online_store)
-    scorer = Scorer(load_champions(settings), settings, store.meta()["new_customer"])
+    scorer, store = scoring
     stored = store.get_many([f"C{i:06d}" for i in range(1, 200)])
     ids = list(stored)[:40]
     vectors = [stored[i] for i in ids]
