@@ -167,8 +167,9 @@ class Scorer:
         # Churn and stage are fitted on the same snapshot columns: one encoding serves both.
         self.shared = names == champions.stage.encoder_.feature_names_
         self.reason_feature = [n.split("=", 1)[0] if "=" in n else n for n in names]
-        self._layouts: dict[int, tuple[Layout, np.ndarray]] = {}
-        self._kinds: dict[int, tuple[Layout, list[int]]] = {}
+        # Per store layout (one at a time): where this scorer's numbers sit in its blocks,
+        # and the kind of value of each reason's feature.
+        self._layouts: dict[int, tuple[Layout, np.ndarray, list[int]]] = {}
         # Passes at load: what the first requests would build (the TreeSHAP tables, the
         # compiled code, the prediction tables of requests with many customers) is built
         # here, and a champion that cannot score fails the start.
@@ -274,7 +275,11 @@ class Scorer:
             position = layout.position
             if not all(name in position for name in self.numeric):
                 return None
-            index = (layout, np.array([position[name] for name in self.numeric], dtype=np.intp))
+            index = (
+                layout,
+                np.array([position[name] for name in self.numeric], dtype=np.intp),
+                [_kind(name, layout) for name in self.reason_feature],
+            )
             self._layouts = {id(layout): index}  # one store at a time
         stacked = np.frombuffer(b"".join([row.numbers for row in vectors]), dtype=np.float64)
         return layout, stacked.reshape(len(rows), -1)[:, index[1]]
@@ -371,16 +376,13 @@ class Scorer:
                 for row, js in zip(rows, top.tolist(), strict=True)
             ]
         picked = [columns[name] for name in names]
-        kinds = self._kinds.get(id(layout))
-        if kinds is None or kinds[0] is not layout:
-            kinds = (layout, [_kind(name, layout) for name in names])
-            self._kinds = {id(layout): kinds}  # one store at a time
+        kinds = self._layouts[id(layout)][2]  # set by _stored_numbers for this layout
         out = []
         for i, js in enumerate(top.tolist()):
             row_values = []
             for j in js:
                 v = picked[j][i]
-                kind = kinds[1][j]
+                kind = kinds[j]
                 if kind == TEXT:
                     row_values.append(v)
                 elif v != v:

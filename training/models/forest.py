@@ -108,11 +108,10 @@ class Tables:
         """As ``inplace_predict``: (rows,) or, with several outputs, (rows, K) float32."""
         x = float32_rows(matrix, self.features)
         out = np.empty((len(x), len(self.base)), dtype=np.float32)
-        out[:] = self.base
         args = (
             x, self.node_feature, self.node_threshold, self.node_default_left, self.group_nodes,
-            self.group_bits, self.group_output, self.group_offset, self.table, self.transform,
-            out,
+            self.group_bits, self.group_output, self.group_offset, self.table, self.base,
+            self.transform, out,
         )  # fmt: skip
         if len(x) < PARALLEL:
             _table_rows(0, len(x), *args)
@@ -249,7 +248,7 @@ def forest_tables(trees: Forest) -> Tables | None:
                 goes_left = (combos >> np.maximum(bit, 0)) & 1 == 1
                 at = np.where(bit >= 0, np.where(goes_left, left[at], right[at]), at)
             position[nodes] = -1
-            landed = np.isin(at, leaves) & (left[at] < 0)
+            landed = np.isin(at, leaves)
             parts.append(np.where(landed, value[at], np.float32(0)).astype(np.float32))
             nodes_of.append([int(test_of_node[n]) for n in nodes])
             outputs.append(output)
@@ -484,11 +483,11 @@ def block_combos(
 def _table_rows(
     start: int, stop: int, x: np.ndarray, node_feature: np.ndarray, node_threshold: np.ndarray,
     node_default_left: np.ndarray, group_nodes: np.ndarray, group_bits: np.ndarray,
-    group_output: np.ndarray, group_offset: np.ndarray, table: np.ndarray, transform: int,
-    out: np.ndarray,
+    group_output: np.ndarray, group_offset: np.ndarray, table: np.ndarray, base: np.ndarray,
+    transform: int, out: np.ndarray,
 ) -> None:  # fmt: skip
-    """Adds the trees' values for rows ``start:stop`` to ``out`` (which holds the base
-    margin), in tree order, block by block on one thread; then the objective's transform."""
+    """Rows ``start:stop`` of ``out``: the base margin plus the trees' values in tree order,
+    block by block on one thread, then the objective's transform."""
     goes_left, combo, block = block_scratch(x.shape[1], node_feature.shape[0])
     sums = np.empty((out.shape[1], BLOCK), dtype=np.float32)  # the block's, output-major
     for first in range(start, stop, BLOCK):
@@ -496,8 +495,7 @@ def _table_rows(
         block_tests(x, first, rows, block, node_feature, node_threshold, node_default_left,
                     goes_left)  # fmt: skip
         for k in range(out.shape[1]):
-            for j in range(rows):
-                sums[k, j] = out[first + j, k]
+            sums[k, :rows] = base[k]
         for g in range(group_bits.shape[0]):
             block_combos(goes_left, group_nodes[g], group_bits[g], rows, combo)
             into, offset = sums[group_output[g]], group_offset[g]
@@ -513,14 +511,14 @@ def _table_rows(
 def _table_blocks(
     x: np.ndarray, node_feature: np.ndarray, node_threshold: np.ndarray,
     node_default_left: np.ndarray, group_nodes: np.ndarray, group_bits: np.ndarray,
-    group_output: np.ndarray, group_offset: np.ndarray, table: np.ndarray, transform: int,
-    out: np.ndarray,
+    group_output: np.ndarray, group_offset: np.ndarray, table: np.ndarray, base: np.ndarray,
+    transform: int, out: np.ndarray,
 ) -> None:  # fmt: skip
     """:func:`_table_rows` over blocks of ``BLOCK`` rows on every core."""
     rows = x.shape[0]
     for b in numba.prange((rows + BLOCK - 1) // BLOCK):
         _table_rows(
             b * BLOCK, min(rows, (b + 1) * BLOCK), x, node_feature, node_threshold,
-            node_default_left, group_nodes, group_bits, group_output, group_offset, table,
+            node_default_left, group_nodes, group_bits, group_output, group_offset, table, base,
             transform, out,
         )  # fmt: skip
