@@ -25,13 +25,13 @@ import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from clm.settings import load_settings
 from features.online import open_store
 from serving.batching import MicroBatcher
 from serving.contracts import CustomerView, ScoreRequest, ScoreResponse, ScoreResult
-from serving.middleware import GuardMiddleware, api_token
+from serving.middleware import GuardMiddleware, api_token, json_route
 from serving.scoring import BadInput, Scorer, load_champions
 
 __all__ = ["Scoring"]
@@ -116,7 +116,8 @@ class Scoring:
             return self.store.get_many(customer_ids)
         return await anyio.to_thread.run_sync(self.store.get_many, customer_ids)
 
-    async def score(self, body: ScoreRequest) -> Response:
+    async def score(self, body: ScoreRequest) -> bytes:
+        """The JSON of the ScoreResponse (raises HTTPException 400 naming a bad value)."""
         customers = body.customers
         if len(customers) > self.max_customers:
             raise HTTPException(
@@ -131,7 +132,7 @@ class Scoring:
         results = await self.batcher.submit(([cid for cid, _ in requests], rows, known))
         # The results are built to serving.contracts.ScoreResult already (a test checks
         # them against the schema): written straight to JSON, not validated a second time.
-        return Response(orjson.dumps({"results": results}), media_type="application/json")
+        return orjson.dumps({"results": results})
 
     def _score_many(self, items: Sequence[RequestRows]) -> list[list[dict[str, Any]]]:
         """Requests merged by the batcher (serving.batching): one scoring pass, then each
@@ -177,7 +178,7 @@ def _current() -> Scoring:
 @app.post("/score", response_model=ScoreResponse, responses=ERRORS)
 async def score(body: ScoreRequest) -> Response:
     """Score customers given by id (features from the online store) or with features."""
-    return await _current().score(body)
+    return Response(await _current().score(body), media_type="application/json")
 
 
 @app.get(
@@ -190,8 +191,26 @@ async def customer(customer_id: str) -> CustomerView:
     return await _current().customer(customer_id)
 
 
+async def score_json(body: bytes) -> bytes | None:
+    """``POST /score`` served from the ASGI middleware (serving.middleware.json_route): the
+    answer to a JSON body that is a valid request and scores, parsed and validated in one
+    step by pydantic; None hands the request on to the FastAPI route. The route costs about
+    0.4 ms more a request (BentoML's and FastAPI's routing, middleware and dependency
+    resolution). Anything that fails here goes on to it, so bad input gets exactly the
+    route's answer (422 naming the field, 400, 503), and the OpenAPI page documents what is
+    served."""
+    service = _service
+    if service is None:
+        return None
+    try:
+        return await service.score(ScoreRequest.model_validate_json(body))
+    except (ValidationError, HTTPException):
+        return None
+
+
 Scoring.add_asgi_middleware(  # type: ignore[attr-defined]  # a Service after the decorator
     GuardMiddleware,
     token=api_token(SETTINGS.serving),
     max_body_bytes=SETTINGS.serving.max_body_bytes,
+    fast={("POST", "/score"): json_route(score_json)},
 )

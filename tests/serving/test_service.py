@@ -153,6 +153,61 @@ def test_an_integer_beyond_64_bits_is_scored_as_the_number_it_is(server: str) ->
     assert reasons.get("days_since_last_purchase", 1e20) == 1e20
 
 
+def test_requests_served_from_the_middleware_are_answered_as_the_fastapi_route_answers(
+    server: str, snapshot
+) -> None:  # type: ignore[no-untyped-def]
+    """A JSON body is answered by serving.service.score_json; the same body as another JSON
+    media type (FastAPI reads ``+json`` as JSON, the fast route leaves it alone) goes through
+    FastAPI's validation and route. Valid and bad requests get the same answers both ways."""
+    ids = snapshot["customer_id"].iloc[::300].tolist()
+    bodies = [
+        json.dumps({"customers": [{"customer_id": i} for i in ids]}),
+        json.dumps(
+            {
+                "customers": [
+                    {
+                        "customer_id": ids[0],
+                        "features": {
+                            "days_since_last_purchase": 12,
+                            "purchase_days": 3.5,
+                            "stage": "retention",
+                        },
+                    },
+                    {
+                        "customer_id": "nobody-7",
+                        "features": {"total_spend": 10**20, "attr_region": None},
+                    },
+                    {"customer_id": ids[1], "features": None},
+                ]
+            }
+        ),
+        # Escapes, a repeated key (the last one counts), spacing.
+        '{ "customers" : [ {"customer_id": "x", "customer_id": "\\u0043' + ids[2][1:] + '"} ] }',
+        # Bad: unknown feature (400 from the scorer), NaN (422), too many, wrong type.
+        '{"customers": [{"customer_id": "a", "features": {"nope": 1}}]}',
+        '{"customers": [{"customer_id": "a", "features": {"purchase_days": NaN}}]}',
+        json.dumps({"customers": [{"customer_id": str(i)} for i in range(1001)]}),
+        '{"customers": [{"customer_id": 5}]}',
+        "{not json",
+    ]
+    for body in bodies:
+        answers = [
+            httpx.post(
+                f"{server}/score", content=body, headers={**AUTH, "content-type": kind}, timeout=30
+            )
+            for kind in ("application/json", "application/vnd.clm+json")
+        ]
+        fast, routed = answers
+        assert fast.status_code == routed.status_code, (
+            body[:80],
+            fast.text[:300],
+            routed.text[:300],
+        )
+        assert fast.json() == routed.json(), body[:80]
+    statuses = [httpx.post(f"{server}/score", content=b, headers={**AUTH, "content-type": "application/json"}).status_code for b in bodies]  # fmt: skip
+    assert statuses == [200, 200, 200, 400, 422, 422, 422, 422]
+
+
 def test_non_finite_numbers_and_broken_json_get_422_naming_the_problem(server: str) -> None:
     raw = '{"customers": [{"customer_id": "a", "features": {"purchase_days": NaN}}]}'
     headers = {**AUTH, "content-type": "application/json"}
