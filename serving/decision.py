@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numba
 import numpy as np
 
 from clm.errors import ConfigError
@@ -73,15 +74,37 @@ class Policy:
         code = np.where(self.stages[code] == stage, code, len(self.stages))  # unknown: no row
         if not len(self.actions):
             return Decisions(np.full(len(stage), NO_ACTION, dtype=object), np.zeros(len(stage)))
-        # (customers, actions): every action's value, -inf where it does not apply.
-        at_stake = np.where(self.retention, churn[:, None], 1.0 - churn[:, None])
-        value = at_stake * self.uplift * clv[:, None] - self.cost
-        eligible = self.applies_at[code] & (clv[:, None] >= self.min_clv)
-        value = np.where(eligible & ~np.isnan(value), value, -np.inf)
-        best = value.argmax(axis=1)  # the first of the best, as in the playbook's order
-        best_value = value[np.arange(len(stage)), best]
-        worth = best_value > 0
-        return Decisions(self.names[np.where(worth, best, -1)], np.where(worth, best_value, 0.0))
+        best = np.empty(len(stage), dtype=np.int64)
+        best_value = np.empty(len(stage), dtype=float)
+        _choose(
+            code, churn, clv, self.applies_at, self.retention, self.uplift, self.cost,
+            self.min_clv, best, best_value,
+        )  # fmt: skip
+        return Decisions(self.names[best], best_value)
+
+
+@numba.njit(cache=True, nogil=True)
+def _choose(
+    code: np.ndarray, churn: np.ndarray, clv: np.ndarray, applies_at: np.ndarray,
+    retention: np.ndarray, uplift: np.ndarray, cost: np.ndarray, min_clv: np.ndarray,
+    best: np.ndarray, best_value: np.ndarray,
+) -> None:  # fmt: skip
+    """Each customer's action of highest value (the first of the best, in the playbook's
+    order) among those that apply at their stage and CLV, if that value is positive; else
+    -1 (none) with value 0. One pass instead of a (customers, actions) matrix of values."""
+    for i in range(code.shape[0]):
+        top, pick = -np.inf, -1
+        for a in range(uplift.shape[0]):
+            if not applies_at[code[i], a] or not clv[i] >= min_clv[a]:
+                continue
+            at_stake = churn[i] if retention[a] else 1.0 - churn[i]
+            value = at_stake * uplift[a] * clv[i] - cost[a]
+            if value > top:  # a NaN value never wins
+                top, pick = value, a
+        if pick >= 0 and top > 0:
+            best[i], best_value[i] = pick, top
+        else:
+            best[i], best_value[i] = -1, 0.0
 
 
 def apply_budget(decisions: Decisions, policy: Policy, budget: int | None) -> int:
