@@ -1,8 +1,10 @@
 """Serving benchmark: ``clm serve`` under wrk, beside a bare FastAPI + uvicorn baseline.
 
 Models are trained once on a cached sample (20,000 people) and the online store is
-materialized; both live in benchmarks/.cache (git-ignored). Then, for each server in turn
-(never both at once: this machine has two cores), wrk drives for ``--seconds`` per level:
+materialized; both live in benchmarks/.cache (git-ignored). The three servers are started
+together and take turns (one driven at a time: this machine has two cores): each of
+``--rounds`` rounds drives every level on every server for ``--seconds / --rounds``, and each
+figure is the median over the rounds, so a slow spell of this noisy machine hits all alike:
 
 * single customers by id at concurrency 1, 8 and 32 (each request a random known id);
 * 100-customer requests at concurrency 8.
@@ -23,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -166,25 +169,52 @@ LEVELS = (("by id, concurrency 1", 1, 1), ("by id, concurrency 8", 1, 8),
           ("by id, concurrency 32", 1, 32), ("100 per request, concurrency 8", 100, 8))  # fmt: skip
 
 
-def measure(name: str, command: list[str], env: dict[str, str], ids: list[str], seconds: int):  # type: ignore[no-untyped-def]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = start([*command, "--port", str(port)], env, url)
+def measure(
+    servers: dict[str, tuple[list[str], dict[str, str]]], ids: list[str], seconds: int, rounds: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Every server's figures at every level: the median over ``rounds`` rounds of
+    ``seconds / rounds`` each. All servers are up together (idle but one) and take turns
+    within each round, so a slow spell of this machine hits them alike."""
+    processes, urls = [], {}
     try:
-        wrk(url, ids, 1, 8, 3)  # warm-up
-        figures = {label: wrk(url, ids, batch, c, seconds) for label, batch, c in LEVELS}
+        for name, (command, env) in servers.items():
+            port = free_port()
+            urls[name] = f"http://127.0.0.1:{port}"
+            processes.append(start([*command, "--port", str(port)], env, urls[name]))
+            wrk(urls[name], ids, 1, 8, 3)  # warm-up
+        runs: dict[str, dict[str, list[dict[str, float]]]] = {
+            name: {label: [] for label, *_ in LEVELS} for name in servers
+        }
+        each = max(1, round(seconds / rounds))
+        for _ in range(rounds):
+            for label, batch, c in LEVELS:
+                for name, url in urls.items():
+                    runs[name][label].append(wrk(url, ids, batch, c, each))
     finally:
-        stop(process)
-    failed = {label: int(f["errors"]) for label, f in figures.items() if f["errors"]}
+        for process in processes:
+            stop(process)
+    failed = {
+        (name, label): int(sum(f["errors"] for f in fs))
+        for name, levels in runs.items()
+        for label, fs in levels.items()
+        if any(f["errors"] for f in fs)
+    }
     if failed:  # figures of failing requests mean nothing
-        raise SystemExit(f"{name} answered non-2xx responses: {failed}")
-    return figures
+        raise SystemExit(f"non-2xx responses: {failed}")
+    return {
+        name: {
+            label: {key: statistics.median(f[key] for f in fs) for key in fs[0]}
+            for label, fs in levels.items()
+        }
+        for name, levels in runs.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=20, help="per level and server")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: run make bench-serving (apt-get install wrk)")
@@ -192,21 +222,29 @@ def main() -> None:
     env, ids = deployment(args.customers)
     print(f"deployment: {args.customers:,} people, {len(ids):,} in the store "
           f"({time.perf_counter() - started:.0f} s to prepare)")  # fmt: skip
+    serve = [sys.executable, "-m", "clm", "serve"]
+    approx_env = {**env, "CLM_SERVING__CONTRIBUTIONS": "approx"}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "bare_app.py").write_text(BASELINE)
         bare = [sys.executable, "-m", "uvicorn", "--app-dir", tmp, "--log-level", "warning",
                 "--no-access-log", "bare_app:app"]  # fmt: skip
-        baseline = measure("bare FastAPI", bare, env, ids, args.seconds)
-    serve = [sys.executable, "-m", "clm", "serve"]
-    service = measure("clm serve", serve, env, ids, args.seconds)
-    approx_env = {**env, "CLM_SERVING__CONTRIBUTIONS": "approx"}
-    approx = measure("clm serve (approx)", serve, approx_env, ids, args.seconds)
+        figures = measure(
+            {"bare FastAPI": (bare, env), "clm serve": (serve, env),
+             "clm serve (approx)": (serve, approx_env)},
+            ids, args.seconds, args.rounds,
+        )  # fmt: skip
+    baseline, service, approx = (
+        figures["bare FastAPI"],
+        figures["clm serve"],
+        figures["clm serve (approx)"],
+    )
+    print(f"each figure: the median of {args.rounds} rounds of {args.seconds / args.rounds:.0f} s, "
+          f"the servers taking turns")  # fmt: skip
     print(f"{'level':<34}{'server':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'cust/s':>10}{'errors':>8}")  # fmt: skip
     servers = (("bare FastAPI", baseline), ("clm serve", service), ("clm serve, approx", approx))
     for label, *_ in LEVELS:
-        for name, figures in ((name, server[label]) for name, server in servers):
-            f = figures
+        for name, f in ((name, server[label]) for name, server in servers):
             print(f"{label:<34}{name:<20}{f['rps']:>9.0f}{f['p50']:>9.2f}{f['p99']:>9.2f}"
                   f"{f['customers_per_s']:>10.0f}{f['errors']:>8.0f}")  # fmt: skip
     saturated = max(service[label]["rps"] for label, b, _ in LEVELS if b == 1)
