@@ -74,8 +74,11 @@ def json_route(answer: Callable[[bytes], Awaitable[bytes | None]]) -> FastRoute:
     request whose content type is not ``application/json`` is handed on unread."""
 
     async def route(scope: Any, receive: Any, send: Any, app: Any) -> None:
+        if not _is_json(scope):
+            await app(scope, receive, send)
+            return
         body = await _body(receive)
-        answered = await answer(body) if _is_json(scope) else None
+        answered = await answer(body)
         if answered is None:
             await app(scope, _replay(body, receive), send)
             return

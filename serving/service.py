@@ -198,13 +198,18 @@ async def score_json(body: bytes) -> bytes | None:
     0.4 ms more a request (BentoML's and FastAPI's routing, middleware and dependency
     resolution). Anything that fails here goes on to it, so bad input gets exactly the
     route's answer (422 naming the field, 400, 503), and the OpenAPI page documents what is
-    served."""
+    served. (Answers from here skip the middleware BentoML puts after the service's own:
+    its request context, which the routes do not use, and CORS, which this service does not
+    turn on.)"""
     service = _service
     if service is None:
         return None
     try:
         return await service.score(ScoreRequest.model_validate_json(body))
     except (ValidationError, HTTPException):
+        return None
+    except Exception as error:  # the route fails the same way: answered and logged as a 500
+        log.warning("scoring failed (%s); the request goes on to the route", type(error).__name__)
         return None
 
 

@@ -125,3 +125,24 @@ def test_an_empty_playbook_decides_nothing() -> None:
     policy = Policy(DecisionSettings(actions={}), STAGES)
     decided = policy.decide(np.array(["retention"]), np.array([0.9]), np.array([500.0]))
     assert decided.action.tolist() == [NO_ACTION] and decided.value.tolist() == [0.0]
+
+
+def test_of_equal_values_the_first_action_in_the_playbook_wins_and_infinities_are_decided() -> None:
+    twins = {
+        "call": Action(kind="retention", cost=5, uplift=0.2, stages=["retention"]),
+        "email": Action(kind="retention", cost=5, uplift=0.2, stages=["retention"]),
+        "ask": Action(kind="growth", cost=0.5, uplift=0.1, stages=["advocacy"]),
+    }
+    policy = Policy(DecisionSettings(actions=twins), STAGES)
+    decided = policy.decide(
+        np.array(["retention", "retention", "advocacy", "retention"]),
+        np.array([0.5, 0.5, 0.1, 0.5]),
+        np.array([100.0, np.inf, 10.0, -np.inf]),
+    )
+    assert decided.action.tolist() == ["call", "call", "ask", NO_ACTION]
+    assert decided.value.tolist() == [5.0, np.inf, (1 - 0.1) * 0.1 * 10.0 - 0.5, 0.0]
+    reversed_ = Policy(DecisionSettings(actions=dict(reversed(twins.items()))), STAGES)
+    assert (
+        reversed_.decide(np.array(["retention"]), np.array([0.5]), np.array([100.0])).action[0]
+        == "email"
+    )

@@ -13,10 +13,12 @@ TOKEN = "secret-token"
 
 
 class App:
-    """The app behind: answers 200 with the body it read (what FastAPI would parse)."""
+    """The app behind: answers 200 with the body it read (what FastAPI would parse), and
+    notes what a further receive gives (as Starlette's disconnect watch would ask)."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.after: list[str] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         chunks = []
@@ -26,6 +28,7 @@ class App:
             if not message.get("more_body"):
                 break
         self.bodies.append(b"".join(chunks))
+        self.after.append((await receive())["type"])
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"app"})
 
@@ -84,6 +87,7 @@ def test_a_fast_route_answers_json_bodies_itself_and_hands_on_the_rest_with_thei
     status, body, _ = call(middleware, [b'{"bad": ', b"true}"])
     assert (status, body) == (200, b"app")
     assert app.bodies == [b'{"bad": true}']
+    assert app.after == ["http.disconnect"]  # then the connection's own messages, not the body
     # Not JSON by its content type (FastAPI decides what to make of it): handed on unread.
     status, body, _ = call(middleware, [b'{"a": 1}'], content_type=b"text/plain")
     assert (status, body, app.bodies[-1]) == (200, b"app", b'{"a": 1}')
