@@ -10,6 +10,8 @@ generation (``gc.freeze``) and the collection thresholds are raised, so a full c
 (measured at 100-200 ms with the models' Python objects in the heap) no longer stalls a
 request; the boosters run on one thread each (see serving.scoring). Concurrent requests
 are scored together in one pass (serving.batching), which spreads a pass's fixed cost.
+A valid ``POST /score`` with a JSON body is answered from the guard middleware
+(:func:`score_json`); everything else reaches the FastAPI routes below.
 """
 
 from __future__ import annotations
