@@ -16,20 +16,33 @@ References
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Self
 
+import numba
 import numpy as np
+from numba.extending import get_cython_function_address
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 from scipy.special import betaln, expit, gammaln, hyp2f1
 
-__all__ = ["BetaGeoFitter", "GammaGammaFitter", "NotFittedError", "discounted_clv"]
+__all__ = [
+    "ALIVE",
+    "CLV",
+    "PURCHASES",
+    "SPEND",
+    "BetaGeoFitter",
+    "GammaGammaFitter",
+    "NotFittedError",
+    "discounted_clv",
+    "row_outputs",
+]
 
 Array = NDArray[np.float64]
 
@@ -476,3 +489,113 @@ def _hyp2f1(a: float, b: float, c: Array, z: Array) -> Array:
 
     list(_pool().map(part, range(workers)))
     return out.reshape(c.shape)
+
+
+# scipy's own 2F1 for real arguments (the ufunc's kernel), callable from compiled code; passed
+# to the kernel as an argument, not read as a global, so that numba can cache the kernel.
+_hyp2f1_real = ctypes.CFUNCTYPE(
+    ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_double,
+    ctypes.c_int,
+)(get_cython_function_address("scipy.special.cython_special", "__pyx_fuse_1hyp2f1"))  # fmt: skip
+
+
+# The rows of row_outputs' result, then one of expected purchases per horizon.
+ALIVE, SPEND, CLV, PURCHASES = range(4)
+
+
+@functools.lru_cache(maxsize=64)
+def _clv_steps(
+    horizon: float, annual_discount_rate: float, step: float, periods_per_year: float
+) -> tuple[Array, Array]:
+    """discounted_clv's step ends and their discount factors."""
+    _check_clv_options(horizon, 0.5, annual_discount_rate, step, periods_per_year)
+    ends = np.minimum(step * np.arange(1, int(np.ceil(horizon / step)) + 1), horizon)
+    return ends, (1 + annual_discount_rate) ** (-ends / periods_per_year)
+
+
+def row_outputs(
+    bgnbd: BetaGeoFitter,
+    gamma_gamma: GammaGammaFitter,
+    frequency: Array,
+    recency: Array,
+    T: Array,
+    monetary_value: Array,
+    *,
+    horizons: Sequence[float],
+    clv_horizon: float,
+    margin: float,
+    annual_discount_rate: float,
+    step: float,
+    periods_per_year: float,
+    rows: NDArray[np.bool_] | None = None,
+    out: Array | None = None,
+) -> Array:
+    """``probability_alive``, ``conditional_expected_spend``, :func:`discounted_clv` over
+    ``clv_horizon`` and ``expected_purchases`` at each of ``horizons``, in one compiled pass:
+    the rows ``ALIVE``, ``SPEND``, ``CLV``, then ``PURCHASES + k`` of a
+    ``(3 + len(horizons), n)`` array (``out`` if given). With ``rows``, only the customers
+    where it is True are computed; ``out`` keeps what it holds for the others.
+
+    The same formulas as those methods and scipy's 2F1, customer by customer, for the few
+    rows of a service request, where numpy's cost per call is most of the time. Results
+    equal the methods' bit for bit, but for the CLV's sum over steps (a few ulp). Inputs are
+    trusted: 1-D float arrays of one length, clean (as training.models.history makes them).
+    """
+    if not 0 < margin <= 1:
+        raise ValueError(f"margin must be in (0, 1], got {margin!r}")
+    ends, discount = _clv_steps(clv_horizon, annual_discount_rate, step, periods_per_year)
+    r, alpha, a, b = bgnbd._fitted()
+    if not hasattr(gamma_gamma, "params_"):
+        raise NotFittedError("this GammaGammaFitter is not fitted yet: call fit(...) first")
+    p, q, gamma = gamma_gamma.params_["p"], gamma_gamma.params_["q"], gamma_gamma.params_["gamma"]
+    if q <= 1:
+        raise ValueError(f"the fitted q = {q:.4g} <= 1: the mean spend is infinite")
+    n = len(frequency)
+    if out is None:
+        out = np.empty((PURCHASES + len(horizons), n))
+    if rows is None:
+        rows = np.ones(n, dtype=np.bool_)
+    _rows(
+        frequency, recency, T, monetary_value, rows, r, alpha, a, b, p, q, gamma,
+        np.asarray(horizons, dtype=float), ends, discount, margin, out, _hyp2f1_real,
+    )  # fmt: skip
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _expected_if_alive_at(t: float, x: float, T: float, r: float, alpha: float, a: float,
+                          b: float, gauss_2f1: Callable[..., float]) -> float:  # fmt: skip
+    """One value of BetaGeoFitter._expected_if_alive, in its order of operations."""
+    z = t / (alpha + T + t)
+    c = a + b + x - 1
+    return c / (a - 1) * (1 - (1 - z) ** (a - 1) * gauss_2f1(a + b - 1 - r, a - 1, c, z, 0))
+
+
+@numba.njit(nogil=True, cache=True)
+def _rows(
+    x: Array, t_x: Array, T: Array, m_x: Array, rows: NDArray[np.bool_], r: float, alpha: float,
+    a: float, b: float, p: float, q: float, gamma: float, horizons: Array, ends: Array,
+    discount: Array, margin: float, out: Array, gauss_2f1: Callable[..., float],
+) -> None:  # fmt: skip
+    for i in range(x.shape[0]):
+        if not rows[i]:
+            continue
+        xi, age = x[i], T[i]
+        alive = 1.0
+        if xi > 0:
+            silence = np.log((alpha + age) / (alpha + t_x[i]))
+            odds = np.log(a / (b + max(xi, 1.0) - 1)) + (r + xi) * silence
+            alive = 1.0 / (1.0 + np.exp(odds))  # expit(-odds)
+        own_weight = p * xi / (p * xi + q - 1)
+        own_spend = m_x[i] if xi > 0 else 0.0
+        spend = (1 - own_weight) * gamma * p / (q - 1) + own_weight * own_spend
+        before, total = 0.0, 0.0
+        for j in range(ends.shape[0]):
+            now = alive * _expected_if_alive_at(ends[j], xi, age, r, alpha, a, b, gauss_2f1)
+            total += discount[j] * (now - before)
+            before = now
+        out[ALIVE, i], out[SPEND, i], out[CLV, i] = alive, spend, margin * spend * total
+        for k in range(horizons.shape[0]):
+            out[PURCHASES + k, i] = alive * _expected_if_alive_at(
+                horizons[k], xi, age, r, alpha, a, b, gauss_2f1
+            )

@@ -363,3 +363,45 @@ def test_hyp2f1_on_every_core_equals_scipys_and_keeps_the_shape() -> None:
     got = btyd._hyp2f1(0.7, 1.3, c, z)
     assert got.shape == z.shape and z.size > btyd.SPLIT  # split over the cores
     np.testing.assert_array_equal(got, hyp2f1(0.7, 1.3, c, z))
+
+
+def test_row_outputs_equal_the_methods_customer_by_customer(
+    bgnbd_in_days: BetaGeoFitter, gamma_gamma: GammaGammaFitter, cdnow: pd.DataFrame
+) -> None:
+    """The compiled pass a service request takes gives the methods' values: bit for bit but
+    for the CLV's sum over steps; only the rows asked for are computed."""
+    x, t_x, T = (cdnow[k].to_numpy(dtype=float) for k in ("x", "t_x", "T"))
+    t_x, T, spend = t_x * WEEK, T * WEEK, cdnow["zbar"].to_numpy(dtype=float)
+    options = {"margin": 0.3, "annual_discount_rate": 0.1, "step": 30.0, "periods_per_year": 365.0}
+    rows = np.arange(x.size) % 3 != 0
+    out = np.full((btyd.PURCHASES + 2, x.size), -1.0)
+    btyd.row_outputs(
+        bgnbd_in_days, gamma_gamma, x, t_x, T, spend, horizons=[90.0, 365.0], clv_horizon=365.0,
+        rows=rows, out=out, **options,
+    )  # fmt: skip
+    assert np.all(out[:, ~rows] == -1.0)
+    x, t_x, T, spend, out = x[rows], t_x[rows], T[rows], spend[rows], out[:, rows]
+    np.testing.assert_array_equal(out[btyd.ALIVE], bgnbd_in_days.probability_alive(x, t_x, T))
+    for k, horizon in enumerate([90.0, 365.0]):
+        expected = bgnbd_in_days.expected_purchases(horizon, x, t_x, T)
+        np.testing.assert_array_equal(out[btyd.PURCHASES + k], expected)
+    np.testing.assert_array_equal(out[btyd.SPEND], gamma_gamma.conditional_expected_spend(x, spend))
+    clv = discounted_clv(bgnbd_in_days, gamma_gamma, x, t_x, T, spend, horizon=365.0, **options)
+    np.testing.assert_allclose(out[btyd.CLV], clv, rtol=1e-14)
+    assert np.all(out[btyd.CLV] > 0)
+
+
+def test_row_outputs_check_the_fit_and_options(
+    bgnbd: BetaGeoFitter, gamma_gamma: GammaGammaFitter
+) -> None:
+    one = np.ones(1)
+    options = {"horizons": [1.0], "clv_horizon": 4.0, "annual_discount_rate": 0.1}
+    options |= {"step": 1.0, "periods_per_year": 52.0}
+    with pytest.raises(ValueError, match=r"margin must be in \(0, 1\], got 0"):
+        btyd.row_outputs(bgnbd, gamma_gamma, one, one, one * 2, one, margin=0, **options)
+    with pytest.raises(NotFittedError, match="GammaGammaFitter is not fitted"):
+        btyd.row_outputs(bgnbd, GammaGammaFitter(), one, one, one * 2, one, margin=0.3, **options)
+    heavy_tailed = GammaGammaFitter()
+    heavy_tailed.params_ = {**gamma_gamma.params_, "q": 0.9}
+    with pytest.raises(ValueError, match=r"q = 0\.9 <= 1"):
+        btyd.row_outputs(bgnbd, heavy_tailed, one, one, one * 2, one, margin=0.3, **options)

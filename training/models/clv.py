@@ -29,7 +29,7 @@ from training.models.base import (
     predict_booster,
     validation_mask,
 )
-from training.models.history import BtydModel, Summary, summary
+from training.models.history import FEW_ROWS, BtydModel, Summary, summary
 from training.models.tabular import TabularEncoder, feature_frame
 
 __all__ = ["FAMILIES", "ClvModel"]
@@ -111,6 +111,8 @@ class ClvModel(RegressorMixin, BaseEstimator):
         check_fitted(self)
         wanted = horizon_days or self.horizon_days or self.label_horizon_days
         btyd, s = self.btyd_, summary(X)
+        if len(s.buyer) <= FEW_ROWS:
+            btyd.prime(s, (wanted, self.label_horizon_days), wanted)
         btyd_purchases = btyd.expected_purchases(s, wanted)
         btyd_spend = btyd_purchases * btyd.expected_spend_per_purchase(s)
         if self.family == "btyd":

@@ -14,16 +14,34 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import numba
 import numpy as np
 import pandas as pd
 
-from training.btyd import BetaGeoFitter, GammaGammaFitter, discounted_clv, trusted_inputs
+from training.btyd import (
+    ALIVE,
+    CLV,
+    PURCHASES,
+    SPEND,
+    BetaGeoFitter,
+    GammaGammaFitter,
+    discounted_clv,
+    row_outputs,
+    trusted_inputs,
+)
 
-__all__ = ["BtydModel", "Summary", "summary"]
+__all__ = ["FEW_ROWS", "BtydModel", "Summary", "summary"]
+
+# Up to this many rows (a service request), BtydModel.prime computes a scoring call's BTYD
+# outputs in one compiled pass; above, numpy's calls are cheap next to the work and the 2F1
+# runs on every core (training.btyd._hyp2f1).
+FEW_ROWS = 4096
+# The CLV's discounting steps, in days (monthly), and days per year.
+STEP_DAYS, YEAR_DAYS = 30, 365
 
 
 @dataclass(frozen=True)
@@ -53,17 +71,6 @@ def _column(frame: Any, name: str) -> np.ndarray:
     return np.asarray(frame[name], dtype=float)
 
 
-def _trusted(method: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """Run a prediction with the BTYD input checks off: summaries are clean by construction."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> np.ndarray:
-        with trusted_inputs():
-            return method(*args, **kwargs)
-
-    return wrapper
-
-
 def _on_buyers(
     s: Summary, compute: Callable[[Summary], np.ndarray], others: float, key: Any
 ) -> np.ndarray:
@@ -79,7 +86,8 @@ def _on_buyers(
         if not isinstance(buyers, Summary):
             buyers = Summary(b[b], s.x[b], s.t_x[b], s.T[b], s.repeat_mean_spend[b])
             s.memo["buyers"] = buyers
-        out[b] = compute(buyers)
+        with trusted_inputs():  # summaries are clean by construction: no input checks
+            out[b] = compute(buyers)
     out.flags.writeable = False
     s.memo[key] = out
     return out
@@ -102,6 +110,11 @@ def summary(frame: Any) -> Summary:
     T = _column(frame, "days_since_first_purchase")
     total = _column(frame, "total_spend")
     first = _column(frame, "first_purchase_spend")
+    if len(T) <= FEW_ROWS:  # a service request: one compiled pass, the same values
+        buyer = np.empty(len(T), dtype=np.bool_)
+        out = np.empty((4, len(T)))
+        _summary_rows(x, t_x, T, total, first, buyer, out)
+        return Summary(buyer, out[0], out[1], out[2], out[3])
     buyer = np.isfinite(T) & (T > 0)
     x = np.where(buyer, _zero_nan(x), 0.0)
     t_x = np.where(buyer, np.clip(_zero_nan(t_x), 0, None), 0.0)
@@ -109,6 +122,33 @@ def summary(frame: Any) -> Summary:
     with np.errstate(invalid="ignore", divide="ignore"):
         repeat_mean = np.where(x > 0, (_zero_nan(total) - _zero_nan(first)) / x, 0.0)
     return Summary(buyer, x, np.minimum(t_x, T), T, np.clip(repeat_mean, 0, None))
+
+
+@numba.njit(nogil=True, cache=True)
+def _summary_rows(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, total: np.ndarray, first: np.ndarray,
+    buyer: np.ndarray, out: np.ndarray,
+) -> None:  # fmt: skip
+    """:func:`summary`'s numpy expressions, row by row: ``buyer``, then x, t_x, T and the
+    repeat mean spend in the rows of ``out`` (NaN and infinity as there)."""
+    for i in range(T.shape[0]):
+        age = T[i]
+        buyer[i] = np.isfinite(age) and age > 0
+        xi, ti = 0.0, 0.0
+        if buyer[i]:
+            xi = 0.0 if np.isnan(x[i]) else x[i]
+            ti = 0.0 if np.isnan(t_x[i]) else t_x[i]
+            ti = 0.0 if ti < 0 else ti
+        else:
+            age = 1.0
+        mean = 0.0
+        if xi > 0:
+            spent = (0.0 if np.isnan(total[i]) else total[i]) - (
+                0.0 if np.isnan(first[i]) else first[i]
+            )
+            mean = spent / xi
+            mean = 0.0 if mean < 0 else mean
+        out[0, i], out[1, i], out[2, i], out[3, i] = xi, min(ti, age), age, mean
 
 
 class BtydModel:
@@ -142,7 +182,6 @@ class BtydModel:
         self.first_purchase_spend_ = float(np.nanmean(first_spend)) if everyone.buyer.any() else 0.0
         return self
 
-    @_trusted
     def probability_no_purchase(self, X: Any, horizon_days: float) -> np.ndarray:
         return _on_buyers(
             _summary(X),
@@ -151,7 +190,6 @@ class BtydModel:
             (id(self), "no_purchase", horizon_days),
         )
 
-    @_trusted
     def expected_purchases(self, X: Any, horizon_days: float) -> np.ndarray:
         return _on_buyers(
             _summary(X),
@@ -160,7 +198,6 @@ class BtydModel:
             (id(self), "purchases", horizon_days),
         )
 
-    @_trusted
     def expected_spend_per_purchase(self, X: Any) -> np.ndarray:
         return _on_buyers(
             _summary(X),
@@ -169,7 +206,6 @@ class BtydModel:
             (id(self), "spend"),
         )
 
-    @_trusted
     def probability_alive(self, X: Any) -> np.ndarray:
         return _on_buyers(
             _summary(X),
@@ -178,14 +214,10 @@ class BtydModel:
             (id(self), "alive"),
         )
 
-    @_trusted
     def clv(self, X: Any, horizon_days: float) -> np.ndarray:
         """Discounted margin over the horizon (monthly steps); prospects undiscounted-rate."""
-        s = _summary(X)
-        prospect_spend = self.prospect_rate_per_day_ * horizon_days * self.first_purchase_spend_
-        prospects = self.margin * prospect_spend * self.discount_factor(horizon_days)
         return _on_buyers(
-            s,
+            _summary(X),
             lambda b: discounted_clv(
                 self.bgnbd_,
                 self.gamma_gamma_,
@@ -196,12 +228,53 @@ class BtydModel:
                 horizon=horizon_days,
                 margin=self.margin,
                 annual_discount_rate=self.annual_discount_rate,
-                step=30,
-                periods_per_year=365,
+                step=STEP_DAYS,
+                periods_per_year=YEAR_DAYS,
             ),
-            prospects,
+            self._prospect_clv(horizon_days),
             (id(self), "clv", horizon_days),
         )
+
+    def _prospect_clv(self, horizon_days: float) -> float:
+        spend = self.prospect_rate_per_day_ * horizon_days * self.first_purchase_spend_
+        return self.margin * spend * self.discount_factor(horizon_days)
+
+    def prime(self, X: Any, horizons: Iterable[float], clv_horizon_days: float) -> Summary:
+        """``X``'s summary with what a scoring call asks of it already in its memo:
+        ``probability_alive``, ``expected_spend_per_purchase``, ``expected_purchases`` at each
+        of ``horizons`` and ``clv`` over ``clv_horizon_days``, from one compiled pass over
+        the buyers (training.btyd.row_outputs: the same formulas, for few rows)."""
+        s = _summary(X)
+        if (id(self), "clv", clv_horizon_days) in s.memo:
+            return s
+        horizons = sorted(set(horizons))
+        # One array: the prospects' values, then the buyers' computed over them.
+        others = [np.nan, self.first_purchase_spend_, self._prospect_clv(clv_horizon_days)]
+        others += [self.prospect_rate_per_day_ * h for h in horizons]
+        out = np.repeat(np.asarray(others)[:, None], len(s.buyer), axis=1)
+        row_outputs(
+            self.bgnbd_,
+            self.gamma_gamma_,
+            s.x,
+            s.t_x,
+            s.T,
+            s.repeat_mean_spend,
+            horizons=horizons,
+            clv_horizon=clv_horizon_days,
+            margin=self.margin,
+            annual_discount_rate=self.annual_discount_rate,
+            step=STEP_DAYS,
+            periods_per_year=YEAR_DAYS,
+            rows=s.buyer,
+            out=out,
+        )
+        out.flags.writeable = False
+        memo, me = s.memo, id(self)
+        memo[(me, "alive")], memo[(me, "spend")] = out[ALIVE], out[SPEND]
+        memo[(me, "clv", clv_horizon_days)] = out[CLV]
+        for k, horizon in enumerate(horizons):
+            memo[(me, "purchases", horizon)] = out[PURCHASES + k]
+        return s
 
     def discount_factor(self, horizon_days: float) -> float:
         """Mean discount over a horizon for value spread evenly across it."""

@@ -1,0 +1,82 @@
+"""BtydModel's compiled paths for few rows give what its numpy expressions give."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.models import history
+from training.models.history import BtydModel, summary
+
+COLUMNS = (
+    "repeat_purchase_days",
+    "days_between_first_and_last_purchase",
+    "days_since_first_purchase",
+    "total_spend",
+    "first_purchase_spend",
+)
+
+
+@pytest.fixture(scope="module")
+def snapshot(lifetimes_wheel: Path) -> pd.DataFrame:
+    """CDNOW's customers as snapshot features in days, and 300 prospects (no purchase yet)."""
+    with zipfile.ZipFile(lifetimes_wheel) as archive:
+        name = "lifetimes/datasets/cdnow_customers_summary_with_transactions.csv"
+        cdnow = pd.read_csv(io.BytesIO(archive.read(name)))
+    first = np.random.default_rng(3).gamma(2.0, 15.0, len(cdnow))
+    buyers = pd.DataFrame({
+        "repeat_purchase_days": cdnow["x"].astype(float),
+        "days_between_first_and_last_purchase": cdnow["t_x"] * 7,
+        "days_since_first_purchase": cdnow["T"] * 7,
+        "total_spend": first + cdnow["x"] * cdnow["zbar"],
+        "first_purchase_spend": first,
+    })  # fmt: skip
+    prospects = pd.DataFrame({name: np.nan for name in COLUMNS}, index=range(300))
+    prospects["repeat_purchase_days"] = prospects["total_spend"] = 0.0
+    return pd.concat([buyers, prospects], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def model(snapshot: pd.DataFrame) -> BtydModel:
+    purchases = np.random.default_rng(4).poisson(0.3, len(snapshot))
+    return BtydModel().fit(snapshot, purchases, label_horizon_days=90)
+
+
+def test_summary_of_few_rows_equals_the_numpy_expressions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every mix of missing, infinite, negative, zero and positive inputs (8^5 rows)."""
+    values = [np.nan, -np.inf, -3.0, 0.0, 0.5, 2.0, 7.0, np.inf]
+    rows = np.array(list(itertools.product(values, repeat=len(COLUMNS)))).T
+    columns = dict(zip(COLUMNS, rows, strict=True))
+    monkeypatch.setattr(history, "FEW_ROWS", rows.shape[1])
+    compiled = summary(columns)
+    monkeypatch.setattr(history, "FEW_ROWS", 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expressions = summary(columns)
+    for name in ("buyer", "x", "t_x", "T", "repeat_mean_spend"):
+        np.testing.assert_array_equal(getattr(compiled, name), getattr(expressions, name), name)
+    assert compiled.buyer.sum() == 3 * 8**4  # T finite and positive: 0.5, 2 and 7
+
+
+def test_prime_memoises_the_methods_values(model: BtydModel, snapshot: pd.DataFrame) -> None:
+    primed = model.prime(summary(snapshot), [90, 365], 365)
+    fresh = summary(snapshot)  # a new memo: the methods compute with numpy
+    assert fresh.buyer.sum() == len(snapshot) - 300 and fresh.memo == {}
+    np.testing.assert_array_equal(model.probability_alive(primed), model.probability_alive(fresh))
+    assert np.isnan(model.probability_alive(primed)[~primed.buyer]).all()
+    for horizon in (90, 365):
+        np.testing.assert_array_equal(
+            model.expected_purchases(primed, horizon), model.expected_purchases(fresh, horizon)
+        )
+    np.testing.assert_array_equal(
+        model.expected_spend_per_purchase(primed), model.expected_spend_per_purchase(fresh)
+    )
+    np.testing.assert_allclose(model.clv(primed, 365), model.clv(fresh, 365), rtol=1e-14)
+    prospects = model.clv(primed, 365)[~primed.buyer]
+    assert prospects == pytest.approx(model.clv(fresh, 365)[~fresh.buyer]) and prospects[0] > 0
+    assert not model.clv(primed, 365).flags.writeable
