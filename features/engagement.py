@@ -45,20 +45,35 @@ def _trend(recent: str, prior: str, recent_days: int, prior_days: int) -> str:
     return f"CASE WHEN {r} + {p} = 0 THEN 0.0 ELSE ({r} - {p}) / NULLIF({r} + {p}, 0) END"
 
 
-def _type_windows(f: FeatureSettings, as_of: date) -> list[tuple[str, str]]:
-    """Per (customer, event type): counts in each window and in the two trend periods."""
-    spans = [(f"n_{w}", w, 0) for w in f.event_windows_days]
+def _spans(f: FeatureSettings) -> list[tuple[str, int, int]]:
+    """(column suffix, from days before the cutoff, to days before it) of each counted span."""
+    spans = [(f"events_{w}d", w, 0) for w in f.event_windows_days]
     if not _trend_from_windows(f):
         recent, prior = f.trend_recent_days, f.trend_prior_days
-        spans += [("n_recent", recent, 0), ("n_prior", recent + prior, recent)]
-    return [
-        (
-            name,
-            f"sum(CASE WHEN ts >= {ts_literal(as_of, start)} AND ts < {ts_literal(as_of, end)} "
-            "THEN 1 ELSE 0 END)",
-        )
-        for name, start, end in spans
-    ]
+        spans += [("recent", recent, 0), ("prior", recent + prior, recent)]
+    return spans
+
+
+def _counts(f: FeatureSettings, as_of: date, types: dict[str, str]) -> list[str]:
+    """Per customer: events of each type, and of any type, in each span, in one pass over the
+    events of the longest span. ``count(CASE ... THEN 1 END)`` is a 64-bit count; DuckDB sums
+    integers (``sum(CASE ... THEN 1 ELSE 0 END)``) into 128-bit ones. On the benchmark's 20M
+    events this takes 1.3 s, where counting per (customer, type) with such sums and pivoting
+    those took 2.7-3.2 s."""
+
+    def count_of(start: int, end: int, event_type: str | None = None) -> str:
+        condition = f"ts >= {ts_literal(as_of, start)}"
+        if end:
+            condition += f" AND ts < {ts_literal(as_of, end)}"
+        if event_type is not None:
+            condition = f"event_type = {quote_text(event_type)} AND {condition}"
+        return f"count(CASE WHEN {condition} THEN 1 END)"
+
+    parts = []
+    for event_type, name in types.items():
+        parts += [f"{count_of(a, b, event_type)} AS {name}_{s}" for s, a, b in _spans(f)]
+    parts += [f"{count_of(a, b)} AS {s}" for s, a, b in _spans(f)]
+    return parts
 
 
 def _trend_from_windows(f: FeatureSettings) -> bool:
@@ -76,31 +91,11 @@ def _trend_parts(f: FeatureSettings, prefix: str) -> tuple[str, str]:
     return recent, f"({whole} - {recent})"
 
 
-def _pivot(f: FeatureSettings, types: dict[str, str]) -> list[str]:
-    def count_of(column: str, event_type: str | None = None) -> str:
-        if event_type is None:
-            return f"sum({column})"
-        return f"sum(CASE WHEN event_type = {quote_text(event_type)} THEN {column} ELSE 0 END)"
-
-    parts = []
-    for event_type, name in types.items():
-        for w in f.event_windows_days:
-            parts.append(f"{count_of(f'n_{w}', event_type)} AS {name}_events_{w}d")
-        if not _trend_from_windows(f):
-            parts.append(f"{count_of('n_recent', event_type)} AS {name}_recent")
-            parts.append(f"{count_of('n_prior', event_type)} AS {name}_prior")
-    for w in f.event_windows_days:
-        parts.append(f"{count_of(f'n_{w}')} AS events_{w}d")
-    if not _trend_from_windows(f):
-        parts += [f"{count_of('n_recent')} AS recent", f"{count_of('n_prior')} AS prior"]
-    return parts
-
-
 def _history(f: FeatureSettings, as_of: date) -> list[str]:
     """Per customer over the whole history before the cutoff: recency, voice, email."""
 
     def count_if(condition: str) -> str:
-        return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+        return f"count(CASE WHEN {condition} THEN 1 END)"
 
     in_email_window = f"ts >= {ts_literal(as_of, f.email_rate_window_days)}"
     return [
@@ -130,7 +125,6 @@ def engagement_query(
     rate_window = f.email_rate_window_days
     recent, prior = f.trend_recent_days, f.trend_prior_days
     trend_suffix = f"trend_{recent}d_vs_prior_{prior}d"
-    type_windows = ",\n        ".join(f"{expr} AS {name}" for name, expr in _type_windows(f, as_of))
     per_type = []
     for name in types.values():
         per_type += [f"p.{name}_events_{w}d" for w in f.event_windows_days]
@@ -140,20 +134,14 @@ def engagement_query(
     totals = [f"p.events_{w}d" for w in f.event_windows_days]
     totals.append(_trend(*_trend_parts(f, "p."), recent, prior) + f" AS events_{trend_suffix}")
     activity_from = ts_literal(as_of, activity)
-    pivot = ",\n        ".join(_pivot(f, types))
+    counts = ",\n        ".join(_counts(f, as_of, types))
     history = ",\n        ".join(_history(f, as_of))
     sql = f"""
-WITH by_type AS (
-    SELECT customer_id, event_type,
-        {type_windows}
+WITH pivoted AS (
+    SELECT customer_id,
+        {counts}
     FROM events
     WHERE ts >= {counted_from} AND ts < {cutoff}
-    GROUP BY customer_id, event_type
-),
-pivoted AS (
-    SELECT customer_id,
-        {pivot}
-    FROM by_type
     GROUP BY customer_id
 ),
 history AS (

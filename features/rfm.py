@@ -21,7 +21,7 @@ def _window_columns(windows: list[int], as_of: date) -> list[tuple[str, str]]:
     columns = []
     for days in windows:
         inside = f"day >= {date_literal(as_of, days)}"
-        columns.append((f"purchases_{days}d", f"sum(CASE WHEN {inside} THEN 1 ELSE 0 END)"))
+        columns.append((f"purchases_{days}d", f"count(CASE WHEN {inside} THEN 1 END)"))
         columns.append((f"spend_{days}d", f"sum(CASE WHEN {inside} THEN gross ELSE 0 END)"))
     return columns
 
