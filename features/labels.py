@@ -30,7 +30,7 @@ def label_query(*, as_of: date, horizon_days: int, settings: StageSettings) -> F
     sql = f"""
 WITH window_tx AS (
     SELECT customer_id,
-        sum(CASE WHEN refund = 0 THEN 1 ELSE 0 END) AS purchases,
+        count(CASE WHEN refund = 0 THEN 1 END) AS purchases,
         sum(amount) AS spend,
         max(last_order_ts) AS last_purchase_ts,
         min(purchase_day) AS first_purchase_day
