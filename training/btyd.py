@@ -507,10 +507,12 @@ ALIVE, SPEND, CLV, PURCHASES = range(4)
 def _clv_steps(
     horizon: float, annual_discount_rate: float, step: float, periods_per_year: float
 ) -> tuple[Array, Array]:
-    """discounted_clv's step ends and their discount factors."""
+    """discounted_clv's step ends and their discount factors (read-only: memoised)."""
     _check_clv_options(horizon, 0.5, annual_discount_rate, step, periods_per_year)
     ends = np.minimum(step * np.arange(1, int(np.ceil(horizon / step)) + 1), horizon)
-    return ends, (1 + annual_discount_rate) ** (-ends / periods_per_year)
+    discount = (1 + annual_discount_rate) ** (-ends / periods_per_year)
+    ends.flags.writeable = discount.flags.writeable = False
+    return ends, discount
 
 
 def row_outputs(
@@ -544,10 +546,11 @@ def row_outputs(
     if not 0 < margin <= 1:
         raise ValueError(f"margin must be in (0, 1], got {margin!r}")
     ends, discount = _clv_steps(clv_horizon, annual_discount_rate, step, periods_per_year)
-    r, alpha, a, b = bgnbd._fitted()
+    r, alpha, a, b = map(float, bgnbd._fitted())  # a whole `a` would be an integer power
     if not hasattr(gamma_gamma, "params_"):
         raise NotFittedError("this GammaGammaFitter is not fitted yet: call fit(...) first")
-    p, q, gamma = gamma_gamma.params_["p"], gamma_gamma.params_["q"], gamma_gamma.params_["gamma"]
+    params = gamma_gamma.params_
+    p, q, gamma = float(params["p"]), float(params["q"]), float(params["gamma"])
     if q <= 1:
         raise ValueError(f"the fitted q = {q:.4g} <= 1: the mean spend is infinite")
     n = len(frequency)
@@ -555,6 +558,20 @@ def row_outputs(
         out = np.empty((PURCHASES + len(horizons), n))
     if rows is None:
         rows = np.ones(n, dtype=np.bool_)
+    size = (n,)
+    wanted = (PURCHASES + len(horizons), n)
+    if not (
+        np.shape(frequency) == np.shape(recency) == np.shape(T) == size
+        and np.shape(monetary_value) == np.shape(rows) == size
+        and out.shape == wanted
+    ):
+        named = {"frequency": frequency, "recency": recency, "T": T}
+        shapes = {k: np.shape(v) for k, v in named.items()}
+        shapes |= {"monetary_value": np.shape(monetary_value), "rows": np.shape(rows)}
+        raise ValueError(
+            f"row_outputs needs 1-D inputs of one length and out of shape {wanted}; "
+            f"got {shapes}, out {out.shape}"
+        )
     _rows(
         frequency, recency, T, monetary_value, rows, r, alpha, a, b, p, q, gamma,
         np.asarray(horizons, dtype=float), ends, discount, margin, out, _hyp2f1_real,
@@ -562,7 +579,7 @@ def row_outputs(
     return out
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")  # a == 1: inf or NaN, as numpy
 def _expected_if_alive_at(t: float, x: float, T: float, r: float, alpha: float, a: float,
                           b: float, gauss_2f1: Callable[..., float]) -> float:  # fmt: skip
     """One value of BetaGeoFitter._expected_if_alive, in its order of operations."""
@@ -571,7 +588,7 @@ def _expected_if_alive_at(t: float, x: float, T: float, r: float, alpha: float, 
     return c / (a - 1) * (1 - (1 - z) ** (a - 1) * gauss_2f1(a + b - 1 - r, a - 1, c, z, 0))
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _rows(
     x: Array, t_x: Array, T: Array, m_x: Array, rows: NDArray[np.bool_], r: float, alpha: float,
     a: float, b: float, p: float, q: float, gamma: float, horizons: Array, ends: Array,

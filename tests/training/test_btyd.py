@@ -405,3 +405,15 @@ def test_row_outputs_check_the_fit_and_options(
     heavy_tailed.params_ = {**gamma_gamma.params_, "q": 0.9}
     with pytest.raises(ValueError, match=r"q = 0\.9 <= 1"):
         btyd.row_outputs(bgnbd, heavy_tailed, one, one, one * 2, one, margin=0.3, **options)
+    with pytest.raises(ValueError, match=r"1-D inputs of one length and out of shape \(4, 1\)"):
+        btyd.row_outputs(bgnbd, gamma_gamma, one, np.ones(2), one * 2, one, margin=0.3, **options)
+
+
+def test_the_compiled_2f1_is_scipys_for_real_arguments() -> None:
+    """row_outputs calls scipy's cython hyp2f1 by its fused name: pin that name's signature."""
+    import scipy.special.cython_special as cython_special
+
+    capsule = cython_special.__pyx_capi__["__pyx_fuse_1hyp2f1"]
+    assert '"double (double, double, double, double, int' in repr(capsule)
+    args = (0.7, 1.3, 2.9, 0.4)
+    assert btyd._hyp2f1_real(*args, 0) == hyp2f1(*args)

@@ -59,24 +59,50 @@ def test_summary_of_few_rows_equals_the_numpy_expressions(monkeypatch: pytest.Mo
     with np.errstate(invalid="ignore", divide="ignore"):
         expressions = summary(columns)
     for name in ("buyer", "x", "t_x", "T", "repeat_mean_spend"):
-        np.testing.assert_array_equal(getattr(compiled, name), getattr(expressions, name), name)
+        got, expected = getattr(compiled, name), getattr(expressions, name)
+        np.testing.assert_array_equal(got, expected, name)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(expected), name)  # -0.0
     assert compiled.buyer.sum() == 3 * 8**4  # T finite and positive: 0.5, 2 and 7
 
 
-def test_prime_memoises_the_methods_values(model: BtydModel, snapshot: pd.DataFrame) -> None:
-    primed = model.prime(summary(snapshot), [90, 365], 365)
+def test_summary_of_few_rows_refuses_columns_of_different_lengths() -> None:
+    columns = {name: np.ones(3) for name in COLUMNS} | {"repeat_purchase_days": np.ones(2)}
+    with pytest.raises(ValueError, match=r"feature columns of different lengths: \[2, 3\]"):
+        summary(columns)
+
+
+def test_prime_memoises_the_methods_values(
+    model: BtydModel, snapshot: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primed = model.prime(summary(snapshot), [90, 365.0, 90], 365)
+    me = id(model)
+    assert set(primed.memo) == {
+        (me, "alive"), (me, "spend"), (me, "clv", 365), (me, "purchases", 90),
+        (me, "purchases", 365),
+    }  # fmt: skip
     fresh = summary(snapshot)  # a new memo: the methods compute with numpy
-    assert fresh.buyer.sum() == len(snapshot) - 300 and fresh.memo == {}
-    np.testing.assert_array_equal(model.probability_alive(primed), model.probability_alive(fresh))
-    assert np.isnan(model.probability_alive(primed)[~primed.buyer]).all()
+    computed = {
+        "alive": model.probability_alive(fresh),
+        "spend": model.expected_spend_per_purchase(fresh),
+        "clv": model.clv(fresh, 365),
+        90: model.expected_purchases(fresh, 90),
+        365: model.expected_purchases(fresh, 365),
+    }
+    # From here the methods must answer from the primed memo, never compute.
+    for fitter, method in [
+        (model.bgnbd_, "probability_alive"),
+        (model.bgnbd_, "expected_purchases"),
+        (model.gamma_gamma_, "conditional_expected_spend"),
+    ]:
+        monkeypatch.setattr(fitter, method, lambda *a, **k: pytest.fail("computed, not primed"))
+    assert model.expected_purchases(primed, 365.0) is primed.memo[(me, "purchases", 365)]
+    np.testing.assert_array_equal(model.probability_alive(primed), computed["alive"])
+    np.testing.assert_array_equal(model.expected_spend_per_purchase(primed), computed["spend"])
     for horizon in (90, 365):
-        np.testing.assert_array_equal(
-            model.expected_purchases(primed, horizon), model.expected_purchases(fresh, horizon)
-        )
-    np.testing.assert_array_equal(
-        model.expected_spend_per_purchase(primed), model.expected_spend_per_purchase(fresh)
-    )
-    np.testing.assert_allclose(model.clv(primed, 365), model.clv(fresh, 365), rtol=1e-14)
+        np.testing.assert_array_equal(model.expected_purchases(primed, horizon), computed[horizon])
+    np.testing.assert_allclose(model.clv(primed, 365), computed["clv"], rtol=1e-14)
+    assert fresh.buyer.sum() == len(snapshot) - 300
+    assert np.isnan(model.probability_alive(primed)[~primed.buyer]).all()
     prospects = model.clv(primed, 365)[~primed.buyer]
-    assert prospects == pytest.approx(model.clv(fresh, 365)[~fresh.buyer]) and prospects[0] > 0
+    assert prospects == pytest.approx(computed["clv"][~fresh.buyer]) and prospects[0] > 0
     assert not model.clv(primed, 365).flags.writeable

@@ -111,6 +111,9 @@ def summary(frame: Any) -> Summary:
     total = _column(frame, "total_spend")
     first = _column(frame, "first_purchase_spend")
     if len(T) <= FEW_ROWS:  # a service request: one compiled pass, the same values
+        lengths = {len(x), len(t_x), len(total), len(first)}
+        if lengths != {len(T)}:
+            raise ValueError(f"feature columns of different lengths: {sorted(lengths | {len(T)})}")
         buyer = np.empty(len(T), dtype=np.bool_)
         out = np.empty((4, len(T)))
         _summary_rows(x, t_x, T, total, first, buyer, out)
@@ -137,8 +140,7 @@ def _summary_rows(
         xi, ti = 0.0, 0.0
         if buyer[i]:
             xi = 0.0 if np.isnan(x[i]) else x[i]
-            ti = 0.0 if np.isnan(t_x[i]) else t_x[i]
-            ti = 0.0 if ti < 0 else ti
+            ti = 0.0 if np.isnan(t_x[i]) or t_x[i] <= 0 else t_x[i]  # -0.0 too, as np.clip
         else:
             age = 1.0
         mean = 0.0
@@ -147,7 +149,7 @@ def _summary_rows(
                 0.0 if np.isnan(first[i]) else first[i]
             )
             mean = spent / xi
-            mean = 0.0 if mean < 0 else mean
+            mean = 0.0 if mean <= 0 else mean  # -0.0 too, as np.clip (NaN stays)
         out[0, i], out[1, i], out[2, i], out[3, i] = xi, min(ti, age), age, mean
 
 
