@@ -395,17 +395,22 @@ class GammaGammaFitter:
         self.n_excluded_ = int(np.size(repeat) - np.count_nonzero(repeat))
         return self
 
+    def _fitted(self) -> tuple[float, float, float]:
+        """``(p, q, gamma)``; refuses q <= 1 (an infinite mean spend)."""
+        if not hasattr(self, "params_"):
+            raise NotFittedError("this GammaGammaFitter is not fitted yet: call fit(...) first")
+        p, q, gamma = self.params_["p"], self.params_["q"], self.params_["gamma"]
+        if q <= 1:
+            raise ValueError(f"the fitted q = {q:.4g} <= 1: the mean spend is infinite")
+        return p, q, gamma
+
     def conditional_expected_spend(self, frequency: ArrayLike, monetary_value: ArrayLike) -> Array:
         """E[M | x, m_x], [FH13] eq. 5 (also [FHL05b]); the population mean when ``x == 0``.
 
         ``(q - 1) / (p x + q - 1) * gamma p / (q - 1) + p x / (p x + q - 1) * m_x``: a weighted
         mean of the population mean ``gamma p / (q - 1)`` and the customer's own ``m_x``.
         """
-        if not hasattr(self, "params_"):
-            raise NotFittedError("this GammaGammaFitter is not fitted yet: call fit(...) first")
-        p, q, gamma = self.params_["p"], self.params_["q"], self.params_["gamma"]
-        if q <= 1:
-            raise ValueError(f"the fitted q = {q:.4g} <= 1: the mean spend is infinite")
+        p, q, gamma = self._fitted()
         x, m_x = _spend_history(frequency, monetary_value, same_length=False)
         own_weight = p * x / (p * x + q - 1)
         own_spend = np.where(x > 0, m_x, 0.0)
@@ -454,10 +459,9 @@ def discounted_clv(
     _check_clv_options(horizon, margin, annual_discount_rate, step, periods_per_year)
     spend = gamma_gamma.conditional_expected_spend(frequency, monetary_value)
     x, t_x, age = _history(frequency, recency, T, same_length=False)
-    ends = np.minimum(step * np.arange(1, int(np.ceil(horizon / step)) + 1), horizon)
+    ends, discount = _clv_steps(horizon, annual_discount_rate, step, periods_per_year)
     cumulative = bgnbd.expected_purchases(ends.reshape(-1, *[1] * x.ndim), x, t_x, age)
     per_step = np.diff(cumulative, axis=0, prepend=0.0)
-    discount = (1 + annual_discount_rate) ** (-ends / periods_per_year)
     return np.asarray(margin * spend * np.tensordot(discount, per_step, axes=1))
 
 
@@ -508,7 +512,6 @@ def _clv_steps(
     horizon: float, annual_discount_rate: float, step: float, periods_per_year: float
 ) -> tuple[Array, Array]:
     """discounted_clv's step ends and their discount factors (read-only: memoised)."""
-    _check_clv_options(horizon, 0.5, annual_discount_rate, step, periods_per_year)
     ends = np.minimum(step * np.arange(1, int(np.ceil(horizon / step)) + 1), horizon)
     discount = (1 + annual_discount_rate) ** (-ends / periods_per_year)
     ends.flags.writeable = discount.flags.writeable = False
@@ -543,16 +546,11 @@ def row_outputs(
     equal the methods' bit for bit, but for the CLV's sum over steps (a few ulp). Inputs are
     trusted: 1-D float arrays of one length, clean (as training.models.history makes them).
     """
-    if not 0 < margin <= 1:
-        raise ValueError(f"margin must be in (0, 1], got {margin!r}")
+    _check_clv_options(clv_horizon, margin, annual_discount_rate, step, periods_per_year)
     ends, discount = _clv_steps(clv_horizon, annual_discount_rate, step, periods_per_year)
-    r, alpha, a, b = map(float, bgnbd._fitted())  # a whole `a` would be an integer power
-    if not hasattr(gamma_gamma, "params_"):
-        raise NotFittedError("this GammaGammaFitter is not fitted yet: call fit(...) first")
-    params = gamma_gamma.params_
-    p, q, gamma = float(params["p"]), float(params["q"]), float(params["gamma"])
-    if q <= 1:
-        raise ValueError(f"the fitted q = {q:.4g} <= 1: the mean spend is infinite")
+    # Floats: a whole-number parameter would make numba take an integer power.
+    r, alpha, a, b = map(float, bgnbd._fitted())
+    p, q, gamma = map(float, gamma_gamma._fitted())
     n = len(frequency)
     if out is None:
         out = np.empty((PURCHASES + len(horizons), n))
