@@ -16,8 +16,10 @@ A valid ``POST /score`` with a JSON body is answered from the guard middleware
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -108,6 +110,8 @@ class Scoring:
         self.scorer.freeze()
         gc.set_threshold(50_000, 50, 1_000)
         log.setLevel(logging.INFO)
+        if settings.serving.workers > 1:
+            _share_connections()
         global _service
         _service = self
 
@@ -162,6 +166,37 @@ class Scoring:
             features=dict(stored[customer_id]),
             score=ScoreResult.model_validate(result),
         )
+
+
+def _share_connections() -> None:
+    """Make this worker take one connection per turn of its event loop, then yield its core.
+
+    The workers share one listening socket, and asyncio's selector loop accepts every
+    connection pending on it at once (up to the backlog) when it wakes. A client that opens
+    its connections in a burst (a connection pool, wrk) then had them all land on whichever
+    worker ran first, for as long as they stayed open, and the other worker idled. Taking one
+    connection at a time is not enough on its own: the woken workers wait for the same core,
+    and the first one turns its loop faster than the second is scheduled. After each accept
+    the worker therefore yields its core (``sched_yield``), so every woken worker takes its
+    turn (tests/serving/test_service.py opens bursts of connections and finds both workers
+    holding some). A busy worker turns its loop less often and takes fewer. Called at the
+    service's start, which runs on the loop before uvicorn serves the socket; a loop without
+    this method (uvloop) keeps its own way."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    accept = getattr(loop, "_accept_connection", None)
+    if accept is None:
+        return
+
+    def one(protocol_factory: Any, sock: Any, sslcontext: Any = None, server: Any = None,
+            backlog: int = 100, *args: Any) -> Any:  # fmt: skip
+        accepted = accept(protocol_factory, sock, sslcontext, server, 1, *args)
+        os.sched_yield()
+        return accepted
+
+    loop._accept_connection = one  # type: ignore[attr-defined]
 
 
 # The routes are plain coroutines on the service of this worker, not FastAPI class views:

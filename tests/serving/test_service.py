@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -327,7 +330,6 @@ def test_service_on_a_redis_store_gives_the_same_scores(
 def test_each_request_is_logged_with_its_id_route_status_and_time_and_nothing_personal(
     server: str, deployment: Deployment, snapshot
 ) -> None:
-    import time
 
     known = str(snapshot["customer_id"].iloc[7])
     traced = score(server, [{"customer_id": known, "features": {"purchase_days": 987654}}],
@@ -439,3 +441,69 @@ def test_scoring_routes_skip_tracing_unless_it_is_turned_on(deployment: Deployme
 
     assert skipped() == [True, True, False, False]  # probes and metrics stay traced
     assert skipped(CLM_SERVING__TRACING="true") == [False, False, False, False]
+
+
+def _owners(port: int, clients: list[socket.socket]) -> Counter[int]:
+    """How many of ``clients``' connections to ``port`` each server process holds."""
+    import psutil
+
+    ours = {c.getsockname()[1] for c in clients}
+    held: Counter[int] = Counter()
+    for process in psutil.process_iter():
+        try:
+            for c in process.net_connections("tcp"):
+                if c.laddr.port == port and c.raddr and c.raddr.port in ours:
+                    held[process.pid] += 1
+        except psutil.Error:
+            continue
+    return held
+
+
+def _burst(port: int, size: int, held: list[socket.socket] | None = None) -> set[int]:
+    """Open ``size`` connections without waiting (all pending before any is accepted), get
+    an answer on each, and return the server processes that hold them. ``held`` keeps the
+    connections open (appended to it) across calls; by default they are closed."""
+    clients = []
+    for _ in range(size):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        clients.append(c)
+    time.sleep(0.1)
+    for c in clients:  # an answer on every connection: every one was accepted
+        c.setblocking(True)
+        c.settimeout(30)
+        c.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert all(c.recv(4096).startswith(b"HTTP/1.1 200") for c in clients)
+    keep = held if held is not None else []
+    keep.extend(clients)
+    owners = _owners(port, keep)
+    assert sum(owners.values()) == len(keep)
+    if held is None:
+        for c in clients:
+            c.close()
+    return set(owners)
+
+
+def test_two_workers_share_a_burst_of_connections(
+    server: str, deployment: Deployment, snapshot
+) -> None:  # type: ignore[no-untyped-def]
+    """A client that opens its connections at once (a pool, wrk) gets both workers
+    (serving.service._share_connections); asyncio alone put them all on one nearly always."""
+    from serving.client import ScoringClient, local_service
+
+    ids = snapshot["customer_id"].iloc[::500].tolist()
+    with ScoringClient(server, token=TOKEN) as one_worker:
+        expected = one_worker.score(ids)
+    with local_service(token=TOKEN, env={**deployment.env, "CLM_SERVING__WORKERS": "2"}) as two:
+        port = int(two.url.rsplit(":", 1)[1])
+        deadline, warm = time.monotonic() + 120, list[socket.socket]()
+        while len(_burst(port, 1, warm)) < 2:  # ready once one worker is: wait for the other
+            assert time.monotonic() < deadline, "the second worker never took a connection"
+        for c in warm:
+            c.close()
+        shared = sum(len(_burst(port, 8)) == 2 for _ in range(5))
+        assert shared >= 4, "a burst of connections landed on one worker"
+        # A connection each (whichever worker takes it): the same scores as one worker's.
+        answers = [score(two.url, [{"customer_id": i}]) for i in ids]
+        assert [a.json()["results"][0] for a in answers] == expected
