@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -181,13 +182,18 @@ def _share_connections() -> None:
     turn (tests/serving/test_service.py opens bursts of connections and finds both workers
     holding some). A busy worker turns its loop less often and takes fewer. Called at the
     service's start, which runs on the loop before uvicorn serves the socket; a loop without
-    this method (uvloop) keeps its own way."""
+    this method as Python 3.11-3.13 define it (uvloop) keeps its own way."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
-    accept = getattr(loop, "_accept_connection", None)
-    if accept is None:
+    accept: Callable[..., Any] | None = getattr(loop, "_accept_connection", None)
+    try:
+        names = list(inspect.signature(accept).parameters)[:5] if accept else []
+    except (TypeError, ValueError):
+        names = []
+    if accept is None or names != ["protocol_factory", "sock", "sslcontext", "server", "backlog"]:
+        log.warning("this event loop's accept is not asyncio's: workers accept as it does")
         return
 
     def one(protocol_factory: Any, sock: Any, sslcontext: Any = None, server: Any = None,
