@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -422,11 +423,11 @@ def _check_clv_options(
 ) -> None:
     positive = {"horizon": horizon, "step": step, "periods_per_year": periods_per_year}
     for name, value in positive.items():
-        if not (np.isfinite(value) and value > 0):
+        if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     if not (0 < margin <= 1):
         raise ValueError(f"margin must be in (0, 1], got {margin!r}")
-    if not (np.isfinite(annual_discount_rate) and annual_discount_rate >= 0):
+    if not (math.isfinite(annual_discount_rate) and annual_discount_rate >= 0):
         raise ValueError(
             f"annual_discount_rate must be a finite number >= 0, got {annual_discount_rate!r}"
         )
