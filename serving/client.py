@@ -17,15 +17,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
-__all__ = ["ScoringClient", "ServiceError", "free_port", "local_service"]
+__all__ = [
+    "ScoringClient",
+    "ServiceError",
+    "connection_owners",
+    "free_port",
+    "local_service",
+    "wait_for_workers",
+]
 
 
 class ServiceError(RuntimeError):
@@ -94,6 +102,42 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def connection_owners(port: int, clients: Iterable[socket.socket]) -> Counter[int]:
+    """How many of ``clients``' connections to ``port`` each process of this machine holds:
+    which worker of a local service took each connection."""
+    import psutil  # type: ignore[import-untyped]
+
+    ours = {c.getsockname()[1] for c in clients}
+    held: Counter[int] = Counter()
+    for c in psutil.net_connections("tcp"):
+        if (
+            c.pid is not None
+            and c.laddr
+            and c.laddr.port == port
+            and c.raddr
+            and c.raddr.port in ours
+        ):
+            held[c.pid] += 1
+    return held
+
+
+def wait_for_workers(url: str, workers: int, timeout: float = 120.0) -> None:
+    """Return once ``workers`` processes have each answered a connection to the local service
+    at ``url``: a service is ready as soon as its first worker is, while the others may still
+    be loading their models."""
+    port = urlsplit(url).port or 80
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url}: {len(seen)} of {workers} workers answered in {timeout} s")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+            c.sendall(b"GET /livez HTTP/1.1\r\nHost: clm\r\n\r\n")
+            c.recv(4096)  # answered: accepted by a worker that is serving
+            seen |= set(connection_owners(port, [c]))
+        time.sleep(0.05)
 
 
 @contextmanager

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from clm.settings import ClmSettings
 from features.snapshots import build_snapshot
 from features.sources import load
 from features.stages import STAGES
+from serving.client import connection_owners
 from serving.contracts import ScoreResponse
 from tests.serving.conftest import TOKEN, Deployment
 
@@ -443,26 +443,9 @@ def test_scoring_routes_skip_tracing_unless_it_is_turned_on(deployment: Deployme
     assert skipped(CLM_SERVING__TRACING="true") == [False, False, False, False]
 
 
-def _owners(port: int, clients: list[socket.socket]) -> Counter[int]:
-    """How many of ``clients``' connections to ``port`` each server process holds."""
-    import psutil
-
-    ours = {c.getsockname()[1] for c in clients}
-    held: Counter[int] = Counter()
-    for process in psutil.process_iter():
-        try:
-            for c in process.net_connections("tcp"):
-                if c.laddr.port == port and c.raddr and c.raddr.port in ours:
-                    held[process.pid] += 1
-        except psutil.Error:
-            continue
-    return held
-
-
-def _burst(port: int, size: int, held: list[socket.socket] | None = None) -> set[int]:
-    """Open ``size`` connections without waiting (all pending before any is accepted), get
-    an answer on each, and return the server processes that hold them. ``held`` keeps the
-    connections open (appended to it) across calls; by default they are closed."""
+def _burst(port: int, size: int) -> set[int]:
+    """Open ``size`` connections without waiting for any to be accepted, get an answer on
+    each, and return the server processes that hold them (the connections are then closed)."""
     clients = []
     for _ in range(size):
         c = socket.socket()
@@ -470,19 +453,18 @@ def _burst(port: int, size: int, held: list[socket.socket] | None = None) -> set
         c.connect_ex(("127.0.0.1", port))
         clients.append(c)
     time.sleep(0.1)
-    for c in clients:  # an answer on every connection: every one was accepted
-        c.setblocking(True)
-        c.settimeout(30)
-        c.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
-    assert all(c.recv(4096).startswith(b"HTTP/1.1 200") for c in clients)
-    keep = held if held is not None else []
-    keep.extend(clients)
-    owners = _owners(port, keep)
-    assert sum(owners.values()) == len(keep)
-    if held is None:
+    try:
+        for c in clients:  # an answer on every connection: every one was accepted
+            c.setblocking(True)
+            c.settimeout(30)
+            c.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert all(c.recv(4096).startswith(b"HTTP/1.1 200") for c in clients)
+        owners = connection_owners(port, clients)
+        assert sum(owners.values()) == size
+        return set(owners)
+    finally:
         for c in clients:
             c.close()
-    return set(owners)
 
 
 def test_two_workers_share_a_burst_of_connections(
@@ -490,18 +472,14 @@ def test_two_workers_share_a_burst_of_connections(
 ) -> None:  # type: ignore[no-untyped-def]
     """A client that opens its connections at once (a pool, wrk) gets both workers
     (serving.service._share_connections); asyncio alone put them all on one nearly always."""
-    from serving.client import ScoringClient, local_service
+    from serving.client import ScoringClient, local_service, wait_for_workers
 
     ids = snapshot["customer_id"].iloc[::500].tolist()
     with ScoringClient(server, token=TOKEN) as one_worker:
         expected = one_worker.score(ids)
     with local_service(token=TOKEN, env={**deployment.env, "CLM_SERVING__WORKERS": "2"}) as two:
         port = int(two.url.rsplit(":", 1)[1])
-        deadline, warm = time.monotonic() + 120, list[socket.socket]()
-        while len(_burst(port, 1, warm)) < 2:  # ready once one worker is: wait for the other
-            assert time.monotonic() < deadline, "the second worker never took a connection"
-        for c in warm:
-            c.close()
+        wait_for_workers(two.url, 2)  # ready once one worker is: the other may be loading
         shared = sum(len(_burst(port, 8)) == 2 for _ in range(5))
         assert shared >= 4, "a burst of connections landed on one worker"
         # A connection each (whichever worker takes it): the same scores as one worker's.
