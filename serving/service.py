@@ -190,15 +190,14 @@ def _share_connections() -> None:
     except RuntimeError:
         return
     accept: Callable[..., Any] | None = getattr(loop, "_accept_connection", None)
+    if getattr(accept, "shares_connections", False):  # done already on this loop
+        return
     try:
         names = list(inspect.signature(accept).parameters)[:5] if accept else []
     except (TypeError, ValueError):
         names = []
     if accept is None or names != ["protocol_factory", "sock", "sslcontext", "server", "backlog"]:
         log.warning("this event loop's accept is not asyncio's: workers accept as it does")
-        return
-
-    if getattr(accept, "shares_connections", False):  # done already on this loop
         return
 
     def one(protocol_factory: Any, sock: Any, sslcontext: Any = None, server: Any = None,
