@@ -348,5 +348,9 @@ def main() -> None:
     except Exception as exc:  # unexpected: still one line unless --debug
         if state.debug:
             traceback.print_exc()
-        print(f"error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        message = " ".join(str(exc).split())
+        print(
+            f"error: {type(exc).__name__}: {message} (run with --debug for details)",
+            file=sys.stderr,
+        )
         sys.exit(1)

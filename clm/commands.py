@@ -42,6 +42,8 @@ def _summary(title: str, rows: list[tuple[str, str]]) -> None:
 def generate_sample(
     out: Path, *, customers: int, seed: int, start: date, end: date, fmt: str
 ) -> None:
+    if fmt not in ("parquet", "csv"):
+        raise ClmError(f"--format {fmt}: expected parquet or csv")
     started = time.perf_counter()
     data = synthetic.generate(customers, seed=seed, start=start, end=end)
     paths = synthetic.write(data, out, fmt=fmt)
@@ -65,11 +67,16 @@ def validate_data(location: Path, settings: ClmSettings) -> sources.Dataset:
     return dataset
 
 
+def check_table_out(out: Path) -> None:
+    """Refuse an output name write_table cannot write, before any work is done."""
+    if not out.name.lower().endswith((".parquet", ".pq", ".csv")):
+        raise ClmError(f"--out {out}: expected a .parquet or .csv file name")
+
+
 def write_table(table: pa.Table, out: Path) -> None:
     """Write Parquet or CSV by extension, via a temporary file renamed at the end."""
+    check_table_out(out)
     suffix = out.name.lower()
-    if not suffix.endswith((".parquet", ".pq", ".csv")):
-        raise ClmError(f"--out {out}: expected a .parquet or .csv file name")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     if suffix.endswith(".csv"):
@@ -82,6 +89,7 @@ def write_table(table: pa.Table, out: Path) -> None:
 def build_features(
     location: Path, as_of: date, out: Path, settings: ClmSettings, *, labels: bool = False
 ) -> None:
+    check_table_out(out)
     started = time.perf_counter()
     dataset = sources.load(location, columns=settings.data.columns)
     loaded = time.perf_counter()

@@ -7,7 +7,11 @@ column and the expected form, with the first bad rows and their count. Nothing i
 
 from __future__ import annotations
 
+import csv
+import gzip
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import duckdb
@@ -106,17 +110,41 @@ class RawTable:
     relation: str  # the DuckDB view holding the raw rows
     mapping: dict[str, str]  # contract name -> column name in the source
     types: dict[str, str]  # source column name -> DuckDB type
-    is_csv: bool
+    csv_path: Path | None = None  # a CSV file: messages also give the line of each row
 
     def source(self, column: str) -> str:
         return self.mapping.get(column, column)
 
-    def where(self, row: int) -> str:
-        return f"row {row} (line {row + 1})" if self.is_csv else f"row {row}"
+    def places(self, rows: list[int]) -> dict[int, str]:
+        """How messages name each row: ``row 7``, in a CSV file ``row 7 (line 9)``."""
+        lines = csv_record_lines(self.csv_path, rows) if self.csv_path is not None else {}
+        return {r: f"row {r} (line {lines[r]})" if r in lines else f"row {r}" for r in rows}
 
     def column_label(self, column: str) -> str:
         source = self.source(column)
         return f"'{source}'" if source == column else f"'{source}' (mapped to {column})"
+
+
+def csv_record_lines(path: Path, rows: Iterable[int]) -> dict[int, int]:
+    """The line of the file each of these records starts on (records 1-based after the
+    header; blank lines are no records and a quoted value may span lines, as the reader
+    sees them). Read on the error path only, up to the last record asked for."""
+    wanted = set(rows)
+    last, found = max(wanted, default=0), {}
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)  # the header
+        record, start = 0, reader.line_num + 1
+        for fields in reader:
+            if fields:
+                record += 1
+                if record in wanted:
+                    found[record] = start
+                if record >= last:
+                    break
+            start = reader.line_num + 1
+    return found
 
 
 def _quote(name: str) -> str:
@@ -234,7 +262,8 @@ def _shown(con: duckdb.DuckDBPyConnection, table: RawTable, column: str, rows: l
             f"WHERE _row IN ({', '.join(str(r) for r in rows)})"
         ).fetchall()
     )
-    return ", ".join(f"{table.where(r)} {values.get(r, '')!r}" for r in rows)
+    places = table.places(rows)
+    return ", ".join(f"{places[r]} {values.get(r, '')!r}" for r in rows)
 
 
 def _problem(

@@ -88,8 +88,11 @@ def find_table_files(folder: Path) -> dict[str, Path]:
 
 def _csv_header(path: Path) -> list[str]:
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
-        header = next(csv.reader(handle), None)
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), None)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name}: not UTF-8 text ({exc}); save the file as UTF-8") from exc
     if not header:
         raise DataError(f"{path.name}: the file is empty (expected a header row)")
     return header
@@ -101,6 +104,8 @@ def _register_csv(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None
         table = pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(encoding="utf8"),
+            # A quoted value may hold a line break (csv_record_lines counts lines the same way).
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in header},
                 strings_can_be_null=False,
@@ -129,17 +134,36 @@ def _column_types(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
     return {name: str(kind) for name, kind, *_ in con.execute(f"DESCRIBE {view}").fetchall()}
 
 
-def _mapping_for(table: str, columns: dict[str, dict[str, str]]) -> dict[str, str]:
-    mapping = {**columns.get("*", {}), **columns.get(table, {})}
+def _mapping_for(
+    table: str, columns: dict[str, dict[str, str]], types: dict[str, str]
+) -> dict[str, str]:
+    """This table's mapping: its own entries, and the '*' entries for columns its contract
+    has, unless the file lacks the mapped column but has the contract's name itself."""
     contract = CONTRACTS[table]
-    for target in columns.get(table, {}):
+    own = columns.get(table, {})
+    for target in own:
         if target not in contract.column_names:
             raise DataError(
                 f"column mapping for {table}: '{target}' is not a contract column "
                 f"(expected one of {', '.join(contract.column_names)})"
             )
-    # A '*' entry only applies to tables whose contract has that column.
-    return {k: v for k, v in mapping.items() if k in contract.column_names}
+    shared = {
+        target: source
+        for target, source in columns.get("*", {}).items()
+        if target in contract.column_names and (source in types or target not in types)
+    }
+    return {**shared, **own}
+
+
+def _check_shared_mapping(columns: dict[str, dict[str, str]]) -> None:
+    """A mapping without a table names a column of some table's contract."""
+    every = {name for contract in CONTRACTS.values() for name in contract.column_names}
+    for target, source in columns.get("*", {}).items():
+        if target not in every:
+            raise DataError(
+                f"column mapping {target}={source}: '{target}' is not a contract column of any "
+                f"table (expected one of {', '.join(sorted(every))})"
+            )
 
 
 def _attribute_exprs(con: duckdb.DuckDBPyConnection, raw: RawTable) -> dict[str, tuple[str, str]]:
@@ -166,53 +190,112 @@ def _attribute_exprs(con: duckdb.DuckDBPyConnection, raw: RawTable) -> dict[str,
     return out
 
 
-def _register(con: duckdb.DuckDBPyConnection, location: Path, table: str) -> tuple[str, bool]:
-    """Register the raw table as view ``raw_<table>``; return its label and whether CSV."""
+def _register(
+    con: duckdb.DuckDBPyConnection, location: Path, table: str, found: DatabaseTable | None
+) -> tuple[str, Path | None]:
+    """Register the raw table as view ``raw_<table>``; return its label and, for a CSV file,
+    its path (an empty label when there is no such table)."""
     view = f"raw_{table}"
-    if location.is_dir():
-        path = find_table_files(location).get(table)
-        if path is None:
-            return "", False
-        if path.name.endswith((".csv", ".csv.gz")):
-            _register_csv(con, path, view)
-            return path.name, True
-        _register_parquet(con, path, view)
-        return path.name, False
-    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT *, rowid + 1 AS _row FROM src.{table}")
-    return f"{location.name}:{table}", False
+    if found is not None:
+        rows = "row_number() OVER ()" if found.is_view else "rowid + 1"
+        try:
+            con.execute(
+                f"CREATE OR REPLACE VIEW {view} AS SELECT *, {rows} AS _row FROM {found.relation}"
+            )
+        except duckdb.Error as exc:
+            raise DataError(f"{location.name}:{found.label}: not readable ({exc})") from exc
+        return f"{location.name}:{found.label}", None
+    path = find_table_files(location).get(table)
+    if path is None:
+        return "", None
+    if path.name.endswith((".csv", ".csv.gz")):
+        _register_csv(con, path, view)
+        return path.name, path
+    _register_parquet(con, path, view)
+    return path.name, None
 
 
-def _database_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+def _quote_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class DatabaseTable:
+    """A table or view of an attached DuckDB database."""
+
+    schema: str
+    name: str
+    is_view: bool
+
+    @property
+    def label(self) -> str:
+        return self.name if self.schema == "main" else f"{self.schema}.{self.name}"
+
+    @property
+    def relation(self) -> str:
+        return f"src.{_quote_name(self.schema)}.{_quote_name(self.name)}"
+
+
+def _database_tables(con: duckdb.DuckDBPyConnection, location: Path) -> dict[str, DatabaseTable]:
+    """The contract tables in the attached database, by name in any case, in any schema
+    (``main`` first; the same name in two other schemas is refused)."""
     rows = con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'src'"
+        "SELECT table_schema, table_name, table_type FROM information_schema.tables "
+        "WHERE table_catalog = 'src' ORDER BY table_schema <> 'main', table_schema, table_name"
     ).fetchall()
-    return {r[0] for r in rows}
+    found: dict[str, DatabaseTable] = {}
+    for schema, name, kind in rows:
+        key = name.lower()
+        if key not in CONTRACTS:
+            continue
+        if key in found:
+            first = found[key]
+            if first.schema == "main" and schema != "main":
+                continue
+            raise DataError(
+                f"{location}: more than one {key} table ({first.schema}.{first.name}, "
+                f"{schema}.{name}); keep one"
+            )
+        found[key] = DatabaseTable(schema, name, kind.upper() == "VIEW")
+    if not found.get("transactions"):
+        names = ", ".join(f"{s}.{n}" for s, n, _ in rows) or "none"
+        raise DataError(f"{location}: no transactions table in the database (tables: {names})")
+    return found
 
 
 def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) -> Dataset:
     """Read, validate and type the raw tables at ``location`` (a folder or a .duckdb file)."""
     location = Path(location)
+    columns = columns or {}
     if not location.exists():
         raise DataError(f"{location}: no such folder or DuckDB database")
+    if location.is_file() and location.name.lower().endswith(SUFFIXES):
+        raise DataError(
+            f"{location}: a data file; pass the folder that holds it (tables are found by "
+            f"name: transactions.csv, events.parquet, ...) or a DuckDB database"
+        )
+    _check_shared_mapping(columns)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     # In Jupyter without ipywidgets DuckDB refuses the setting, and shows no bar anyway.
     with contextlib.suppress(duckdb.InvalidInputException):
         con.execute("SET enable_progress_bar = false")
-    available: set[str] | None = None
+    database: dict[str, DatabaseTable] | None = None
     if location.is_file():
         literal = str(location).replace("'", "''")
         try:
             con.execute(f"ATTACH '{literal}' AS src (READ_ONLY)")
         except duckdb.Error as exc:
             raise DataError(f"{location}: not a DuckDB database ({exc})") from exc
-        available = _database_tables(con)
+        database = _database_tables(con, location)
     dataset = Dataset(con=con, sources={})
+    used: set[str] = set()  # '*' mapping targets some table used
     for name, contract in CONTRACTS.items():
-        if available is not None and name not in available:
-            label = ""
+        if database is not None and name not in database:
+            label, csv_path = "", None
         else:
-            label, is_csv = _register(con, location, name)
+            found = database[name] if database is not None else None
+            label, csv_path = _register(con, location, name, found)
         if not label:
             if contract.required:
                 raise DataError(
@@ -220,7 +303,13 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
                 )
             con.execute(f"CREATE TABLE {name} ({EMPTY_TABLES[name]})")
             continue
-        _load_table(dataset, contract, label, is_csv, columns or {})
+        used |= _load_table(dataset, contract, label, csv_path, columns)
+    for target, source in columns.get("*", {}).items():
+        if target not in used:
+            raise DataError(
+                f"column mapping {target}={source}: no table has a column '{source}' "
+                f"(tables read: {', '.join(dataset.sources.values())})"
+            )
     return dataset
 
 
@@ -228,20 +317,29 @@ def _load_table(
     dataset: Dataset,
     contract: TableContract,
     label: str,
-    is_csv: bool,
+    csv_path: Path | None,
     columns: dict[str, dict[str, str]],
-) -> None:
+) -> set[str]:
+    """Load one table; return the '*' mapping targets it used."""
     con = dataset.con
     view = f"raw_{contract.name}"
+    types = _column_types(con, view)
     raw = RawTable(
         contract=contract,
         label=label,
         relation=view,
-        mapping=_mapping_for(contract.name, columns),
-        types=_column_types(con, view),
-        is_csv=is_csv,
+        mapping=_mapping_for(contract.name, columns, types),
+        types=types,
+        csv_path=csv_path,
     )
     check_columns(raw)
+    for target, source in columns.get(contract.name, {}).items():
+        if source not in types:  # an optional column (check_columns names required ones)
+            names = ", ".join(c for c in types if c != "_row")
+            raise DataError(
+                f"{label}: column mapping {contract.name}.{target}={source}: no column "
+                f"'{source}' (columns found: {names})"
+            )
     attributes: dict[str, str] = {}
     if contract.keeps_other_columns:
         found = _attribute_exprs(con, raw)
@@ -255,3 +353,5 @@ def _load_table(
     (count,) = one_row(con, f"SELECT count(*) FROM {contract.name}")
     dataset.row_counts[contract.name] = int(count)
     dataset.sources[contract.name] = label
+    shared = columns.get("*", {})
+    return {t for t, source in raw.mapping.items() if shared.get(t) == source and source in types}

@@ -30,6 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from features.sources import SUFFIXES
+
 __all__ = ["CHANNELS", "GeneratorParams", "SyntheticData", "generate", "write"]
 
 CHANNELS = ("organic_search", "paid_search", "social", "referral", "email", "direct")
@@ -424,8 +426,8 @@ def write(data: SyntheticData, out: Path, *, fmt: str = "parquet") -> dict[str, 
     written = {}
     for name in ("transactions", "events", "customers"):
         table: pa.Table = getattr(data, name)
-        for stale in out.glob(f"{name}.*"):
-            stale.unlink()
+        for suffix in SUFFIXES:  # a table's file of another format would be read twice
+            (out / f"{name}{suffix}").unlink(missing_ok=True)
         path = out / f"{name}.{fmt}"
         if fmt == "parquet":
             pq.write_table(table, path)

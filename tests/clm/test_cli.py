@@ -161,3 +161,33 @@ def test_config_show_round_trips(tmp_path: Path) -> None:
     (tmp_path / "copy.toml").write_text(shown.stdout)
     again = clm("--config", "copy.toml", "config", "show", cwd=tmp_path)
     assert again.stdout == shown.stdout and "churn_inactivity_days = 90" in shown.stdout
+
+
+def test_output_options_are_checked_before_any_work_and_generate_keeps_other_files(
+    tmp_path: Path,
+) -> None:
+    # The folder does not exist: an output name that cannot be written is refused first.
+    bad_out = clm(
+        "features", "build", "--data", str(tmp_path / "none"), "--as-of", "2024-02-01",
+        "--out", str(tmp_path / "f.txt"),
+    )  # fmt: skip
+    assert bad_out.returncode == 1
+    assert (
+        bad_out.stderr
+        == f"error: --out {tmp_path / 'f.txt'}: expected a .parquet or .csv file name\n"
+    )
+    out = tmp_path / "sample"
+    bad_format = clm("data", "generate", "--customers", "5", "--out", str(out), "--format", "xml")
+    assert (
+        bad_format.returncode == 1 and "--format xml: expected parquet or csv" in bad_format.stderr
+    )
+    assert not out.exists()
+    out.mkdir()
+    (out / "transactions.2019-backup.xlsx").write_text("mine")
+    (out / "events.parquet").write_text("an older sample, replaced by the csv")
+    made = clm("data", "generate", "--customers", "20", "--out", str(out), "--format", "csv")
+    assert made.returncode == 0, made.stderr
+    assert (out / "transactions.2019-backup.xlsx").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "customers.csv", "events.csv", "transactions.2019-backup.xlsx", "transactions.csv",
+    ]  # fmt: skip

@@ -212,3 +212,81 @@ def test_bad_signup_date_is_named_and_an_empty_one_is_missing(tmp_path: Path) ->
         match=r"customers.csv: column 'signup_date': 1 value.*row 1 \(line 2\) '2023-13-01'",
     ):
         load(write_tables(tmp_path, transactions=good_transactions(), customers=customers))
+
+
+def test_csv_lines_count_blank_lines_and_values_that_span_lines(tmp_path: Path) -> None:
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id,timestamp,amount,order_id\n"
+        "a,2024-01-01,10,O1\n"
+        "\n"
+        "b,2024-01-02,x,O2\n"
+        'c,2024-01-03,5,"O\n3"\n'
+        "d,2024-01-04,5,O1\n"
+    )
+    with pytest.raises(DataError) as error:
+        load(tmp_path)
+    message = str(error.value)
+    assert "column 'amount': 1 value(s) not a finite number" in message
+    assert "row 2 (line 4) 'x'" in message  # the blank line 3 is no row
+    assert "row 1 (line 2) 'O1', row 4 (line 7) 'O1'" in message  # row 3 spans lines 5-6
+
+
+def test_mapping_without_a_table_is_checked_against_every_contract(tmp_path: Path) -> None:
+    write_tables(
+        tmp_path,
+        transactions=[tx("a", "2024-01-01", 1.0, ref="web")],
+        events=[ev("a", "2024-01-01", "visit", channel="app")],
+    )
+    with pytest.raises(DataError, match="'ordr_id' is not a contract column of any table"):
+        load(tmp_path, columns={"*": {"ordr_id": "ref"}})
+    with pytest.raises(DataError, match="order_id=reff: no table has a column 'reff'"):
+        load(tmp_path, columns={"*": {"order_id": "reff"}})
+    # Applied where the file has the column; a table with the contract's own name keeps it.
+    data = load(tmp_path, columns={"*": {"channel": "ref"}})
+    assert data.con.sql("SELECT channel FROM transactions").fetchall() == [("web",)]
+    assert data.con.sql("SELECT channel FROM events").fetchall() == [("app",)]
+
+
+def test_a_mapped_optional_column_that_is_missing_is_an_error(tmp_path: Path) -> None:
+    write_tables(tmp_path, transactions=[tx("a", "2024-01-01", 1.0, ref="R1")])
+    with pytest.raises(
+        DataError,
+        match=r"transactions.csv: column mapping transactions.order_id=reff: no column 'reff' "
+        r"\(columns found: customer_id, timestamp, amount, ref\)",
+    ):
+        load(tmp_path, columns={"transactions": {"order_id": "reff"}})
+    assert load(tmp_path, columns={"transactions": {"order_id": "ref"}}).row_counts == {
+        "transactions": 1
+    }
+
+
+def test_duckdb_views_other_schemas_and_any_case(tmp_path: Path) -> None:
+    rows = "SELECT 'a' AS customer_id, TIMESTAMP '2024-01-01' AS timestamp, 5.0 AS amount"
+    view, schema, upper, none = (tmp_path / f"{n}.duckdb" for n in ("v", "s", "u", "n"))
+    with duckdb.connect(str(view)) as con:
+        con.execute(f"CREATE TABLE t AS {rows} UNION ALL SELECT 'b', NULL, 1.0")
+        con.execute("CREATE VIEW transactions AS SELECT * FROM t")
+    with pytest.raises(DataError, match=r"v.duckdb:transactions: column 'timestamp'.* row 2"):
+        load(view)
+    with duckdb.connect(str(schema)) as con:
+        con.execute(f"CREATE SCHEMA sales; CREATE TABLE sales.transactions AS {rows}")
+    assert load(schema).sources == {"transactions": "s.duckdb:sales.transactions"}
+    with duckdb.connect(str(upper)) as con:
+        con.execute(f'CREATE TABLE "Transactions" AS {rows}')
+    assert load(upper).row_counts == {"transactions": 1}
+    with duckdb.connect(str(none)) as con:
+        con.execute("CREATE TABLE orders AS SELECT 1 AS a")
+    with pytest.raises(DataError, match=r"no transactions table in the database \(tables: main"):
+        load(none)
+
+
+def test_a_csv_that_is_not_utf8_and_a_data_file_as_the_folder(tmp_path: Path) -> None:
+    path = tmp_path / "transactions.csv"
+    path.write_bytes("customer_id,timestamp,amount\nRen\xe9,2024-01-01,5\n".encode("latin-1"))
+    with pytest.raises(DataError, match="transactions.csv: not (UTF-8 text|a readable CSV)"):
+        load(tmp_path)
+    path.write_bytes("customer_id,timestamp,amount\xe9\na,2024-01-01,5\n".encode("latin-1"))
+    with pytest.raises(DataError, match="transactions.csv: not UTF-8 text"):
+        load(tmp_path)
+    with pytest.raises(DataError, match="a data file; pass the folder that holds it"):
+        load(path)
