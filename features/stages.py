@@ -14,10 +14,11 @@ Rules at ``as_of`` (first match wins; see ARCHITECTURE.md), with S = ``StageSett
 A customer is *known* at ``as_of`` with a transaction or event before it, or a ``signup_date``
 before it. ``days_in_stage`` counts days since the customer entered the stage: the first event
 (awareness), first lead signal (consideration), the purchase (purchase), the later of the
-second purchase day, a return after a lapse longer than the churn window, or the end of an
-advocacy signal's lookback (retention), the later of entering retention and the first advocacy
-signal in the lookback (advocacy), the earlier of the cancel and the day inactivity passed the
-churn window (churned).
+second purchase day, a return (the first purchase after a lapse longer than the churn window
+or after a cancel) or the end of an advocacy signal's lookback (retention), the later of
+entering retention and the start of the unbroken run of advocacy signals (each within the
+lookback of the one before) that is still in effect (advocacy), the earlier of the first cancel
+after the last purchase and the day inactivity passed the churn window (churned).
 """
 
 from __future__ import annotations
@@ -63,12 +64,39 @@ first_tx AS (
 ),
 signals AS (
     SELECT customer_id, min(ts) AS first_ts,
-        min(CASE WHEN event_type IN {lead} THEN ts END) AS first_lead_ts,
-        max(CASE WHEN event_type IN {cancel} THEN ts END) AS last_cancel_ts,
-        min(CASE WHEN {advocacy} AND ts >= {lookback} THEN ts END) AS first_advocacy_ts,
-        max(CASE WHEN {advocacy} THEN ts END) AS last_advocacy_ts
+        min(CASE WHEN event_type IN {lead} THEN ts END) AS first_lead_ts
     FROM events
     WHERE ts < {cutoff}
+    GROUP BY customer_id
+),
+cancels AS (
+    SELECT c.customer_id, max(c.ts) AS last_cancel_ts,
+        min(CASE WHEN c.ts > b.last_purchase_ts THEN c.ts END) AS cancel_ts
+    FROM events c
+    JOIN buys b ON b.customer_id = c.customer_id
+    WHERE c.ts < {cutoff} AND c.event_type IN {cancel}
+    GROUP BY c.customer_id
+),
+return_after_cancel AS (
+    SELECT p.customer_id, min(p.day) AS return_day
+    FROM purchase_days p
+    JOIN cancels c ON c.customer_id = p.customer_id
+    WHERE c.cancel_ts IS NULL AND p.day < {today} AND p.last_order_ts > c.last_cancel_ts
+    GROUP BY p.customer_id
+),
+advocacy_signals AS (
+    SELECT customer_id, ts,
+        date_diff('day', CAST(lag(ts) OVER (PARTITION BY customer_id ORDER BY ts) AS DATE),
+            CAST(ts AS DATE)) AS gap_days
+    FROM events
+    WHERE ts < {cutoff} AND {advocacy}
+),
+advocacy AS (
+    SELECT customer_id,
+        max(CASE WHEN gap_days IS NULL OR gap_days > {s.advocacy_lookback_days} THEN ts END)
+            AS run_start_ts,
+        max(ts) AS last_advocacy_ts
+    FROM advocacy_signals
     GROUP BY customer_id
 ),
 signups AS (
@@ -83,15 +111,21 @@ known AS (
 facts AS (
     SELECT k.customer_id,
         coalesce(b.purchase_days, 0) AS purchase_days,
-        b.last_purchase_ts, b.last_day, b.second_day, b.return_day,
+        b.last_purchase_ts, b.last_day, b.second_day,
+        greatest(b.return_day, r.return_day) AS return_day,
         least(t.first_ts, g.first_ts, u.signup_ts) AS first_seen_ts,
         least(g.first_lead_ts, u.signup_ts) AS first_lead_ts,
-        g.last_cancel_ts, g.first_advocacy_ts, g.last_advocacy_ts
+        c.cancel_ts,
+        CASE WHEN a.last_advocacy_ts >= {lookback} THEN a.run_start_ts END AS advocacy_since_ts,
+        a.last_advocacy_ts
     FROM known k
     LEFT JOIN buys b ON b.customer_id = k.customer_id
     LEFT JOIN first_tx t ON t.customer_id = k.customer_id
     LEFT JOIN signals g ON g.customer_id = k.customer_id
     LEFT JOIN signups u ON u.customer_id = k.customer_id
+    LEFT JOIN cancels c ON c.customer_id = k.customer_id
+    LEFT JOIN return_after_cancel r ON r.customer_id = k.customer_id
+    LEFT JOIN advocacy a ON a.customer_id = k.customer_id
 )"""
 
 
@@ -104,8 +138,8 @@ def _stage_sql(as_of: date, s: StageSettings) -> tuple[str, str]:
     churn = s.churn_inactivity_days
     lookback = s.advocacy_lookback_days
     idle = _days_since("last_day", as_of)
-    cancelled = "(last_cancel_ts IS NOT NULL AND last_cancel_ts > last_purchase_ts)"
-    advocate = "first_advocacy_ts IS NOT NULL"
+    cancelled = "cancel_ts IS NOT NULL"  # a cancel after the last purchase
+    advocate = "advocacy_since_ts IS NOT NULL"
     stage = f"""CASE
         WHEN purchase_days > 0 AND ({idle} > {churn} OR {cancelled}) THEN 'churned'
         WHEN purchase_days >= 2 AND {advocate} THEN 'advocacy'
@@ -123,9 +157,9 @@ def _stage_sql(as_of: date, s: StageSettings) -> tuple[str, str]:
     days = f"""CASE
         WHEN purchase_days > 0 AND ({idle} > {churn} OR {cancelled}) THEN greatest(
             CASE WHEN {idle} > {churn} THEN {idle} - {churn + 1} END,
-            CASE WHEN {cancelled} THEN {_days_since("last_cancel_ts", as_of)} END)
+            CASE WHEN {cancelled} THEN {_days_since("cancel_ts", as_of)} END)
         WHEN purchase_days >= 2 AND {advocate} THEN least(
-            {since_second}, {since_return}, {_days_since("first_advocacy_ts", as_of)})
+            {since_second}, {since_return}, {_days_since("advocacy_since_ts", as_of)})
         WHEN purchase_days >= 2 THEN least({since_second}, {since_return}, {since_advocacy_end})
         WHEN purchase_days = 1 THEN {idle}
         WHEN first_lead_ts IS NOT NULL THEN {_days_since("first_lead_ts", as_of)}

@@ -234,3 +234,41 @@ def test_churned_back_to_retention_on_return(tmp_path: Path) -> None:
 def test_purchase_to_churned(tmp_path: Path) -> None:
     got = stage_of(tmp_path, "2024-12-01", transactions=[tx("o", "2024-05-01", 5.0)])
     assert got["o"] == ("churned", 33)  # 214 days idle, churned since day 181
+
+
+# --- days in stage over repeated signals -----------------------------------------------------
+
+
+def test_advocacy_counts_from_the_start_of_an_unbroken_run_of_signals(tmp_path: Path) -> None:
+    monthly = [tx("a", f"{y}-{m:02d}-01", 10.0) for y in (2023, 2024) for m in range(1, 13)]
+    reviews = [ev("a", "2023-03-01", "review"), ev("a", "2024-01-01", "review")]
+    # A second customer whose first signal expired before the next one: a new run.
+    broken = [tx("b", "2022-01-01", 5.0), tx("b", "2022-02-01", 5.0), tx("b", "2024-05-01", 5.0)]
+    broken_reviews = [ev("b", "2022-03-01", "review"), ev("b", "2024-04-01", "review")]
+    got = stage_of(
+        tmp_path, "2024-06-01", transactions=monthly + broken, events=reviews + broken_reviews
+    )
+    assert got["a"] == ("advocacy", 458)  # since 2023-03-01: the 2024 review continued the run
+    assert got["b"] == ("advocacy", 31)  # since the return on 2024-05-01 (after a lapse)
+    for as_of, days in (("2024-02-29", 365), ("2024-03-01", 366), ("2024-03-02", 367)):
+        assert stage_of(tmp_path, as_of, transactions=monthly, events=reviews)["a"] == (
+            "advocacy",
+            days,
+        )
+
+
+def test_a_purchase_after_a_cancel_is_a_return_and_churn_counts_from_the_first_cancel(
+    tmp_path: Path,
+) -> None:
+    transactions = [
+        tx("back", "2024-01-01", 5.0), tx("back", "2024-02-01", 5.0),
+        tx("back", "2024-04-01", 5.0),
+        tx("gone", "2024-01-01", 5.0), tx("gone", "2024-02-01", 5.0),
+    ]  # fmt: skip
+    events = [
+        ev("back", "2024-03-01", "cancel"),
+        ev("gone", "2024-03-01", "cancel"), ev("gone", "2024-05-01", "cancel"),
+    ]  # fmt: skip
+    got = stage_of(tmp_path, "2024-06-01", transactions=transactions, events=events)
+    assert got["back"] == ("retention", 61)  # since 2024-04-01, the purchase after the cancel
+    assert got["gone"] == ("churned", 92)  # since 2024-03-01, the first cancel
