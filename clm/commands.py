@@ -18,6 +18,7 @@ from rich.table import Table
 from clm.errors import ClmError
 from clm.settings import ClmSettings
 from features import sources, synthetic
+from features.online import shown_url
 from features.snapshots import snapshot_table
 
 __all__ = [
@@ -164,6 +165,11 @@ def show_settings(settings: ClmSettings) -> None:
             if isinstance(value, dict):
                 continue
             print(f"# {fields[key].description}")
+            if key == "api_token":  # a secret: never printed
+                print("# api_token = (set; not shown)")
+                continue
+            if key == "online_store":
+                value = shown_url(value)
             print(f"{key} = {_toml_value(value)}")
         for key, value in values.items():
             if isinstance(value, dict):
@@ -205,7 +211,7 @@ def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> 
         f"Online store as of {as_of}",
         [
             ("customers", f"{written:,}"),
-            ("store", settings.serving.online_store),
+            ("store", shown_url(settings.serving.online_store)),
             ("time", f"{time.perf_counter() - started:.1f} s"),
         ],
     )

@@ -213,7 +213,9 @@ class ServingSettings(_Section):
         description="Online feature store: sqlite:///PATH (the embedded default) or "
         "redis://HOST:PORT/DB[?prefix=NAME].",
     )
-    max_customers: int = Field(1000, ge=1, description="Most customers in one /score request.")
+    max_customers: int = Field(
+        1000, ge=1, le=1000, description="Most customers in one /score request (1 to 1,000)."
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
     max_batch_rows: int = Field(
         256,

@@ -65,6 +65,18 @@ class OnlineStore:
         raise NotImplementedError
 
 
+def shown_url(url: str) -> str:
+    """A store URL as messages and logs show it: without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
+
+
 def open_store(url: str) -> OnlineStore:
     """The store named by ``serving.online_store``."""
     scheme, sep, rest = url.partition("://")
@@ -74,8 +86,8 @@ def open_store(url: str) -> OnlineStore:
     if sep and scheme in ("redis", "rediss"):
         return RedisStore(url)
     raise ConfigError(
-        f"serving.online_store {url!r}: expected sqlite:///PATH (relative), sqlite:////PATH "
-        "or redis://HOST:PORT/DB"
+        f"serving.online_store {shown_url(url)!r}: expected sqlite:///PATH (relative), "
+        "sqlite:////PATH or redis://HOST:PORT/DB"
     )
 
 
@@ -328,8 +340,9 @@ class RedisStore(OnlineStore):
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         self.prefix = query.pop("prefix", ["clm"])[0]
-        self.url = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
-        self._redis = redis.Redis.from_url(self.url, socket_timeout=10)
+        url = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        self.url = shown_url(url)  # in messages: never the password
+        self._redis = redis.Redis.from_url(url, socket_timeout=10)
         self._lookup = self._redis.register_script(_LOOKUP)
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
 

@@ -20,6 +20,8 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 # Integers as JSON and the models carry them: 64-bit.
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 FeatureValue = FiniteFloat | Int64 | bool | Annotated[str, Field(max_length=200)] | None
+# A value the service gives back (a stored feature may be text of any length).
+ShownValue = float | int | bool | str | None
 CustomerId = Annotated[
     str,
     Field(
@@ -42,8 +44,9 @@ class CustomerIn(BaseModel):
         None,
         description="Feature values that override the stored ones (any subset; names as in "
         "clm features build). A customer unknown to the store is scored as new: features "
-        "not given are those of a customer with no history.",
-        examples=[{"days_since_last_purchase": 12, "purchase_days": 3}],
+        "not given are those of a customer with no history, in stage 'awareness'; the stage "
+        "is not derived from the others, so give it with them.",
+        examples=[{"stage": "retention", "days_since_last_purchase": 12, "purchase_days": 3}],
     )
 
 
@@ -60,7 +63,7 @@ class ScoreRequest(BaseModel):
 
 class Reason(BaseModel):
     feature: str = Field(description="Feature name.", examples=["days_since_last_purchase"])
-    value: FeatureValue = Field(description="The customer's value of it.", examples=[143])
+    value: ShownValue = Field(description="The customer's value of it.", examples=[143])
     contribution: float = Field(
         description="Its push on the churn log-odds (XGBoost's per-row SHAP value); positive "
         "raises the risk.",
@@ -110,5 +113,5 @@ class ScoreResponse(BaseModel):
 class CustomerView(BaseModel):
     customer_id: str
     as_of: str | None = Field(description="Cutoff of the stored features.")
-    features: dict[str, FeatureValue]
+    features: dict[str, ShownValue]
     score: ScoreResult

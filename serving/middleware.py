@@ -28,7 +28,16 @@ from typing import Any
 
 from clm.settings import ServingSettings
 
-__all__ = ["PROTECTED", "FastRoute", "GuardMiddleware", "api_token", "json_route"]
+__all__ = [
+    "PROTECTED",
+    "QUIET",
+    "REAL_PATH",
+    "FastRoute",
+    "GuardMiddleware",
+    "api_token",
+    "json_route",
+    "route",
+]
 
 PROTECTED = ("/score", "/customers")
 log = logging.getLogger("clm.serving")
@@ -41,12 +50,17 @@ ROUTES = frozenset({"/score", "/docs", "/docs.json", "/openapi.json", "/"})
 QUIET = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 
 
+# Where a middleware in front of this one that shows the route (``route``) in place of the
+# path to what it records keeps the real path; GuardMiddleware puts it back.
+REAL_PATH = "clm.path"
+
+
 def route(path: str) -> str:
     """The path as logged (see ROUTES)."""
     if path in ROUTES:
         return path
-    if path.startswith("/customers/") and "/" not in path[len("/customers/") :]:
-        return "/customers/{customer_id}"
+    if path.startswith("/customers/") and len(path) > len("/customers/"):
+        return "/customers/{customer_id}"  # an id may hold a '/' (the route takes a path)
     return "(other)"
 
 
@@ -167,6 +181,8 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if REAL_PATH in scope:
+            scope = {**scope, "path": scope[REAL_PATH]}
         if scope.get("path") in QUIET:
             await self._guarded(scope, dict(scope.get("headers") or []), receive, send)
             return
@@ -211,20 +227,25 @@ class GuardMiddleware:
             return
         received = 0
         limit = self.max_body_bytes
+        started = replied = False
 
         async def counted() -> Any:
-            nonlocal received
+            nonlocal received, started, replied
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    # Answered here: the app reading the body may turn the error into a 400.
+                    if not started:
+                        started = replied = True
+                        await _reply(send, 413, f"request body over {limit} bytes")
                     raise BodyTooLarge
             return message
 
-        started = False
-
         async def tracked(message: Any) -> None:
             nonlocal started
+            if replied:  # the 413 was the answer; what the app sends after it is dropped
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)

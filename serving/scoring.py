@@ -42,6 +42,7 @@ __all__ = [
     "champion_versions",
     "largest",
     "load_champions",
+    "shown",
 ]
 
 # Numeric features that may be negative; every other numeric feature is a count, an amount
@@ -195,7 +196,7 @@ class Scorer:
             if name in self.text:
                 if value is not None and not isinstance(value, str):
                     raise BadInput(f"{where}: expected text, got {value!r}")
-                if name == "stage" and value is not None and value not in STAGES:
+                if name == "stage" and value not in STAGES:
                     raise BadInput(f"{where}: expected one of {list(STAGES)}, got {value!r}")
                 continue
             if isinstance(value, str):
@@ -372,7 +373,7 @@ class Scorer:
         names = self.reason_feature
         if layout is None:
             return [
-                [_shown(row.get(names[j])) for j in js]
+                [shown(row.get(names[j])) for j in js]
                 for row, js in zip(rows, top.tolist(), strict=True)
             ]
         picked = [columns[name] for name in names]
@@ -413,7 +414,8 @@ def _kind(name: str, layout: Layout) -> int:
     return WHOLE if name in layout.integers else NUMBER
 
 
-def _shown(value: Any) -> Any:
+def shown(value: Any) -> Any:
+    """A value as the service gives it back: a non-finite number as None."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 

@@ -27,17 +27,20 @@ from typing import Any
 import anyio
 import bentoml
 import orjson
+import psutil  # type: ignore[import-untyped]
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from clm.settings import load_settings
+from clm.errors import ClmError
+from clm.serve_command import is_loopback
+from clm.settings import ServingSettings, load_settings
 from features.online import open_store
 from serving.batching import MicroBatcher
 from serving.contracts import CustomerView, ScoreRequest, ScoreResponse, ScoreResult
-from serving.middleware import GuardMiddleware, api_token, json_route
-from serving.scoring import BadInput, Scorer, load_champions
+from serving.middleware import QUIET, REAL_PATH, GuardMiddleware, api_token, json_route, route
+from serving.scoring import BadInput, Scorer, load_champions, shown
 
 __all__ = ["Scoring"]
 
@@ -82,7 +85,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     name="clm",
     workers=SETTINGS.serving.workers,
     traffic={"timeout": 30},
-    http={"port": SETTINGS.serving.port},
+    # Also where `bentoml serve serving.service:Scoring` binds (not BentoML's 0.0.0.0).
+    http={"host": SETTINGS.serving.host, "port": SETTINGS.serving.port},
     # serving.middleware logs every request (id, route template, status, time) instead.
     logging={"access": {"enabled": False}},
     tracing={} if SETTINGS.serving.tracing else {"excluded_urls": list(UNTRACED)},
@@ -97,9 +101,9 @@ class Scoring:
 
     def __init__(self) -> None:
         settings = load_settings()
+        _refuse_exposed_without_token(settings.serving)
         self.store = open_store(settings.serving.online_store)
         meta = self.store.meta()
-        self.as_of = meta.get("as_of")
         self.scorer = Scorer(load_champions(settings), settings, meta["new_customer"])
         self.max_customers = settings.serving.max_customers
         self.batcher: MicroBatcher[RequestRows, list[dict[str, Any]]] = MicroBatcher(
@@ -161,11 +165,60 @@ class Scoring:
         if customer_id not in stored:
             raise HTTPException(404, f"customer {customer_id!r} is not in the online store")
         result = (await self.batcher.submit(([customer_id], [stored[customer_id]], [True])))[0]
+        # The store's cutoff now: a materialize may have replaced it since the start.
+        store = self.store
+        meta = await anyio.to_thread.run_sync(store.meta) if store.remote else store.meta()
         return CustomerView(
             customer_id=customer_id,
-            as_of=self.as_of,
-            features=dict(stored[customer_id]),
+            as_of=meta.get("as_of"),
+            features={name: shown(value) for name, value in stored[customer_id].items()},
             score=ScoreResult.model_validate(result),
+        )
+
+
+def _template_traffic_metrics() -> None:
+    """BentoML's traffic metrics name each request by its raw path: ``/customers/{id}``
+    would put every customer id looked up on the open /metrics page, and a new series per
+    id (any caller could grow it without bound). Its middleware, the outermost, is
+    replaced by one that records the route template instead (serving.middleware.route:
+    ``/customers/{customer_id}``, ``(other)``); GuardMiddleware restores the path."""
+    from bentoml._internal.server.http import instruments
+
+    base = instruments.RunnerTrafficMetricsMiddleware
+    if getattr(base, "templated", False):
+        return
+
+    class TemplatedTrafficMetrics(base):  # type: ignore[misc, valid-type]
+        templated = True
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            path = scope.get("path", "")
+            if scope["type"] == "http" and path not in QUIET and (shown := route(path)) != path:
+                scope = {**scope, "path": shown, REAL_PATH: path}
+            await super().__call__(scope, receive, send)
+
+    instruments.RunnerTrafficMetricsMiddleware = TemplatedTrafficMetrics  # type: ignore[misc]
+
+
+_template_traffic_metrics()
+
+
+def _refuse_exposed_without_token(settings: ServingSettings) -> None:
+    """However the service was started (``clm serve`` checks before), it does not answer
+    on an address other machines reach unless an API token is configured."""
+    if api_token(settings) is not None:
+        return
+    exposed = sorted(
+        {
+            c.laddr.ip
+            for c in psutil.Process().net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and not is_loopback(c.laddr.ip)
+        }
+    )
+    if exposed:
+        raise ClmError(
+            f"refusing to serve on {exposed[0]} without an API token: set serving.api_token "
+            "or CLM_API_TOKEN, or bind to 127.0.0.1"
         )
 
 
@@ -230,7 +283,7 @@ async def score(body: ScoreRequest) -> Response:
 
 
 @app.get(
-    "/customers/{customer_id}",
+    "/customers/{customer_id:path}",  # an id may hold a '/'
     response_model=CustomerView,
     responses={**ERRORS, 404: {"model": ErrorBody, "description": "Unknown customer id."}},
 )

@@ -191,3 +191,14 @@ def test_output_options_are_checked_before_any_work_and_generate_keeps_other_fil
     assert sorted(p.name for p in out.iterdir()) == [
         "customers.csv", "events.csv", "transactions.2019-backup.xlsx", "transactions.csv",
     ]  # fmt: skip
+
+
+def test_config_show_never_prints_secrets(tmp_path: Path) -> None:
+    (tmp_path / "clm.toml").write_text(
+        "[serving]\napi_token = 'tok-123456'\nonline_store = 'redis://:s3cret@127.0.0.1:6379/0'\n"
+    )
+    shown = clm("config", "show", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "tok-123456" not in shown.stdout and "s3cret" not in shown.stdout
+    assert "# api_token = (set; not shown)" in shown.stdout
+    assert 'online_store = "redis://:***@127.0.0.1:6379/0"' in shown.stdout

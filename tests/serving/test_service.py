@@ -121,6 +121,33 @@ def test_customer_endpoint_returns_features_and_score(server: str, snapshot) -> 
     assert body["score"]["customer_id"] == customer.customer_id
     missing = httpx.get(f"{server}/customers/nobody-42", headers=AUTH)
     assert missing.status_code == 404 and "nobody-42" in missing.text
+    slashed = httpx.get(f"{server}/customers/shop%2F42", headers=AUTH)  # an id with a '/'
+    assert slashed.status_code == 404 and "customer 'shop/42' is not" in slashed.text
+
+
+def test_metrics_name_routes_never_customers_and_stay_bounded(server: str, snapshot) -> None:
+    def metrics() -> str:
+        return httpx.get(f"{server}/metrics", timeout=30).text
+
+    known = str(snapshot["customer_id"].iloc[3])
+    assert httpx.get(f"{server}/customers/{known}", headers=AUTH).status_code == 200
+    assert httpx.get(f"{server}/customers/jane.doe@example.com", headers=AUTH).status_code == 404
+    assert httpx.get(f"{server}/customers/unauthorised-id-1").status_code == 401
+    assert httpx.get(f"{server}/made/up/{known}").status_code == 404
+    before = metrics()
+    assert 'endpoint="/customers/{customer_id}"' in before and 'endpoint="(other)"' in before
+    for secret in (known, "jane.doe", "unauthorised-id-1", "made/up"):
+        assert secret not in before
+    for i in range(40):  # new ids make no new series
+        httpx.get(f"{server}/customers/probe-{i}", headers=AUTH if i % 2 else {})
+    after = metrics()
+    assert "probe-" not in after
+    added = _series_of(after) - _series_of(before)
+    assert not added, sorted(added)[:5]
+
+
+def _series_of(text: str) -> set[str]:
+    return {line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")}
 
 
 @pytest.mark.parametrize(
@@ -136,6 +163,7 @@ def test_customer_endpoint_returns_features_and_score(server: str, snapshot) -> 
         ),
         ({"customers": [{"customer_id": "a", "features": {"stage": "loyal"}}]}, "stage"),
         ({"customers": [{"customer_id": "a", "features": {"stage": 3}}]}, "stage"),
+        ({"customers": [{"customer_id": "a", "features": {"stage": None}}]}, "stage"),
         ({"customers": [{"customer_id": 5}]}, "customer_id"),
         ({"customers": [{"customer_id": "a", "extra": 1}]}, "extra"),
         ({"people": []}, "customers"),
@@ -231,6 +259,13 @@ def test_bodies_over_one_mib_get_413(server: str) -> None:
         f"{server}/score", content=big, headers={**AUTH, "content-type": "application/json"}
     )
     assert response.status_code == 413
+    # Streamed (no length given) and not JSON: still 413, not the app's 400 for the body.
+    for kind in ("text/plain", None):
+        chunks = (big[i : i + 65536].encode() for i in range(0, len(big), 65536))
+        headers = {**AUTH, **({"content-type": kind} if kind else {})}
+        streamed = httpx.post(f"{server}/score", content=chunks, headers=headers)
+        assert streamed.status_code == 413, (kind, streamed.text)
+        assert "over 1048576 bytes" in streamed.text
 
 
 def test_token_is_required_on_scoring_endpoints_only(server: str) -> None:
@@ -485,3 +520,73 @@ def test_two_workers_share_a_burst_of_connections(
         # A connection each (whichever worker takes it): the same scores as one worker's.
         answers = [score(two.url, [{"customer_id": i}]) for i in ids]
         assert [a.json()["results"][0] for a in answers] == expected
+
+
+def test_customer_view_follows_a_new_materialize_and_shows_long_attributes(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    from serving.client import ScoringClient, local_service
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("transactions", "events"):
+        (data / f"{name}.parquet").symlink_to(deployment.data / f"{name}.parquet")
+    customers = pd.read_parquet(deployment.data / "customers.parquet")
+    customers["notes"] = "long note " * 40  # 400 characters: text of any length is stored
+    customers.to_parquet(data / "customers.parquet")
+    store = f"sqlite:///{tmp_path}/online.db"
+    env = {**deployment.env, "CLM_SERVING__ONLINE_STORE": store}
+
+    def materialize(as_of: str) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "clm", "features", "materialize", "--data", str(data),
+             "--as-of", as_of], check=True, env=env, capture_output=True,
+        )  # fmt: skip
+
+    materialize("2025-07-01")
+    known = str(customers["customer_id"].iloc[0])
+    with local_service(token=TOKEN, env={"CLM_SERVING__ONLINE_STORE": store, **{
+        k: v for k, v in deployment.env.items() if k.startswith("CLM_TRAINING")
+    }}) as service, ScoringClient(service.url, token=TOKEN) as client:  # fmt: skip
+        first = client.customer(known)
+        assert first["as_of"] == "2025-07-01"
+        assert first["features"]["attr_notes"] == ("long note " * 40).strip()
+        materialize("2025-10-01")  # while serving
+        later = client.customer(known)
+        assert later["as_of"] == "2025-10-01"
+        assert later["features"]["days_in_stage"] != first["features"]["days_in_stage"]
+
+
+def test_bentoml_serve_on_a_public_address_without_a_token_never_answers(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    from serving.client import free_port
+
+    port = free_port()
+    env = {k: v for k, v in deployment.env.items() if k != "CLM_API_TOKEN"}
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "serving.service:Scoring",
+             "--host", "0.0.0.0", "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "refusing to serve" not in log.read_text():
+            time.sleep(0.5)
+        assert "refusing to serve on 0.0.0.0 without an API token" in log.read_text()
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(
+                f"http://127.0.0.1:{port}/score",
+                json={"customers": [{"customer_id": "a"}]},
+                timeout=5,
+            ).raise_for_status()
+    finally:
+        import os
+        import signal
+
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
