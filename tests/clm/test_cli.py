@@ -202,3 +202,21 @@ def test_config_show_never_prints_secrets(tmp_path: Path) -> None:
     assert "tok-123456" not in shown.stdout and "s3cret" not in shown.stdout
     assert "# api_token = (set; not shown)" in shown.stdout
     assert 'online_store = "redis://:***@127.0.0.1:6379/0"' in shown.stdout
+
+
+def test_an_unexpected_error_with_a_multi_line_message_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import clm.cli
+
+    def failing(**_: object) -> None:
+        raise RuntimeError("Binder Error: no column\n\nLINE 1: SELECT rowid\n    ^")
+
+    monkeypatch.setattr(clm.cli, "app", failing)
+    with pytest.raises(SystemExit) as exited:
+        clm.cli.main()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: RuntimeError: Binder Error: no column LINE 1: SELECT rowid ^ "
+        "(run with --debug for details)\n"
+    )
