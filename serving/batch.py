@@ -33,6 +33,7 @@ from rich.progress import Progress
 
 from clm.errors import DataError
 from clm.settings import ClmSettings
+from features.contract import csv_record_lines
 from features.snapshots import build_snapshot, event_types_before, new_customer_row
 from features.sources import load
 from features.stages import STAGES
@@ -84,30 +85,43 @@ def read_customer_list(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: customer list not found")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    if suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    elif suffix in (".csv", ".csv.gz"):
-        frame = pd.read_csv(path, dtype={"customer_id": str}, keep_default_na=False)
-    else:
+    if suffix not in (".parquet", ".csv", ".csv.gz"):
         raise DataError(f"{path}: expected a .csv, .csv.gz or .parquet customer list")
+    is_csv = suffix != ".parquet"
+    try:
+        if is_csv:
+            frame = pd.read_csv(path, dtype={"customer_id": str}, keep_default_na=False)
+        else:
+            frame = pd.read_parquet(path)
+    except Exception as exc:  # any reader's error: named with the file
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: not a readable customer list ({message})") from exc
     if "customer_id" not in frame.columns:
         raise DataError(
             f"{path}: no customer_id column (found {', '.join(map(str, frame.columns[:10]))})"
         )
+    if frame.empty:
+        raise DataError(f"{path}: the customer list has no rows (expected one customer a row)")
+
+    def places(rows: list[int]) -> str:
+        lines = csv_record_lines(path, rows) if is_csv else {}
+        return ", ".join(f"row {r} (line {lines[r]})" if r in lines else f"row {r}" for r in rows)
+
     ids = frame["customer_id"].astype("string")
     empty = ids.isna() | (ids.str.strip() == "")
     if empty.any():
         rows = (np.flatnonzero(empty.to_numpy()) + 1)[:5].tolist()
         raise DataError(
             f"{path}: column customer_id: {int(empty.sum())} empty ids (expected text), "
-            f"first at rows {rows}"
+            f"first at {places(rows)}"
         )
     duplicated = ids.duplicated()
     if duplicated.any():
         first = ids[duplicated].iloc[0]
+        rows = (np.flatnonzero((ids == first).to_numpy()) + 1)[:2].tolist()
         raise DataError(
             f"{path}: column customer_id: {int(duplicated.sum())} duplicated ids, "
-            f"first {first!r}; each customer once"
+            f"first {first!r} at {places(rows)}; each customer once"
         )
     frame["customer_id"] = ids.astype(str)
     return frame
@@ -126,22 +140,33 @@ def feature_columns(frame: pd.DataFrame, text: set[str], names: list[str]) -> di
 
 
 def fill_new_customers(rows: pd.DataFrame, known: np.ndarray, new_customer: dict[str, Any]) -> None:
-    """Give the rows of unknown ids (``~known``) the features of a customer with no history."""
+    """Give the rows of unknown ids (``~known``) the features of a customer with no history
+    (a column turns to objects only when its type cannot hold the value)."""
     if known.all():
         return
+    unknown = ~known
     for name, value in new_customer.items():
-        if name in rows.columns:
-            rows[name] = rows[name].astype(object)
-            rows.loc[~known, name] = value
+        if name not in rows.columns:
+            continue
+        column = rows[name]
+        if value is None:
+            value = np.nan if pd.api.types.is_float_dtype(column) else None
+        fits = (
+            pd.api.types.is_float_dtype(column)
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+        ) or (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column))
+        if not fits:
+            rows[name] = column.astype(object)
+        rows.loc[unknown, name] = value
 
 
 def _rows_to_score(
-    request: BatchRequest, snapshot: pd.DataFrame, new_customer: dict[str, Any]
+    wanted: pd.DataFrame | None, snapshot: pd.DataFrame, new_customer: dict[str, Any]
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]:
     """The feature rows in output order, whether each id was known, and carried columns."""
-    if request.customers is None:
+    if wanted is None:
         return snapshot, np.ones(len(snapshot), dtype=bool), None
-    wanted = read_customer_list(request.customers)
     known = wanted["customer_id"].isin(snapshot["customer_id"]).to_numpy()
     indexed = snapshot.set_index("customer_id")
     rows = indexed.reindex(wanted["customer_id"]).reset_index()
@@ -291,6 +316,39 @@ class _Output:
                     path.unlink(missing_ok=True)
 
 
+def output_names(reasons: int) -> set[str]:
+    """The columns score_batch writes (before carried ones)."""
+    names = {"customer_id", "known", "stage", "churn_probability", "churn_risk", "next_stage",
+             "expected_purchases", "expected_spend", "clv", "action", "action_value",
+             "version_churn", "version_stage", "version_clv"}  # fmt: skip
+    names |= {f"probability_{stage}" for stage in STAGES}
+    for k in range(1, reasons + 1):
+        names |= {f"reason_{k}", f"reason_{k}_contribution"}
+    return names
+
+
+def _check_carried(listing: pd.DataFrame, path: Path, out: Path, reasons: int) -> None:
+    """The list's other columns can be carried to ``out``: names that stay distinct once a
+    name the output has becomes ``input_<name>``, and plain values for a CSV file."""
+    taken = output_names(reasons)
+    names = [str(c) for c in listing.columns if c != "customer_id"]
+    renamed = [f"input_{n}" if n in taken else n for n in names]
+    clash = next((n for n in renamed if renamed.count(n) > 1 or n in taken), None)
+    if clash is not None:
+        raise DataError(
+            f"{path}: column {clash!r}: the output would have it twice (a list column "
+            f"named like an output column is carried as input_<name>); rename it"
+        )
+    if out.suffix == ".csv":
+        table = pa.Table.from_pandas(listing[names], preserve_index=False)
+        nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
+        if nested:
+            raise DataError(
+                f"{path}: column {nested[0]!r}: lists or structs cannot go to a CSV "
+                "file; write .parquet or drop the column"
+            )
+
+
 def score_batch(
     request: BatchRequest, settings: ClmSettings, console: Console | None = None
 ) -> BatchSummary:
@@ -299,15 +357,24 @@ def score_batch(
     started = time.perf_counter()
     if request.out.suffix not in OUTPUTS:
         raise DataError(f"--out {request.out}: expected a .parquet or .csv file name")
+    if request.engine not in ("local", "spark"):
+        raise DataError(f"--engine {request.engine}: expected local or spark")
+    if request.engine == "spark" and request.out.suffix != ".parquet":
+        raise DataError(f"--out {request.out}: the Spark engine writes partitioned .parquet")
+    if request.engine == "local" and request.out.is_dir():
+        raise DataError(
+            f"--out {request.out}: a folder (a Spark run's output?); remove it or name a file"
+        )
+    # The list is checked before any slow work (features, models, Spark).
+    listing = None
+    if request.customers is not None:
+        listing = read_customer_list(request.customers)
+        _check_carried(listing, request.customers, request.out, settings.serving.reasons)
     if request.engine == "spark":
-        if request.out.suffix != ".parquet":
-            raise DataError(f"--out {request.out}: the Spark engine writes partitioned .parquet")
         from serving.spark import score_with_spark
 
-        fields, versions = score_with_spark(request, settings)
+        fields, versions = score_with_spark(request, settings, listing)
         return BatchSummary(**fields, seconds=time.perf_counter() - started, versions=versions)
-    if request.engine != "local":
-        raise DataError(f"--engine {request.engine}: expected local or spark")
     timings: dict[str, float] = {}
     # The models load (MLflow, unpickling) while DuckDB builds the features: DuckDB releases
     # the GIL, so the two overlap.
@@ -326,7 +393,7 @@ def score_batch(
         champions = loading.result()
     scorer = Scorer(champions, settings, new_customer)
     scoring_started = time.perf_counter()
-    rows, known, carried = _rows_to_score(request, snapshot, new_customer)
+    rows, known, carried = _rows_to_score(listing, snapshot, new_customer)
     names = scorer.columns
     missing = [n for n in names if n not in rows.columns]
     if missing:
@@ -365,7 +432,9 @@ def score_batch(
         if not summary.rows:
             raise DataError("no customer to score: the data has no customer known before --as-of")
         decisions = Decisions(np.concatenate(actions), np.concatenate(values))
-        summary.cut_by_budget = apply_budget(decisions, scorer.policy, request.budget)
+        summary.cut_by_budget = apply_budget(
+            decisions, scorer.policy, request.budget, rows["customer_id"].to_numpy()
+        )
         timings["scoring"] = time.perf_counter() - scoring_started
         written = time.perf_counter()
         output.finish(decisions.action, decisions.value)

@@ -107,15 +107,18 @@ def _choose(
             best[i], best_value[i] = -1, 0.0
 
 
-def apply_budget(decisions: Decisions, policy: Policy, budget: int | None) -> int:
-    """Keep at most ``budget`` costly actions (highest value first); returns how many were cut."""
+def apply_budget(decisions: Decisions, policy: Policy, budget: int | None, ids: np.ndarray) -> int:
+    """Keep at most ``budget`` costly actions, highest value first and, among equal values,
+    the lower ``customer_id`` (the same whatever order the rows come in); returns how many
+    were cut."""
     if budget is None:
         return 0
     cost = np.array([policy.actions[a].cost if a != NO_ACTION else 0.0 for a in decisions.action])
     costly = np.flatnonzero(cost > 0)
     if len(costly) <= budget:
         return 0
-    order = costly[np.argsort(-decisions.value[costly], kind="stable")]
+    keys = np.asarray(ids, dtype=str)[costly]
+    order = costly[np.lexsort((keys, -decisions.value[costly]))]
     cut = order[budget:]
     decisions.action[cut] = NO_ACTION
     decisions.value[cut] = 0.0

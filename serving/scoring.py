@@ -123,13 +123,21 @@ def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:
     return uri, versions
 
 
-def load_champions(settings: ClmSettings, threads: int = 1) -> Champions:
+def load_champions(
+    settings: ClmSettings, threads: int = 1, versions: Mapping[str, str] | None = None
+) -> Champions:
     """The three ``@champion`` estimators; a clear error names what is missing.
 
     ``threads``: XGBoost threads per booster, 1 for the service (a worker per core), 0 for
-    batch scoring (every core).
+    batch scoring (every core). ``versions`` (registered name -> version) loads those
+    versions instead: what a job's driver resolved, so its workers cannot load others.
     """
-    uri, versions = champion_versions(settings)
+    if versions is None:
+        uri, versions = champion_versions(settings)
+    else:
+        import mlflow
+
+        uri = mlflow.get_tracking_uri()
     import mlflow.pyfunc
 
     loaded = {}
@@ -138,7 +146,7 @@ def load_champions(settings: ClmSettings, threads: int = 1) -> Champions:
         estimator = model.unwrap_python_model().estimator
         _set_threads(estimator, threads)
         loaded[kind] = estimator
-    return Champions(loaded["churn"], loaded["stage"], loaded["clv"], versions, uri)
+    return Champions(loaded["churn"], loaded["stage"], loaded["clv"], dict(versions), uri)
 
 
 class Scorer:

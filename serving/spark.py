@@ -15,6 +15,7 @@ Workers run ``sys.executable`` (``PYSPARK_PYTHON``), or they would not find pand
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -86,26 +87,30 @@ def _output_schema(reasons: int) -> str:
 _SCORERS: dict[str, Any] = {}
 
 
-def _scorer(settings: ClmSettings, new_customer: dict[str, Any]) -> Any:
-    """One Scorer per Python worker process (the models load once, not per batch)."""
+def _scorer(settings: ClmSettings, new_customer: dict[str, Any], versions: dict[str, str]) -> Any:
+    """One Scorer per Python worker process and set of model versions (the models load
+    once, not per batch): the versions the driver resolved, never @champion again, so that
+    a promotion during the job or between jobs of one session cannot mix models."""
     from serving.scoring import Scorer, load_champions
 
-    key = settings.model_dump_json()
+    key = json.dumps([settings.model_dump_json(), sorted(versions.items())])
     if key not in _SCORERS:
-        _SCORERS[key] = Scorer(load_champions(settings), settings, new_customer)
+        champions = load_champions(settings, versions=versions)
+        _SCORERS[key] = Scorer(champions, settings, new_customer)
     return _SCORERS[key]
 
 
 def _score_batches(
     settings: ClmSettings,
     new_customer: dict[str, Any],
+    versions: dict[str, str],
     horizon_days: int | None,
     clv_horizon_days: int | None,
 ) -> Any:
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from serving.batch import feature_columns, fill_new_customers, score_frame
 
-        scorer = _scorer(settings, new_customer)
+        scorer = _scorer(settings, new_customer, versions)
         for batch in batches:
             known = batch.pop("_known").to_numpy(dtype=bool)
             fill_new_customers(batch, known, new_customer)
@@ -117,11 +122,13 @@ def _score_batches(
     return score
 
 
-def score_with_spark(request: Any, settings: ClmSettings) -> tuple[dict[str, Any], Any]:
-    """Score with Spark; returns the summary fields and the model versions."""
+def score_with_spark(
+    request: Any, settings: ClmSettings, listing: pd.DataFrame | None = None
+) -> tuple[dict[str, Any], Any]:
+    """Score with Spark (``listing``: the customer list, read); returns the summary fields
+    and the model versions."""
     from pyspark.sql import functions as F
 
-    from serving.batch import read_customer_list
     from serving.scoring import champion_versions
 
     _, versions = champion_versions(settings)
@@ -139,8 +146,7 @@ def score_with_spark(request: Any, settings: ClmSettings) -> tuple[dict[str, Any
         )  # fmt: skip
         snapshot = session.sql(to_spark(sql)).drop("as_of")
         carried = None
-        if request.customers is not None:
-            listing = read_customer_list(request.customers)
+        if listing is not None:
             wanted = session.createDataFrame(listing[["customer_id"]])
             rows = wanted.join(
                 snapshot.withColumn("_known", F.lit(True)), "customer_id", "left"
@@ -149,7 +155,13 @@ def score_with_spark(request: Any, settings: ClmSettings) -> tuple[dict[str, Any
         else:
             rows = snapshot.withColumn("_known", F.lit(True))
         scored = rows.mapInPandas(
-            _score_batches(settings, new_customer, request.horizon_days, request.clv_horizon_days),
+            _score_batches(
+                settings,
+                new_customer,
+                dict(versions),
+                request.horizon_days,
+                request.clv_horizon_days,
+            ),
             schema=_output_schema(settings.serving.reasons),
         ).cache()
         total = scored.count()
@@ -188,7 +200,7 @@ def _apply_budget(session: Any, scored: Any, settings: ClmSettings, budget: int)
     decisions = Decisions(
         rows["action"].to_numpy(object, copy=True), rows["action_value"].to_numpy(copy=True)
     )
-    cut = apply_budget(decisions, policy, budget)
+    cut = apply_budget(decisions, policy, budget, rows["customer_id"].to_numpy())
     if not cut:
         return scored, 0
     dropped = rows.loc[decisions.action == NO_ACTION, ["customer_id"]].assign(_cut=True)

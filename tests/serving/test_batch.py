@@ -107,6 +107,17 @@ def test_longer_horizon_lowers_the_chance_of_no_purchase(
         ("customer_id\nC1\n\n", None),  # a trailing blank line is no row
         ("customer_id,x\nC1,1\n,2\n", "1 empty ids"),
         ("customer_id\nC1\nC1\n", "duplicated ids, first 'C1'"),
+        (
+            "customer_id,x\nC1,1\n\nC2,2\n,3\n",
+            r"1 empty ids \(expected text\), first at row 3 \(line 5\)",
+        ),
+        ("customer_id\nC1\nC2\nC1\n", r"first 'C1' at row 1 \(line 2\), row 3 \(line 4\)"),
+        ("customer_id\n", "the customer list has no rows"),
+        ("customer_id,x\nC1,1\nC2,2,3\n", "not a readable customer list"),
+        (
+            "customer_id,stage,input_stage\nC1,a,b\n",
+            "column 'input_stage': the output would have it twice",
+        ),
     ],
 )
 def test_bad_customer_lists_are_named_and_leave_the_old_output(
@@ -125,6 +136,20 @@ def test_bad_customer_lists_are_named_and_leave_the_old_output(
     assert str(listing) in str(error.value)
     assert out.read_text() == "previous\n"
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_the_list_and_the_output_are_checked_before_any_slow_work(tmp_path: Path) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_bytes("customer_id\nRen\xe9\n".encode("latin-1"))
+    absent = tmp_path / "no-data"  # never reached: the list is refused first
+    request = BatchRequest(data=absent, as_of=date(2025, 7, 1), out=tmp_path / "o.csv",
+                           customers=listing)  # fmt: skip
+    with pytest.raises(DataError, match=rf"{listing}: not a readable customer list"):
+        score_batch(request, ClmSettings())
+    folder = tmp_path / "out.parquet"
+    folder.mkdir()
+    with pytest.raises(DataError, match="a folder"):
+        score_batch(BatchRequest(data=absent, as_of=date(2025, 7, 1), out=folder), ClmSettings())
 
 
 def test_clm_score_prints_a_summary(deployment: Deployment, tmp_path: Path) -> None:

@@ -62,9 +62,22 @@ def test_budget_keeps_the_most_valuable_costly_actions() -> None:
         np.array([150.0, 150.0, 150.0, 150.0]),
     )
     assert list(decided.action) == ["retention_offer"] * 3 + [NO_ACTION]
-    assert apply_budget(decided, policy, 2) == 1
+    assert apply_budget(decided, policy, 2, np.array(["a", "b", "c", "d"])) == 1
     assert list(decided.action) == ["retention_offer", NO_ACTION, "retention_offer", NO_ACTION]
     assert decided.value[1] == 0.0
+
+
+def test_budget_breaks_ties_by_customer_id_whatever_the_row_order() -> None:
+    policy = Policy(DecisionSettings(actions=PLAYBOOK), STAGES)
+    ids = np.array(["c7", "c2", "c9", "c1", "c5"])
+    kept = []
+    for order in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3]):
+        decided = policy.decide(
+            np.array(["retention"] * 5), np.full(5, 0.8), np.full(5, 150.0)
+        )  # five equal values
+        assert apply_budget(decided, policy, 2, ids[order]) == 3
+        kept.append(sorted(ids[order][decided.action != NO_ACTION]))
+    assert kept == [["c1", "c2"]] * 3
 
 
 def test_playbook_naming_an_unknown_stage_is_refused() -> None:
