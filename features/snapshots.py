@@ -83,7 +83,13 @@ def snapshot_sql(
         *_feature_columns("e", engagement),
         f"CASE WHEN c.signup_date < {ts_literal(as_of)} THEN date_diff('day', "
         f"CAST(c.signup_date AS DATE), {date_literal(as_of)}) END AS days_since_signup",
-        *[f"c.{a}" for a in attributes],
+        # A customer who signs up after the cutoff: attributes are as of the signup (a row
+        # written then), so they are not known at the cutoff either.
+        *[
+            f"CASE WHEN c.signup_date IS NULL OR c.signup_date < {ts_literal(as_of)} "
+            f"THEN c.{a} END AS {a}"
+            for a in attributes
+        ],
     ]
     joins = [
         f"LEFT JOIN ({rfm.sql}) AS r ON r.customer_id = s.customer_id",

@@ -25,7 +25,7 @@ from clm.settings import ClmSettings, LabelSettings
 from features.snapshots import build_snapshots
 from features.sources import Dataset, load
 from training.models.tabular import xgb_params
-from training.promotion import log_and_register
+from training.promotion import log_and_register, promote_passed
 from training.registry import configure_tracking
 from training.splits import Folds, backtest_folds
 from training.tasks import TASKS, make_estimator
@@ -150,17 +150,22 @@ def train(
         result = TrainResult(run.info.run_id, timings=timings)
         mlflow.log_params({"as_of": str(request.as_of), "data": str(request.data)})
         cache: dict[int, pd.DataFrame] = {}
-        for kind in request.kinds:
-            horizon = _horizon(kind, request, settings)
-            folds = plan_folds(first_day, request.as_of, horizon, settings, result.warnings)
-            if folds.horizon_days not in cache:
-                with steps.step(f"snapshots for {folds.horizon_days}-day labels"):
-                    cache[folds.horizon_days] = _snapshots(dataset, folds, settings)
-                result.warnings += _data_warnings(cache[folds.horizon_days])
-            frame = cache[folds.horizon_days]
-            result.models[kind] = _train_one(
-                kind, frame, folds, horizon, request, settings, steps, result.warnings
-            )
+        failed = True
+        try:
+            for kind in request.kinds:
+                horizon = _horizon(kind, request, settings)
+                folds = plan_folds(first_day, request.as_of, horizon, settings, result.warnings)
+                if folds.horizon_days not in cache:
+                    with steps.step(f"snapshots for {folds.horizon_days}-day labels"):
+                        cache[folds.horizon_days] = _snapshots(dataset, folds, settings)
+                    result.warnings += _data_warnings(cache[folds.horizon_days])
+                frame = cache[folds.horizon_days]
+                result.models[kind] = _train_one(
+                    kind, frame, folds, horizon, request, settings, steps, result.warnings
+                )
+            failed = False
+        finally:
+            promote_passed(list(result.models.values()), failed=failed)
         for warning in result.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
         mlflow.log_text("\n".join(result.warnings) or "none", "warnings.txt")
@@ -193,7 +198,7 @@ def _train_one(
     task = TASKS[kind]
     training = frame[frame["as_of"] < folds.evaluation]
     evaluation = frame[frame["as_of"] == folds.evaluation]
-    with mlflow.start_run(run_name=kind, nested=True) as run:
+    with mlflow.start_run(run_name=kind, nested=True):
         params = xgb_params(settings.training)
         if request.tune:
             with steps.step(f"{kind}: tune"):
@@ -217,7 +222,7 @@ def _train_one(
             )  # fmt: skip
             if kind == "clv":
                 mlflow.log_dict(compared, "clv_family_comparison.json")
-        return {"run_id": run.info.run_id, "metrics": result.metrics, **decision}
+        return {"metrics": result.metrics, **decision}
 
 
 def _choose_clv_family(

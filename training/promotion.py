@@ -34,7 +34,7 @@ from training.registry import GATES, MODEL_NAMES, champion_version, promote
 from training.splits import Folds
 from training.tasks import TASKS, Evaluation
 
-__all__ = ["log_and_register"]
+__all__ = ["log_and_register", "promote_passed"]
 
 
 def _finite(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
@@ -130,7 +130,16 @@ def _decide(
     }
     if champion is None:
         return decision | {"promoted": True, "reason": "first version"}
-    metrics, basis = _champion_metrics(kind, champion, fold, folds)
+    try:
+        metrics, basis = _champion_metrics(kind, champion, fold, folds)
+    except Exception as error:  # e.g. features added or renamed since it was trained
+        first = " ".join(str(error).split())[:300]
+        reason = (
+            f"champion v{champion} cannot score this evaluation fold ({type(error).__name__}: "
+            f"{first}); not compared, so not promoted: promote v{version} with clm models "
+            "promote if it should serve"
+        )
+        return decision | {"promoted": False, "champion_measured_on": None, "reason": reason}
     decision |= {"champion_metrics": _finite(metrics), "champion_measured_on": basis}
     won = beats(
         evaluation.metrics, metrics, gate.metric,
@@ -170,7 +179,28 @@ def log_and_register(
         kind, version, evaluation, fold, folds, settings.training.promotion_min_improvement
     )
     mlflow.log_dict(decision, "promotion.json")
-    mlflow.set_tags({"clm.promoted": str(decision["promoted"]), "clm.decision": decision["reason"]})
-    if decision["promoted"]:
-        promote(name, version)
-    return {"version": version, "promoted": decision["promoted"], "reason": decision["reason"]}
+    # Promoted by the job once every model it trains has passed (training.jobs.train).
+    pending = "pending" if decision["promoted"] else "False"
+    mlflow.set_tags({"clm.promoted": pending, "clm.decision": decision["reason"]})
+    return {
+        "name": name,
+        "version": version,
+        "promoted": decision["promoted"],
+        "reason": decision["reason"],
+        "run_id": mlflow.active_run().info.run_id,  # type: ignore[union-attr]
+    }
+
+
+def promote_passed(outcomes: list[dict[str, Any]], *, failed: bool) -> None:
+    """Move ``@champion`` to every version that passed its gate, unless a model of the same
+    job failed: then none moves (a job's champions change together or not at all)."""
+    client = MlflowClient()
+    for outcome in outcomes:
+        if not outcome["promoted"]:
+            continue
+        if failed:
+            client.set_tag(outcome["run_id"], "clm.promoted", "False (another model failed)")
+            outcome["promoted"] = False
+            continue
+        promote(outcome["name"], outcome["version"])
+        client.set_tag(outcome["run_id"], "clm.promoted", "True")

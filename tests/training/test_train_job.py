@@ -168,3 +168,51 @@ def test_models_cli_lists_promotes_and_rolls_back(first_run: dict, store: Path) 
     assert missing.returncode == 1 and "has no version 99" in missing.stderr
     unknown = clm("models", "rollback", "clm-nothing")
     assert unknown.returncode == 1 and "is not one of clm-churn" in unknown.stderr
+
+
+def test_a_job_that_fails_part_way_moves_no_champion(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.jobs
+
+    settings = _settings(tmp_path)
+    real = training.jobs._train_one
+
+    def stage_fails(kind: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if kind == "stage":
+            raise RuntimeError("the stage model failed")
+        return real(kind, *args, **kwargs)
+
+    monkeypatch.setattr(training.jobs, "_train_one", stage_fails)
+    with pytest.raises(RuntimeError, match="the stage model failed"):
+        train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn", "stage")), settings)
+    client = MlflowClient()
+    # The churn model passed its gate (a first version) and was registered, not promoted.
+    assert champion_version("clm-churn") is None
+    version = client.get_model_version_by_alias("clm-churn", "challenger")
+    assert client.get_run(version.run_id).data.tags["clm.promoted"] == (
+        "False (another model failed)"
+    )
+    monkeypatch.setattr(training.jobs, "_train_one", real)
+    done = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), settings)
+    assert done.models["churn"]["promoted"] is True
+    assert champion_version("clm-churn") == done.models["churn"]["version"]
+
+
+def test_a_champion_that_cannot_score_the_new_features_is_not_compared(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    # Trained before the next job's evaluation fold (2025-04-02), so it is scored on it.
+    train(TrainRequest(data=sample_dir, as_of=date(2025, 3, 1), kinds=("churn",)), settings)
+    other = settings.model_copy(
+        update={
+            "features": settings.features.model_copy(update={"purchase_windows_days": [30, 180]})
+        }
+    )
+    again = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), other)
+    outcome = again.models["churn"]
+    assert outcome["promoted"] is False
+    assert "champion v1 cannot score this evaluation fold" in outcome["reason"]
+    assert "clm models promote" in outcome["reason"] and len(outcome["reason"]) < 600
+    assert champion_version("clm-churn") == "1"
