@@ -20,6 +20,7 @@ import ctypes
 import functools
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -172,8 +173,17 @@ def _maximise(
             "initial_simplex": np.vstack([start, start + 1e-3 * np.eye(n_params)]),
         },
     )
-    if not result.success or not np.isfinite(result.fun):
+    if not np.isfinite(result.fun):
         raise RuntimeError(f"{model} fit did not converge: {result.message}")
+    if not result.success:
+        # Typically a history with no sign of dropout: the likelihood keeps rising as the
+        # parameters run off, flatter and flatter; the point reached predicts as the limit.
+        warnings.warn(
+            f"{model} fit stopped before converging ({result.message}); its parameters "
+            f"{np.exp(result.x).round(4).tolist()} are used",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return np.asarray(result.x, dtype=np.float64)
 
 
@@ -265,9 +275,18 @@ class BetaGeoFitter:
         r, alpha, a, b = self._fitted()
         z = t / (alpha + T + t)
         c = a + b + x - 1
-        return np.asarray(
-            c / (a - 1) * (1 - (1 - z) ** (a - 1) * _hyp2f1(a + b - 1 - r, a - 1, c, z))
-        )
+        with np.errstate(invalid="ignore", over="ignore"):
+            expected = np.asarray(
+                c / (a - 1) * (1 - (1 - z) ** (a - 1) * _hyp2f1(a + b - 1 - r, a - 1, c, z))
+            )
+        lost = ~np.isfinite(expected) & (a > 2)  # (a == 1: undefined, left as it is)
+        if lost.any():
+            # A fit that saw no dropout runs a and b off together (a/(a+b) stays put, the
+            # Beta becomes a point mass): (1-z)**(a-1) underflows while 2F1 overflows. Where
+            # that happens, the limit without dropout, the NBD's (r + x) / (alpha + T) * t.
+            limit = np.broadcast_to((r + x) / (alpha + T) * t, expected.shape)
+            expected = np.where(lost, limit, expected)
+        return np.asarray(expected)
 
     def probability_alive(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Array:
         """P(alive at T | x, t_x, T): 1 / the denominator of [FHL05a] eq. 10; 1 if ``x == 0``."""
@@ -584,7 +603,10 @@ def _expected_if_alive_at(t: float, x: float, T: float, r: float, alpha: float, 
     """One value of BetaGeoFitter._expected_if_alive, in its order of operations."""
     z = t / (alpha + T + t)
     c = a + b + x - 1
-    return c / (a - 1) * (1 - (1 - z) ** (a - 1) * gauss_2f1(a + b - 1 - r, a - 1, c, z, 0))
+    value = c / (a - 1) * (1 - (1 - z) ** (a - 1) * gauss_2f1(a + b - 1 - r, a - 1, c, z, 0))
+    if not np.isfinite(value) and a > 2:  # a and b run off together: the limit, as above
+        return (r + x) / (alpha + T) * t
+    return value
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")

@@ -334,6 +334,40 @@ def test_fit_reports_optimiser_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(btyd, "minimize", lambda *args, **kwargs: failed)
     with pytest.raises(RuntimeError, match="BG/NBD fit did not converge: too many steps"):
         BetaGeoFitter().fit(**GOOD)
+    # A finite point the optimiser stopped at (a likelihood still rising, flatter and
+    # flatter) is used, with a warning that names it.
+    stopped = SimpleNamespace(success=False, fun=1.0, x=np.log([0.5, 2.0, 3.0, 4.0]),
+                              message="too many steps")  # fmt: skip
+    monkeypatch.setattr(btyd, "minimize", lambda *args, **kwargs: stopped)
+    with pytest.warns(RuntimeWarning, match=r"stopped before converging \(too many steps\)"):
+        fitted = BetaGeoFitter().fit(**GOOD)
+    assert fitted.params_["a"] == pytest.approx(3.0) and fitted.params_["b"] == pytest.approx(4.0)
+
+
+def test_a_fit_without_dropout_predicts_the_nbd_limit_not_nan() -> None:
+    """a and b ran off together (seen on 1,500 sample customers: a = 130,737,
+    b = 12,949,224): the Euler form is inf x 0; the limit without dropout is used, which the
+    formula approaches where it is still finite."""
+    x, t_x, T = np.array([2.0, 0.0, 7.0]), np.array([300.0, 0.0, 500.0]), np.full(3, 700.0)
+    runaway = BetaGeoFitter()
+    runaway.params_ = {"r": 1.1438690736, "alpha": 17.956, "a": 130736.6, "b": 12949224.4}
+    got = runaway.expected_purchases(365.0, x, t_x, T)
+    assert np.all(np.isfinite(got))
+    nbd = (1.1438690736 + x) / (17.956 + T) * 365.0
+    alive = runaway.probability_alive(x, t_x, T)
+    np.testing.assert_allclose(got, alive * nbd, rtol=1e-12)
+    large = BetaGeoFitter()  # a and b 100 times smaller: still finite, and close to it
+    large.params_ = {**runaway.params_, "a": 1307.366, "b": 129492.244}
+    near = large.expected_purchases(365.0, x, t_x, T)
+    np.testing.assert_allclose(near, got, rtol=0.05)
+    out = np.zeros((btyd.PURCHASES + 1, 3))
+    gg = GammaGammaFitter()
+    gg.params_ = {"p": 6.25, "q": 3.74, "gamma": 15.44}
+    btyd.row_outputs(runaway, gg, x, t_x, T, np.array([20.0, 0.0, 30.0]), horizons=[365.0],
+                     clv_horizon=365.0, rows=np.ones(3, dtype=bool), out=out, margin=0.3,
+                     annual_discount_rate=0.1, step=30.0, periods_per_year=365.0)  # fmt: skip
+    np.testing.assert_array_equal(out[btyd.PURCHASES], got)
+    assert np.all(np.isfinite(out))
 
 
 @pytest.mark.parametrize(
