@@ -233,8 +233,10 @@ def _share_connections() -> None:
     and the first one turns its loop faster than the second is scheduled. After each accept
     the worker therefore yields its core (``sched_yield``), which in practice lets the other
     woken worker take the next one (measured: 16 of 16 bursts of 8 shared, against 3 of 8
-    without the yield and 2 of 16 with neither; tests/serving/test_service.py requires both
-    workers in 4 of 5 bursts). A busy worker turns its loop less often and takes fewer.
+    without the yield and 2 of 16 with neither; fewer when other work holds both cores, 2 of
+    5 with the test suite running: tests/serving/test_service.py pins the one accept per turn
+    and checks that bursts reach both workers). A busy worker turns its loop less often and
+    takes fewer.
     Called at the service's start, which runs on the loop before uvicorn serves the socket
     (BentoML creates the service in the ASGI lifespan, which uvicorn runs first); a loop
     without this method as Python 3.11-3.13 define it (uvloop) keeps its own way."""

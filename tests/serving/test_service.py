@@ -515,11 +515,61 @@ def test_two_workers_share_a_burst_of_connections(
     with local_service(token=TOKEN, env={**deployment.env, "CLM_SERVING__WORKERS": "2"}) as two:
         port = int(two.url.rsplit(":", 1)[1])
         wait_for_workers(two.url, 2)  # ready once one worker is: the other may be loading
-        shared = sum(len(_burst(port, 8)) == 2 for _ in range(5))
-        assert shared >= 4, "a burst of connections landed on one worker"
+        # Both workers take part of the bursts. How many bursts are shared depends on the
+        # scheduler: 5 of 5 on an idle machine, 2 of 5 with the rest of the suite running on
+        # both cores (the accept itself is pinned by the next test).
+        shared = sum(len(_burst(port, 8)) == 2 for _ in range(10))
+        assert shared >= 1, "every burst of connections landed on one worker"
         # A connection each (whichever worker takes it): the same scores as one worker's.
         answers = [score(two.url, [{"customer_id": i}]) for i in ids]
         assert [a.json()["results"][0] for a in answers] == expected
+
+
+def test_a_shared_accept_takes_one_pending_connection_per_turn_of_the_loop() -> None:
+    """What serving.service._share_connections changes, on asyncio's own selector loop: one
+    readiness event of the listening socket accepts one pending connection, not all."""
+    import asyncio
+
+    from serving.service import _share_connections
+
+    async def accepted_per_turn() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        original = loop._accept_connection  # type: ignore[attr-defined]
+        _share_connections()
+        shared = loop._accept_connection  # type: ignore[attr-defined]
+        _share_connections()  # a second call keeps the one wrap
+        assert shared is not original and loop._accept_connection is shared  # type: ignore[attr-defined]
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(32)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        clients: list[socket.socket] = []
+
+        def turn(accept) -> int:  # type: ignore[no-untyped-def]
+            """8 pending connections, one call as the selector makes it: how many taken."""
+            clients.extend(socket.create_connection(("127.0.0.1", port)) for _ in range(8))
+            time.sleep(0.05)
+            accept(asyncio.Protocol, listener, None, None, 100)
+            left = 0
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    return 8 - left
+                conn.close()
+                left += 1
+
+        try:
+            counts = turn(shared), turn(original)
+            await asyncio.sleep(0.05)  # the accepted connections' transports start
+            return counts
+        finally:
+            for c in clients:
+                c.close()
+            listener.close()
+
+    assert asyncio.run(accepted_per_turn()) == (1, 8)
 
 
 def test_customer_view_follows_a_new_materialize_and_shows_long_attributes(
