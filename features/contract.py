@@ -27,7 +27,9 @@ __all__ = [
     "check_columns",
     "clean_text",
     "internal_name",
+    "quote_name",
     "raw_copies",
+    "row_places",
     "typed_select",
     "validate",
 ]
@@ -116,13 +118,17 @@ class RawTable:
         return self.mapping.get(column, column)
 
     def places(self, rows: list[int]) -> dict[int, str]:
-        """How messages name each row: ``row 7``, in a CSV file ``row 7 (line 9)``."""
-        lines = csv_record_lines(self.csv_path, rows) if self.csv_path is not None else {}
-        return {r: f"row {r} (line {lines[r]})" if r in lines else f"row {r}" for r in rows}
+        return row_places(self.csv_path, rows)
 
     def column_label(self, column: str) -> str:
         source = self.source(column)
         return f"'{source}'" if source == column else f"'{source}' (mapped to {column})"
+
+
+def row_places(csv_path: Path | None, rows: list[int]) -> dict[int, str]:
+    """How messages name each row: ``row 7``, in a CSV file ``row 7 (line 9)``."""
+    lines = csv_record_lines(csv_path, rows) if csv_path is not None else {}
+    return {r: f"row {r} (line {lines[r]})" if r in lines else f"row {r}" for r in rows}
 
 
 def csv_record_lines(path: Path, rows: Iterable[int]) -> dict[int, int]:
@@ -147,7 +153,8 @@ def csv_record_lines(path: Path, rows: Iterable[int]) -> dict[int, int]:
     return found
 
 
-def _quote(name: str) -> str:
+def quote_name(name: str) -> str:
+    """An SQL identifier, quoted."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -196,7 +203,7 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
     if source not in table.types:
         target = {"timestamp": "TIMESTAMP", "number": "DOUBLE"}.get(spec.kind, "VARCHAR")
         return f"CAST(NULL AS {target})"
-    col, duck_type = _quote(source), table.types[source]
+    col, duck_type = quote_name(source), table.types[source]
     if spec.kind in ("id", "string"):
         return clean_text(col)
     if spec.kind == "timestamp":
@@ -222,7 +229,7 @@ def _raw_copy(table: RawTable, spec: ColumnSpec) -> str | None:
     source = table.source(spec.name)
     if spec.required or spec.kind not in ("number", "timestamp") or source not in table.types:
         return None
-    return clean_text(_quote(source)) if _is_text(table.types[source]) else None
+    return clean_text(quote_name(source)) if _is_text(table.types[source]) else None
 
 
 def _bad_predicate(table: RawTable, spec: ColumnSpec) -> str | None:
@@ -255,7 +262,7 @@ def check_columns(table: RawTable) -> None:
 
 def _shown(con: duckdb.DuckDBPyConnection, table: RawTable, column: str, rows: list[int]) -> str:
     """The first bad rows with their values as written in the source."""
-    source = _quote(table.source(column))
+    source = quote_name(table.source(column))
     values = dict(
         con.execute(
             f"SELECT _row, coalesce(CAST({source} AS VARCHAR), '') FROM {table.relation} "
@@ -337,7 +344,7 @@ def typed_select(table: RawTable, attributes: dict[str, str] | None = None) -> s
         for spec in table.contract.columns
         if (raw := _raw_copy(table, spec)) is not None
     ]
-    parts += [f"{expr} AS {_quote(name)}" for name, expr in (attributes or {}).items()]
+    parts += [f"{expr} AS {quote_name(name)}" for name, expr in (attributes or {}).items()]
     return f"SELECT {', '.join(parts)} FROM {table.relation}"
 
 

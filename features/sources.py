@@ -29,6 +29,7 @@ from features.contract import (
     TableContract,
     check_columns,
     clean_text,
+    quote_name,
     raw_copies,
     typed_select,
     validate,
@@ -215,10 +216,6 @@ def _register(
     return path.name, None
 
 
-def _quote_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 @dataclass(frozen=True)
 class DatabaseTable:
     """A table or view of an attached DuckDB database."""
@@ -233,7 +230,7 @@ class DatabaseTable:
 
     @property
     def relation(self) -> str:
-        return f"src.{_quote_name(self.schema)}.{_quote_name(self.name)}"
+        return f"src.{quote_name(self.schema)}.{quote_name(self.name)}"
 
 
 def _database_tables(con: duckdb.DuckDBPyConnection, location: Path) -> dict[str, DatabaseTable]:

@@ -33,7 +33,7 @@ from rich.progress import Progress
 
 from clm.errors import DataError
 from clm.settings import ClmSettings
-from features.contract import csv_record_lines
+from features.contract import row_places
 from features.snapshots import build_snapshot, event_types_before, new_customer_row
 from features.sources import load
 from features.stages import STAGES
@@ -104,8 +104,7 @@ def read_customer_list(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: the customer list has no rows (expected one customer a row)")
 
     def places(rows: list[int]) -> str:
-        lines = csv_record_lines(path, rows) if is_csv else {}
-        return ", ".join(f"row {r} (line {lines[r]})" if r in lines else f"row {r}" for r in rows)
+        return ", ".join(row_places(path if is_csv else None, rows).values())
 
     ids = frame["customer_id"].astype("string")
     empty = ids.isna() | (ids.str.strip() == "")
