@@ -73,5 +73,10 @@ def serve(
         "--port",
         str(port),
     ]
-    print(f"serving on http://{host}:{port} (docs at /docs); Ctrl-C stops", file=sys.stderr)
+    count = workers or settings.serving.worker_count()
+    print(
+        f"serving on http://{host}:{port} with {count} worker{'s' if count > 1 else ''} "
+        "(docs at /docs); Ctrl-C stops",
+        file=sys.stderr,
+    )
     os.execve(sys.executable, command, env)

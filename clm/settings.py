@@ -35,12 +35,31 @@ __all__ = [
     "TrainingSettings",
     "load_settings",
     "parse_column_mapping",
+    "usable_cores",
 ]
 
 TABLES = ("transactions", "events", "customers")
 ENV_PREFIX = "CLM_"
 # Environment variables that are read directly, not settings fields.
 _ENV_NOT_SETTINGS = {"CLM_CONFIG", "CLM_API_TOKEN"}
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota
+    (``docker run --cpus 1`` leaves every core in the affinity but allows one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    try:
+        allowed = -(-int(quota) // int(period))  # a quota of 1.5 cores runs on 2
+    except (ValueError, ZeroDivisionError):
+        return cores
+    return max(1, min(cores, allowed))
 
 
 class _Section(BaseModel):
@@ -202,7 +221,13 @@ class TrainingSettings(_Section):
 class ServingSettings(_Section):
     host: str = Field("127.0.0.1", description="Address clm serve binds to.")
     port: int = Field(3000, ge=1, le=65535, description="Port clm serve listens on.")
-    workers: int = Field(1, ge=1, le=64, description="Service worker processes.")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Service worker processes. Unset: one per core this process may use "
+        "(its CPU affinity, and a container's CPU quota), each booster on one thread.",
+    )
     api_token: str | None = Field(
         None,
         description="Bearer token required on /score and /customers (also CLM_API_TOKEN). "
@@ -243,6 +268,10 @@ class ServingSettings(_Section):
         "(export configured in BentoML's own settings). Off, those routes skip it: it costs "
         "about 0.2 ms a request and records nothing until an exporter is set up.",
     )
+
+    def worker_count(self) -> int:
+        """``workers``, or one per usable core when it is unset."""
+        return self.workers if self.workers is not None else usable_cores()
 
     @model_validator(mode="after")
     def _bands_in_order(self) -> ServingSettings:

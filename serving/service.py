@@ -83,7 +83,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @bentoml.service(
     name="clm",
-    workers=SETTINGS.serving.workers,
+    workers=SETTINGS.serving.worker_count(),
     traffic={"timeout": 30},
     # Also where `bentoml serve serving.service:Scoring` binds (not BentoML's 0.0.0.0).
     http={"host": SETTINGS.serving.host, "port": SETTINGS.serving.port},
@@ -115,7 +115,7 @@ class Scoring:
         self.scorer.freeze()
         gc.set_threshold(50_000, 50, 1_000)
         log.setLevel(logging.INFO)
-        if settings.serving.workers > 1:
+        if settings.serving.worker_count() > 1:
             _share_connections()
         global _service
         _service = self

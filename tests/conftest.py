@@ -12,6 +12,8 @@ from features import synthetic
 # pytest runs two workers on two cores: one XGBoost thread each (oversubscribed OpenMP
 # threads spin and slow everything down many times over).
 os.environ.setdefault("CLM_TRAINING__N_JOBS", "1")
+# Test services run one worker unless a test asks for more (the default is one per core).
+os.environ.setdefault("CLM_SERVING__WORKERS", "1")
 # A test that forgets its own store must not write into the repository's mlflow/ folder.
 os.environ.setdefault(
     "MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='clm-mlflow-')}/mlflow.db"

@@ -113,3 +113,33 @@ def test_artifacts_go_beside_a_sqlite_store(
     uri, artifacts = tracking_uri(TrainingSettings())
     assert uri == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
     assert artifacts == (tmp_path / "mlflow" / "artifacts").as_uri()
+
+
+def test_service_workers_default_to_one_per_usable_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from clm.settings import usable_cores
+
+    cores = len(os.sched_getaffinity(0))
+    assert load_settings().serving.workers is None
+    assert load_settings().serving.worker_count() == usable_cores()
+    monkeypatch.setenv("CLM_SERVING__WORKERS", "3")
+    assert load_settings().serving.worker_count() == 3
+    # A container's CPU quota caps the count (cgroup v2 cpu.max: quota and period in µs).
+    quota = tmp_path / "cpu.max"
+    assert usable_cores(tmp_path / "absent") == cores
+    quota.write_text("max 100000\n")
+    assert usable_cores(quota) == cores
+    quota.write_text("100000 100000\n")
+    assert usable_cores(quota) == 1
+    quota.write_text("50000 100000\n")  # half a core still runs one worker
+    assert usable_cores(quota) == 1
+    quota.write_text(f"{(cores + 4) * 100000} 100000\n")  # more quota than cores
+    assert usable_cores(quota) == cores
+    if cores >= 2:
+        quota.write_text("150000 100000\n")
+        assert usable_cores(quota) == 2
+    quota.write_text("garbage\n")
+    assert usable_cores(quota) == cores
