@@ -293,9 +293,23 @@ def _problem(
     )
 
 
+def _distinct_hashes(con: duckdb.DuckDBPyConnection, typed: str, column: str) -> bool:
+    """True when no two values of ``column`` share a 64-bit hash, so no two are equal: a
+    sort of 8-byte numbers (0.6 s on the benchmark's 10M order ids) in place of a GROUP BY
+    over 10M distinct strings (2.1 s). False (some hashes repeat) leaves it to the exact
+    check, which also finds the rows."""
+    hashes = con.execute(
+        f"SELECT hash({column}) AS h FROM {typed} WHERE {column} IS NOT NULL"
+    ).fetchnumpy()["h"]
+    hashes.sort()
+    return not bool((hashes[1:] == hashes[:-1]).any())
+
+
 def _duplicate_problem(con: duckdb.DuckDBPyConnection, table: RawTable, typed: str) -> str | None:
     unique = table.contract.unique
     if unique is None or table.source(unique) not in table.types:
+        return None
+    if _distinct_hashes(con, typed, unique):
         return None
     repeated = (
         f"SELECT {unique} AS k FROM {typed} WHERE {unique} IS NOT NULL "
