@@ -112,10 +112,110 @@ def _history(f: FeatureSettings, as_of: date) -> list[str]:
     ]
 
 
+MASK_BITS = 62  # bits of a BIGINT mask: 1 << 63 overflows a signed 64-bit number
+
+
+def _day_bits(as_of: date, days: int, condition: str) -> list[str]:
+    """``bit_or`` masks of the days (before the cutoff) with a row meeting ``condition``, in
+    pieces of MASK_BITS days: bit i of piece k is the day ``k * MASK_BITS + i + 1`` days
+    before ``as_of``."""
+    offset = f"(date_diff('day', CAST(ts AS DATE), {date_literal(as_of)}) - 1)"
+    pieces = []
+    for k in range(-(-days // MASK_BITS)):
+        low, high = k * MASK_BITS, min(days, (k + 1) * MASK_BITS) - 1
+        pieces.append(
+            f"bit_or(CASE WHEN {condition} AND {offset} BETWEEN {low} AND {high} "
+            f"THEN CAST(1 AS BIGINT) << ({offset} - {low}) ELSE CAST(0 AS BIGINT) END)"
+        )
+    return pieces
+
+
+def _channel_mask(channels: list[str]) -> str:
+    """A row's channel as one bit of a BIGINT (no bit for NULL or an unlisted channel)."""
+    if not channels:
+        return "CAST(0 AS BIGINT)"
+    cases = " ".join(f"WHEN {quote_text(c)} THEN {1 << i}" for i, c in enumerate(channels))
+    return f"CAST(CASE channel {cases} ELSE 0 END AS BIGINT)"
+
+
+def _touch_counts(
+    as_of: date, f: FeatureSettings, channels: list[str] | None
+) -> tuple[list[str], list[str], str, str, str, list[str]]:
+    """The active days and channels over events and transactions ("touches").
+
+    Returns the extra aggregates of ``pivoted`` and of ``history`` (over events: the days
+    fall in pivoted's span, the channels' window may not), the CTEs that add the
+    transactions' side, the two result expressions and the customers those CTEs add.
+
+    With the channels known (at most MASK_BITS of them), days and channels are bit masks
+    ORed per customer in the passes there are anyway: 1.1-1.9 s less on the benchmark's 30M
+    rows than grouping the touches by day and by channel (finding the channels takes 0.5 s
+    of it back). Otherwise the touches are grouped."""
+    cutoff = ts_literal(as_of)
+    longest = max(f.event_windows_days)
+    activity = f.activity_window_days
+    activity_from = ts_literal(as_of, activity)
+    days_from = ts_literal(as_of, min(longest, activity))
+    if channels is not None and len(channels) <= MASK_BITS:
+        in_days = f"ts >= {days_from}"
+        in_channels = f"ts >= {activity_from}"
+        day_bits = _day_bits(as_of, min(longest, activity), in_days)
+        mask = f"bit_or(CASE WHEN {in_channels} THEN {_channel_mask(channels)} END)"
+        days = [f"{b} AS day_bits_{k}" for k, b in enumerate(day_bits)]
+        ctes = f"""
+tx_touches AS (
+    SELECT customer_id, {", ".join(days)}, {mask} AS channel_bits
+    FROM transactions
+    WHERE ts < {cutoff} AND ({in_days} OR ({in_channels} AND channel IS NOT NULL))
+    GROUP BY customer_id
+),"""
+        both = [
+            f"bit_count(coalesce(p.day_bits_{k}, 0) | coalesce(t.day_bits_{k}, 0))"
+            for k in range(len(day_bits))
+        ]
+        active = f"NULLIF({' + '.join(both)}, 0)"
+        used = "NULLIF(bit_count(coalesce(h.channel_bits, 0) | coalesce(t.channel_bits, 0)), 0)"
+        channel_bits = f"{mask} AS channel_bits"
+        return days, [channel_bits], ctes, active, used, ["tx_touches"]
+    ctes = f"""
+touches AS (
+    SELECT customer_id, ts, channel FROM events WHERE ts >= {activity_from} AND ts < {cutoff}
+    UNION ALL
+    SELECT customer_id, ts, channel FROM transactions
+    WHERE ts >= {activity_from} AND ts < {cutoff}
+),
+activity AS (
+    SELECT customer_id, count(*) AS active_days
+    FROM (
+        SELECT customer_id, CAST(ts AS DATE) AS day FROM touches
+        WHERE ts >= {ts_literal(as_of, longest)}
+        GROUP BY customer_id, CAST(ts AS DATE)
+    ) AS d
+    GROUP BY customer_id
+),
+channels AS (
+    SELECT customer_id, count(*) AS channels
+    FROM (
+        SELECT customer_id, channel FROM touches AS t WHERE channel IS NOT NULL
+        GROUP BY customer_id, channel
+    ) AS c
+    GROUP BY customer_id
+),"""
+    return [], [], ctes, "a.active_days", "c.channels", ["activity", "channels"]
+
+
 def engagement_query(
-    *, as_of: date, settings: FeatureSettings, stages: StageSettings, event_types: list[str]
+    *,
+    as_of: date,
+    settings: FeatureSettings,
+    stages: StageSettings,
+    event_types: list[str],
+    channels: list[str] | None = None,
 ) -> FeatureQuery:
-    """Per-customer engagement features from ``events`` (and channels of ``transactions``)."""
+    """Per-customer engagement features from ``events`` (and channels of ``transactions``).
+
+    ``channels``: the channels seen in the activity window (:func:`channels_before`), which
+    lets the touches be counted in bit masks; None counts them by grouping (same values)."""
     f = settings
     cutoff, today = ts_literal(as_of), date_literal(as_of)
     types = event_type_columns(event_types)
@@ -133,9 +233,17 @@ def engagement_query(
         )
     totals = [f"p.events_{w}d" for w in f.event_windows_days]
     totals.append(_trend(*_trend_parts(f, "p."), recent, prior) + f" AS events_{trend_suffix}")
-    activity_from = ts_literal(as_of, activity)
-    counts = ",\n        ".join(_counts(f, as_of, types))
-    history = ",\n        ".join(_history(f, as_of))
+    in_pivoted, in_history, touch_ctes, active_days, channels_used, touch_tables = _touch_counts(
+        as_of, f, channels
+    )
+    counts = ",\n        ".join([*_counts(f, as_of, types), *in_pivoted])
+    history = ",\n        ".join([*_history(f, as_of), *in_history])
+    joins = {"tx_touches": "t", "activity": "a", "channels": "c"}
+    touch_joins = "".join(
+        f"\nLEFT JOIN {name} {joins[name]} ON {joins[name]}.customer_id = people.customer_id"
+        for name in touch_tables
+    )
+    people = "".join(f"\n    UNION SELECT customer_id FROM {name}" for name in touch_tables)
     sql = f"""
 WITH pivoted AS (
     SELECT customer_id,
@@ -150,30 +258,7 @@ history AS (
     FROM events
     WHERE ts < {cutoff}
     GROUP BY customer_id
-),
-touches AS (
-    SELECT customer_id, ts, channel FROM events WHERE ts >= {activity_from} AND ts < {cutoff}
-    UNION ALL
-    SELECT customer_id, ts, channel FROM transactions
-    WHERE ts >= {activity_from} AND ts < {cutoff}
-),
-activity AS (
-    SELECT customer_id, count(*) AS active_days_{longest}d
-    FROM (
-        SELECT customer_id, CAST(ts AS DATE) AS day FROM touches
-        WHERE ts >= {ts_literal(as_of, longest)}
-        GROUP BY customer_id, CAST(ts AS DATE)
-    ) AS d
-    GROUP BY customer_id
-),
-channels AS (
-    SELECT customer_id, count(*) AS channels_{activity}d
-    FROM (
-        SELECT customer_id, channel FROM touches AS t WHERE channel IS NOT NULL
-        GROUP BY customer_id, channel
-    ) AS c
-    GROUP BY customer_id
-),
+),{touch_ctes}
 nps AS (
     SELECT customer_id, max_by(value, ts) AS last_nps, avg(value) AS mean_nps,
         count(*) AS nps_responses
@@ -183,15 +268,13 @@ nps AS (
     GROUP BY customer_id
 ),
 people AS (
-    SELECT customer_id FROM history
-    UNION SELECT customer_id FROM activity
-    UNION SELECT customer_id FROM channels
+    SELECT customer_id FROM history{people}
 )
 SELECT people.customer_id,
     {", ".join(per_type + totals)},
     date_diff('day', CAST(h.last_event_ts AS DATE), {today}) AS days_since_last_event,
-    a.active_days_{longest}d,
-    c.channels_{activity}d,
+    {active_days} AS active_days_{longest}d,
+    {channels_used} AS channels_{activity}d,
     h.support_tickets,
     h.referrals,
     h.reviews,
@@ -202,9 +285,7 @@ SELECT people.customer_id,
     CAST(h.emails_clicked AS DOUBLE) / NULLIF(h.emails_sent, 0) AS email_click_rate_{rate_window}d
 FROM people
 LEFT JOIN history h ON h.customer_id = people.customer_id
-LEFT JOIN pivoted p ON p.customer_id = people.customer_id
-LEFT JOIN activity a ON a.customer_id = people.customer_id
-LEFT JOIN channels c ON c.customer_id = people.customer_id
+LEFT JOIN pivoted p ON p.customer_id = people.customer_id{touch_joins}
 LEFT JOIN nps n ON n.customer_id = people.customer_id
 """
     columns = [

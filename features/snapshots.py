@@ -67,12 +67,20 @@ def snapshot_sql(
     event_types: list[str],
     attributes: Sequence[str] = (),
     labels: bool = False,
+    channels: list[str] | None = None,
 ) -> str:
-    """The snapshot query (DuckDB dialect, transpilable to Spark SQL by features.sql.to_spark)."""
+    """The snapshot query (DuckDB dialect, transpilable to Spark SQL by features.sql.to_spark).
+
+    ``channels``: every channel of the data (``Dataset.channels``), so that the engagement
+    query counts channels and active days in bit masks (see features.engagement)."""
     stage = stage_query(as_of=as_of, settings=settings.stages)
     rfm = rfm_query(as_of=as_of, settings=settings.features)
     engagement = engagement_query(
-        as_of=as_of, settings=settings.features, stages=settings.stages, event_types=event_types
+        as_of=as_of,
+        settings=settings.features,
+        stages=settings.stages,
+        event_types=event_types,
+        channels=channels,
     )
     select = [
         "s.customer_id",
@@ -173,6 +181,7 @@ def snapshot_table(
         event_types=types,
         attributes=list(dataset.attributes),
         labels=labels,
+        channels=dataset.channels(),
     )
     table = dataset.con.sql(
         f"SELECT * FROM ({sql}) AS snapshot ORDER BY customer_id"

@@ -54,9 +54,20 @@ class Dataset:
     sources: dict[str, str]  # table -> label of the file / table it came from
     attributes: dict[str, str] = field(default_factory=dict)  # attr column -> 'numeric'|'category'
     row_counts: dict[str, int] = field(default_factory=dict)
+    _channels: list[str] | None = field(default=None, repr=False)
 
     def has(self, table: str) -> bool:
         return table in self.sources
+
+    def channels(self) -> list[str]:
+        """Every channel named by a transaction or an event (read once)."""
+        if self._channels is None:
+            rows = self.con.execute(
+                "SELECT DISTINCT channel FROM (SELECT channel FROM transactions UNION ALL "
+                "SELECT channel FROM events) AS t WHERE channel IS NOT NULL ORDER BY 1"
+            ).fetchall()
+            self._channels = [r[0] for r in rows]
+        return self._channels
 
     def date_range(self) -> tuple[datetime | None, datetime | None]:
         """The first and last timestamp over transactions and events."""

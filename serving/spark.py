@@ -142,7 +142,7 @@ def score_with_spark(
         _register(session, dataset, Path(tmp))
         sql = snapshot_sql(
             as_of=request.as_of, settings=settings, event_types=types,
-            attributes=list(dataset.attributes),
+            attributes=list(dataset.attributes), channels=dataset.channels(),
         )  # fmt: skip
         snapshot = session.sql(to_spark(sql)).drop("as_of")
         carried = None

@@ -105,3 +105,64 @@ def test_windows_and_event_types_come_from_settings(tmp_path) -> None:  # type: 
     # The trend has counts of its own when the windows do not cover its periods.
     assert frame.loc["E"].session_trend_30d_vs_prior_60d == pytest.approx(0.6)
     assert "nps_events_14d" not in frame.columns and "session_events_7d" not in frame.columns
+
+
+@pytest.mark.parametrize(
+    ("windows", "activity", "as_of"),
+    [([7, 30, 90], 365, "2025-07-01"), ([7, 200], 60, "2024-11-15"), ([130], 365, "2025-02-01")],
+)
+def test_bit_masks_count_what_grouping_counts(  # type: ignore[no-untyped-def]
+    sample_dir, windows, activity, as_of
+) -> None:
+    """Active days and channels counted in bit masks (pieces of 62 days) are the values that
+    grouping the touches by day and by channel gives, at any windows."""
+    from datetime import date
+
+    from features.engagement import engagement_query
+    from features.snapshots import event_types_before
+    from features.sources import load
+
+    data = load(sample_dir)
+    settings = ClmSettings()
+    settings.features.event_windows_days = windows
+    settings.features.activity_window_days = activity
+    cutoff = date.fromisoformat(as_of)
+    types = event_types_before(data, as_of=cutoff, settings=settings)
+    frames = []
+    for channels in (data.channels(), None):
+        query = engagement_query(
+            as_of=cutoff,
+            settings=settings.features,
+            stages=settings.stages,
+            event_types=types,
+            channels=channels,
+        )
+        assert ("bit_or" in query.sql) == (channels is not None)
+        frames.append(data.con.sql(f"SELECT * FROM ({query.sql}) ORDER BY customer_id").df())
+    masked, grouped = frames
+    longest = max(windows)
+    columns = [f"active_days_{longest}d", f"channels_{activity}d"]
+    assert len(masked) == len(grouped) > 1000
+    assert masked["customer_id"].tolist() == grouped["customer_id"].tolist()
+    for column in columns:
+        assert masked[column].isna().tolist() == grouped[column].isna().tolist(), column
+        assert masked[column].fillna(-1).tolist() == grouped[column].fillna(-1).tolist()
+    assert masked[columns[0]].max() > 3 and masked[columns[1]].max() >= 3
+    rest = [c for c in masked.columns if c not in columns]
+    assert masked[rest].equals(grouped[rest])
+
+
+def test_more_channels_than_bits_are_grouped(sample_dir) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    from features.engagement import MASK_BITS, engagement_query
+
+    settings = ClmSettings()
+    query = engagement_query(
+        as_of=date(2025, 7, 1),
+        settings=settings.features,
+        stages=settings.stages,
+        event_types=["session"],
+        channels=[f"c{i}" for i in range(MASK_BITS + 1)],
+    )
+    assert "bit_or" not in query.sql and "GROUP BY customer_id, channel" in query.sql

@@ -127,7 +127,9 @@ def test_feature_sql_transpiles_to_spark(sample_dir: Path) -> None:
         event_types=["session", "nps"],
         attributes=list(data.attributes),
         labels=True,
+        channels=data.channels(),
     )
+    assert "bit_or" in sql
     for query in [sql, *ROLLUPS.values()]:
         spark = to_spark(query)
         sqlglot.parse_one(spark, read="spark")  # parses back as Spark SQL
