@@ -22,7 +22,7 @@ from features.sql import (
     ts_literal,
 )
 
-__all__ = ["engagement_query", "event_type_columns"]
+__all__ = ["engagement_query", "event_type_columns", "history_columns"]
 
 
 def event_type_columns(event_types: list[str]) -> dict[str, str]:
@@ -204,6 +204,11 @@ channels AS (
     return [], [], ctes, "a.active_days", "c.channels", ["activity", "channels"]
 
 
+def history_columns(as_of: date, f: FeatureSettings, channels: list[str] | None) -> list[str]:
+    """Per customer over every event before the cutoff: what ``history`` aggregates."""
+    return [*_history(f, as_of), *_touch_counts(as_of, f, channels)[1]]
+
+
 def engagement_query(
     *,
     as_of: date,
@@ -211,11 +216,14 @@ def engagement_query(
     stages: StageSettings,
     event_types: list[str],
     channels: list[str] | None = None,
+    history_from: str | None = None,
 ) -> FeatureQuery:
     """Per-customer engagement features from ``events`` (and channels of ``transactions``).
 
-    ``channels``: the channels seen in the activity window (:func:`channels_before`), which
-    lets the touches be counted in bit masks; None counts them by grouping (same values)."""
+    ``channels``: every channel of the data (``Dataset.channels``), which lets the touches be
+    counted in bit masks; None counts them by grouping (same values). ``history_from``: a
+    relation that already holds :func:`history_columns` per customer (the snapshot's shared
+    pass over events); by default the query makes its own."""
     f = settings
     cutoff, today = ts_literal(as_of), date_literal(as_of)
     types = event_type_columns(event_types)
@@ -237,7 +245,13 @@ def engagement_query(
         as_of, f, channels
     )
     counts = ",\n        ".join([*_counts(f, as_of, types), *in_pivoted])
-    history = ",\n        ".join([*_history(f, as_of), *in_history])
+    own = ",\n        ".join([*_history(f, as_of), *in_history])
+    history = (
+        f"SELECT * FROM {history_from}"
+        if history_from is not None
+        else f"SELECT customer_id,\n        {own}\n    FROM events\n    WHERE ts < {cutoff}\n"
+        "    GROUP BY customer_id"
+    )
     joins = {"tx_touches": "t", "activity": "a", "channels": "c"}
     touch_joins = "".join(
         f"\nLEFT JOIN {name} {joins[name]} ON {joins[name]}.customer_id = people.customer_id"
@@ -253,11 +267,7 @@ WITH pivoted AS (
     GROUP BY customer_id
 ),
 history AS (
-    SELECT customer_id,
-        {history}
-    FROM events
-    WHERE ts < {cutoff}
-    GROUP BY customer_id
+    {history}
 ),{touch_ctes}
 nps AS (
     SELECT customer_id, max_by(value, ts) AS last_nps, avg(value) AS mean_nps,

@@ -18,13 +18,13 @@ import pyarrow as pa
 
 from clm.errors import DataError
 from clm.settings import ClmSettings
-from features.engagement import engagement_query
+from features.engagement import engagement_query, history_columns
 from features.labels import label_query
 from features.rfm import rfm_query
 from features.rollups import ensure_rollups
 from features.sources import Dataset
 from features.sql import FeatureQuery, as_of_datetime, date_literal, ts_literal
-from features.stages import stage_query
+from features.stages import signal_columns, stage_query
 
 __all__ = [
     "build_snapshot",
@@ -73,7 +73,16 @@ def snapshot_sql(
 
     ``channels``: every channel of the data (``Dataset.channels``), so that the engagement
     query counts channels and active days in bit masks (see features.engagement)."""
-    stage = stage_query(as_of=as_of, settings=settings.stages)
+    # One pass over the events before the cutoff for what the stage and the engagement
+    # queries both aggregate per customer (1.4 s less on the benchmark's 20M events).
+    shared = "event_history"
+    history = ",\n    ".join(
+        [
+            *signal_columns(settings.stages),
+            *history_columns(as_of, settings.features, channels),
+        ]
+    )
+    stage = stage_query(as_of=as_of, settings=settings.stages, signals_from=shared)
     rfm = rfm_query(as_of=as_of, settings=settings.features)
     engagement = engagement_query(
         as_of=as_of,
@@ -81,6 +90,7 @@ def snapshot_sql(
         stages=settings.stages,
         event_types=event_types,
         channels=channels,
+        history_from=shared,
     )
     select = [
         "s.customer_id",
@@ -122,7 +132,11 @@ def snapshot_sql(
             for h, alias in aliases.items()
         ]
     body = ",\n    ".join(select)
-    return f"SELECT {body}\nFROM ({stage.sql}) AS s\n" + "\n".join(joins)
+    return (
+        f"WITH {shared} AS MATERIALIZED (\nSELECT customer_id,\n    {history}\nFROM events\n"
+        f"WHERE ts < {ts_literal(as_of)}\nGROUP BY customer_id\n)\n"
+        f"SELECT {body}\nFROM ({stage.sql}) AS s\n" + "\n".join(joins)
+    )
 
 
 def _check_cutoff(dataset: Dataset, as_of: date, settings: ClmSettings, labels: bool) -> None:

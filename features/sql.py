@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import sqlglot
+from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 __all__ = [
@@ -74,10 +75,12 @@ def identifier(text: str) -> str:
 
 
 def to_spark(sql: str) -> str:
-    """The same query in Spark SQL; raises when sqlglot cannot carry a construct over."""
-    return sqlglot.transpile(sql, read="duckdb", write="spark", unsupported_level=ErrorLevel.RAISE)[
-        0
-    ]
+    """The same query in Spark SQL; raises when sqlglot cannot carry a construct over.
+    ``AS MATERIALIZED`` (a DuckDB hint: compute a CTE used twice once) has no Spark form."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    for cte in tree.find_all(exp.CTE):
+        cte.set("materialized", None)
+    return tree.sql(dialect="spark", unsupported_level=ErrorLevel.RAISE)
 
 
 def one_row(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:

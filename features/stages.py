@@ -32,17 +32,32 @@ from clm.settings import StageSettings
 from features.rollups import ensure_rollups
 from features.sql import FeatureQuery, date_literal, text_list, ts_literal
 
-__all__ = ["STAGES", "stage_query", "stages_at"]
+__all__ = ["STAGES", "signal_columns", "stage_query", "stages_at"]
 
 STAGES = ("awareness", "consideration", "purchase", "retention", "advocacy", "churned")
 
 
-def _facts_sql(as_of: date, s: StageSettings) -> str:
+def signal_columns(s: StageSettings) -> list[str]:
+    """Per customer over the events before the cutoff: the first event and lead signal."""
+    lead = text_list(s.lead_event_types)
+    return [
+        "min(ts) AS first_ts",
+        f"min(CASE WHEN event_type IN {lead} THEN ts END) AS first_lead_ts",
+    ]
+
+
+def _facts_sql(as_of: date, s: StageSettings, signals_from: str | None) -> str:
     cutoff, today = ts_literal(as_of), date_literal(as_of)
+    signals = (
+        f"SELECT customer_id, first_ts, first_lead_ts FROM {signals_from}"
+        if signals_from is not None
+        else f"SELECT customer_id, {', '.join(signal_columns(s))}\n    FROM events\n"
+        f"    WHERE ts < {cutoff}\n    GROUP BY customer_id"
+    )
     promoter = f"event_type IN {text_list(s.nps_event_types)} AND value >= {s.promoter_min_score}"
     advocacy = f"(event_type IN {text_list(s.advocacy_event_types)} OR ({promoter}))"
     lookback = ts_literal(as_of, s.advocacy_lookback_days)
-    lead, cancel = text_list(s.lead_event_types), text_list(s.cancel_event_types)
+    cancel = text_list(s.cancel_event_types)
     return f"""
 buys AS (
     SELECT customer_id, count(*) AS purchase_days, max(last_order_ts) AS last_purchase_ts,
@@ -63,11 +78,7 @@ first_tx AS (
     GROUP BY customer_id
 ),
 signals AS (
-    SELECT customer_id, min(ts) AS first_ts,
-        min(CASE WHEN event_type IN {lead} THEN ts END) AS first_lead_ts
-    FROM events
-    WHERE ts < {cutoff}
-    GROUP BY customer_id
+    {signals}
 ),
 cancels AS (
     SELECT c.customer_id, max(c.ts) AS last_cancel_ts,
@@ -168,11 +179,16 @@ def _stage_sql(as_of: date, s: StageSettings) -> tuple[str, str]:
     return stage, days
 
 
-def stage_query(*, as_of: date, settings: StageSettings) -> FeatureQuery:
-    """``customer_id, stage, days_in_stage`` for every customer known before ``as_of``."""
+def stage_query(
+    *, as_of: date, settings: StageSettings, signals_from: str | None = None
+) -> FeatureQuery:
+    """``customer_id, stage, days_in_stage`` for every customer known before ``as_of``.
+
+    ``signals_from``: a relation that already holds :func:`signal_columns` per customer (the
+    snapshot's shared pass over events); by default the query makes its own."""
     stage, days = _stage_sql(as_of, settings)
     sql = f"""
-WITH {_facts_sql(as_of, settings)}
+WITH {_facts_sql(as_of, settings, signals_from)}
 SELECT customer_id, {stage} AS stage, {days} AS days_in_stage
 FROM facts
 """
