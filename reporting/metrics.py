@@ -387,6 +387,7 @@ def _nps(
         SELECT customer_id, ts, value FROM events
         WHERE event_type IN {text_list(types)} AND value IS NOT NULL
           AND ts >= {ts_literal(since.date())} AND ts < {cutoff}
+        ORDER BY customer_id, ts
         """
     ).df()
     bad = ~answers["value"].between(0, 10)
