@@ -220,3 +220,30 @@ def test_an_unexpected_error_with_a_multi_line_message_is_one_line(
         "error: RuntimeError: Binder Error: no column LINE 1: SELECT rowid ^ "
         "(run with --debug for details)\n"
     )
+
+
+def test_parquet_dictionary_only_where_values_repeat(tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clm.commands import dictionary_columns, write_table
+
+    rng = np.random.default_rng(3)
+    n = 5_000
+    table = pa.table(
+        {
+            "customer_id": [f"C{i:05d}" for i in range(n)],
+            "orders": rng.integers(0, 5, n),
+            "spend": rng.gamma(2.0, 50.0, n),  # a distinct value per row
+            "mean_nps": rng.integers(0, 11, n) / 2.0,  # a few values
+        }
+    )
+    assert dictionary_columns(table) == ["customer_id", "orders", "mean_nps"]
+    out = tmp_path / "t.parquet"
+    write_table(table, out)
+    assert pq.read_table(out).equals(table)
+    meta = pq.ParquetFile(out).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(4)}
+    assert "RLE_DICTIONARY" in encodings["mean_nps"]
+    assert "RLE_DICTIONARY" not in encodings["spend"]
