@@ -247,3 +247,25 @@ def test_parquet_dictionary_only_where_values_repeat(tmp_path: Path) -> None:
     encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(4)}
     assert "RLE_DICTIONARY" in encodings["mean_nps"]
     assert "RLE_DICTIONARY" not in encodings["spend"]
+
+
+def test_a_tracking_server_that_is_down_fails_in_seconds(tmp_path: Path) -> None:
+    """MLflow's own retries (7, doubling) made this wait over 4 minutes."""
+    import os
+    import time
+
+    from serving.client import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+    env["CLM_TRAINING__TRACKING_URI"] = url
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "clm", "models", "list"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=240,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and url in last and "Connection refused" in last
+    assert elapsed < 60, f"{elapsed:.0f} s before the error"
