@@ -23,7 +23,13 @@ from features.labels import label_query
 from features.rfm import rfm_query
 from features.rollups import ensure_rollups
 from features.sources import Dataset
-from features.sql import FeatureQuery, as_of_datetime, date_literal, ts_literal
+from features.sql import (
+    FeatureQuery,
+    as_of_datetime,
+    date_literal,
+    events_per_customer,
+    ts_literal,
+)
 from features.stages import signal_columns, stage_query
 
 __all__ = [
@@ -76,11 +82,9 @@ def snapshot_sql(
     # One pass over the events before the cutoff for what the stage and the engagement
     # queries both aggregate per customer (1.4 s less on the benchmark's 20M events).
     shared = "event_history"
-    history = ",\n    ".join(
-        [
-            *signal_columns(settings.stages),
-            *history_columns(as_of, settings.features, channels),
-        ]
+    history = events_per_customer(
+        [*signal_columns(settings.stages), *history_columns(as_of, settings.features, channels)],
+        as_of,
     )
     stage = stage_query(as_of=as_of, settings=settings.stages, signals_from=shared)
     rfm = rfm_query(as_of=as_of, settings=settings.features)
@@ -133,8 +137,7 @@ def snapshot_sql(
         ]
     body = ",\n    ".join(select)
     return (
-        f"WITH {shared} AS MATERIALIZED (\nSELECT customer_id,\n    {history}\nFROM events\n"
-        f"WHERE ts < {ts_literal(as_of)}\nGROUP BY customer_id\n)\n"
+        f"WITH {shared} AS MATERIALIZED (\n    {history}\n)\n"
         f"SELECT {body}\nFROM ({stage.sql}) AS s\n" + "\n".join(joins)
     )
 

@@ -54,7 +54,7 @@ class Dataset:
     sources: dict[str, str]  # table -> label of the file / table it came from
     attributes: dict[str, str] = field(default_factory=dict)  # attr column -> 'numeric'|'category'
     row_counts: dict[str, int] = field(default_factory=dict)
-    _channels: list[str] | None = field(default=None, repr=False)
+    _channels: list[str] | None = field(default=None, init=False, repr=False)
 
     def has(self, table: str) -> bool:
         return table in self.sources

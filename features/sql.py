@@ -22,6 +22,7 @@ __all__ = [
     "FeatureQuery",
     "as_of_datetime",
     "date_literal",
+    "events_per_customer",
     "identifier",
     "one_row",
     "quote_text",
@@ -57,6 +58,15 @@ def ts_literal(as_of: date, minus_days: int = 0) -> str:
 
 def date_literal(as_of: date, minus_days: int = 0) -> str:
     return f"DATE '{(as_of_datetime(as_of) - timedelta(days=minus_days)):%Y-%m-%d}'"
+
+
+def events_per_customer(columns: list[str], as_of: date) -> str:
+    """One row per customer of the aggregates ``columns`` over the events before ``as_of``."""
+    body = ",\n        ".join(columns)
+    return (
+        f"SELECT customer_id,\n        {body}\n    FROM events\n"
+        f"    WHERE ts < {ts_literal(as_of)}\n    GROUP BY customer_id"
+    )
 
 
 def quote_text(value: str) -> str:

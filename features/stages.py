@@ -30,7 +30,7 @@ import pandas as pd
 
 from clm.settings import StageSettings
 from features.rollups import ensure_rollups
-from features.sql import FeatureQuery, date_literal, text_list, ts_literal
+from features.sql import FeatureQuery, date_literal, events_per_customer, text_list, ts_literal
 
 __all__ = ["STAGES", "signal_columns", "stage_query", "stages_at"]
 
@@ -51,8 +51,7 @@ def _facts_sql(as_of: date, s: StageSettings, signals_from: str | None) -> str:
     signals = (
         f"SELECT customer_id, first_ts, first_lead_ts FROM {signals_from}"
         if signals_from is not None
-        else f"SELECT customer_id, {', '.join(signal_columns(s))}\n    FROM events\n"
-        f"    WHERE ts < {cutoff}\n    GROUP BY customer_id"
+        else events_per_customer(signal_columns(s), as_of)
     )
     promoter = f"event_type IN {text_list(s.nps_event_types)} AND value >= {s.promoter_min_score}"
     advocacy = f"(event_type IN {text_list(s.advocacy_event_types)} OR ({promoter}))"
