@@ -257,7 +257,9 @@ def report(
     scores: Annotated[
         Path | None,
         typer.Option(
-            "--scores", help="Output of clm score (.parquet/.csv): adds risk and actions."
+            "--scores",
+            help="Output of clm score (.parquet/.csv, or the folder of --engine spark): adds "
+            "risk and actions.",
         ),
     ] = None,
     column: ColumnOption = None,

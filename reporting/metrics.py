@@ -454,21 +454,35 @@ def _refuse_rows(path: Path, column: str, bad: pd.Series, expected: str) -> None
 
 
 def read_scores(path: Path, as_of: date | None = None) -> pd.DataFrame:
-    """A ``clm score`` output (Parquet or CSV), checked for the columns the report needs and,
-    when the Parquet file records its cutoff, for being scored as of ``as_of``."""
-    if not path.is_file():
-        raise DataError(f"--scores {path}: file not found")
+    """A ``clm score`` output, checked for the columns the report needs and, when it records
+    its cutoff, for being scored as of ``as_of``: a Parquet or CSV file from the local engine,
+    or the folder of Parquet parts partitioned by stage that ``--engine spark`` writes (its
+    cutoff in ``_common_metadata``)."""
     name = path.name.lower()
+    if not path.exists():
+        raise DataError(f"--scores {path}: file not found")
     scored_as_of: str | None = None
     try:
-        if name.endswith((".parquet", ".pq")):
+        if path.is_dir():
+            common = path / "_common_metadata"
+            metadata = (pq.read_schema(common).metadata or {}) if common.is_file() else {}
+            if not common.is_file() and not any(path.glob("**/*.parquet")):
+                raise DataError(
+                    f"--scores {path}: a folder with no Parquet parts; expected the output of "
+                    "clm score (a .parquet or .csv file, or the folder --engine spark writes)"
+                )
+            scores = pd.read_parquet(path)
+            if "stage" in scores.columns:  # the partition column is read back as categories
+                scores["stage"] = scores["stage"].astype(object)
+        elif name.endswith((".parquet", ".pq")):
             metadata = pq.read_schema(path).metadata or {}
-            scored_as_of = metadata.get(b"clm.as_of", b"").decode() or None
             scores = pd.read_parquet(path)
         elif name.endswith((".csv", ".csv.gz")):
+            metadata = {}
             scores = pd.read_csv(path, dtype={"customer_id": "string"})
         else:
             raise DataError(f"--scores {path}: expected a .parquet or .csv file from clm score")
+        scored_as_of = metadata.get(b"clm.as_of", b"").decode() or None
     except DataError:
         raise
     except Exception as exc:

@@ -200,6 +200,12 @@ def score_frame(ids: np.ndarray, known: np.ndarray, s: Scores, reasons: list[str
     return out
 
 
+def output_metadata(versions: dict[str, str], as_of: date) -> dict[bytes, str]:
+    """What a Parquet output records beside its rows: the model versions and the cutoff
+    (``clm report --scores`` refuses scores of another cutoff)."""
+    return {b"clm.model_versions": json.dumps(versions), b"clm.as_of": as_of.isoformat()}
+
+
 class _Output:
     """The output file, written a chunk at a time to a temporary file beside it.
 
@@ -222,10 +228,7 @@ class _Output:
         carried: pd.DataFrame | None = None,
     ) -> None:
         self.out = out
-        self.metadata = {
-            b"clm.model_versions": json.dumps(versions),
-            b"clm.as_of": as_of.isoformat(),
-        }
+        self.metadata = output_metadata(versions, as_of)
         self.partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
         self.spill = out.with_name(f".{out.name}.{os.getpid()}.spill") if spill else None
         self.carried = carried

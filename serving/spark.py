@@ -9,6 +9,8 @@
   batches with :class:`serving.scoring.Scorer` (native boosters in ``mapInPandas``), the
   code the local engine and the service use.
 * Output: Parquet partitioned by stage, written to a temporary folder and renamed at the end.
+  The folder's ``_common_metadata`` (the Parquet convention for a dataset's schema) records
+  the model versions and the cutoff, as the local engine's file does in its own footer.
 
 Workers run ``sys.executable`` (``PYSPARK_PYTHON``), or they would not find pandas.
 """
@@ -129,6 +131,7 @@ def score_with_spark(
     and the model versions."""
     from pyspark.sql import functions as F
 
+    from serving.batch import output_metadata
     from serving.scoring import champion_versions
 
     _, versions = champion_versions(settings)
@@ -182,7 +185,7 @@ def score_with_spark(
             )
             scored = scored.join(session.createDataFrame(extra), "customer_id", "left")
         summary = _summary(scored, total, cut)
-        _write(scored, request.out)
+        _write(scored, request.out, output_metadata(dict(versions), request.as_of))
     return summary, versions
 
 
@@ -234,7 +237,20 @@ def _summary(scored: Any, total: int, cut: int) -> dict[str, Any]:
     }
 
 
-def _write(scored: Any, out: Path) -> None:
+def _write_common_metadata(folder: Path, metadata: dict[bytes, str]) -> None:
+    """The dataset's schema (with the partition column) and ``metadata``, in
+    ``folder/_common_metadata``; readers of the parts skip files named ``_*``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    part = next(folder.glob("stage=*/*.parquet"))
+    schema = pq.read_schema(part)
+    schema = schema.append(pa.field("stage", pa.string()))
+    schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
+    pq.write_metadata(schema, folder / "_common_metadata")
+
+
+def _write(scored: Any, out: Path, metadata: dict[bytes, str]) -> None:
     """Partitioned Parquet in a temporary folder beside ``out``, renamed over it at the end."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
@@ -242,6 +258,7 @@ def _write(scored: Any, out: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     try:
         scored.write.partitionBy("stage").parquet(str(partial))
+        _write_common_metadata(partial, metadata)
         if out.exists():
             os.replace(out, old)
         os.replace(partial, out)

@@ -282,3 +282,31 @@ def test_scores_from_another_cutoff_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="scored as of 2025-01-01, not --as-of 2025-07-01"):
         read_scores(tmp_path / "s.parquet", date(2025, 7, 1))
     assert read_scores(tmp_path / "s.parquet", date(2025, 1, 1)).attrs["as_of"] == "2025-01-01"
+
+
+def test_scores_in_a_folder_partitioned_by_stage_are_read_with_their_cutoff(
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.read_csv(_scores(tmp_path / "s.csv"), dtype={"customer_id": "string"})
+    folder = tmp_path / "spark.parquet"  # as clm score --engine spark writes it
+    pq.write_to_dataset(pa.Table.from_pandas(frame), folder, partition_cols=["stage"])
+    (folder / "_SUCCESS").touch()
+    # Without _common_metadata the cutoff is unknown: nothing to refuse.
+    assert read_scores(folder, date(2025, 7, 1)).attrs["as_of"] is None
+    schema = pa.Table.from_pandas(frame).schema
+    metadata = schema.with_metadata({b"clm.as_of": b"2025-01-01"})
+    pq.write_metadata(metadata, folder / "_common_metadata")
+    with pytest.raises(DataError, match="scored as of 2025-01-01, not --as-of 2025-07-01"):
+        read_scores(folder, date(2025, 7, 1))
+    read = read_scores(folder, date(2025, 1, 1)).sort_values("customer_id")
+    assert read.attrs["as_of"] == "2025-01-01"
+    assert read["stage"].tolist() == ["purchase", "retention"]  # text, not categories
+    assert read["customer_id"].tolist() == ["A", "B"]
+    assert read["churn_probability"].tolist() == [0.2, 0.7]
+    empty = tmp_path / "empty.parquet"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"empty.parquet: a folder with no Parquet parts"):
+        read_scores(empty)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from clm.errors import DataError
 from clm.settings import ClmSettings
 from features.stages import STAGES
+from reporting.metrics import read_scores
 from serving.batch import BatchRequest, score_batch
+from serving.scoring import champion_versions
 from tests.serving.conftest import Deployment
 
 pytestmark = pytest.mark.slow
@@ -35,6 +40,13 @@ def test_spark_scores_equal_the_local_engine_for_every_customer(
     assert summary.rows == len(ids) and summary.unknown == 1
     assert out.is_dir() and sorted(p.name for p in out.glob("stage=*"))  # partitioned by stage
     spark = pd.read_parquet(out).set_index("customer_id")
+    # The folder records the cutoff and the versions as the local engine's file does, and
+    # clm report --scores reads it.
+    metadata = pq.read_schema(out / "_common_metadata").metadata
+    assert json.loads(metadata[b"clm.model_versions"]) == dict(champion_versions(settings)[1])
+    assert read_scores(out, date(2025, 7, 1)).attrs["as_of"] == "2025-07-01"
+    with pytest.raises(DataError, match="scored as of 2025-07-01, not --as-of 2025-08-01"):
+        read_scores(out, date(2025, 8, 1))
     assert spark.loc["not-a-customer", "known"] == np.False_
     assert (spark["segment"].reindex(ids).to_numpy() == np.arange(len(ids)) % 3).all()
     local = everyone.set_index("customer_id")
