@@ -31,7 +31,7 @@ from training.splits import Folds, backtest_folds
 from training.tasks import TASKS, make_estimator
 from training.tune import tune
 
-__all__ = ["KINDS", "TrainRequest", "TrainResult", "train"]
+__all__ = ["KINDS", "TrainRequest", "TrainResult", "choose_clv_family", "train"]
 
 KINDS = ("churn", "stage", "clv")
 MIN_TRAINED_HORIZON_DAYS = 14
@@ -208,7 +208,9 @@ def _train_one(
                 training, task.target(training)
             )
             if kind == "clv":
-                model, compared = _choose_clv_family(model, training, evaluation, folds, settings)
+                model, compared = choose_clv_family(
+                    model, training, evaluation, folds, settings, params
+                )
             result = task.evaluate(model, training, evaluation)
         with steps.step(f"{kind}: refit on all folds"):
             final = make_estimator(kind, folds.horizon_days, horizon, settings, params)
@@ -225,18 +227,47 @@ def _train_one(
         return {"metrics": result.metrics, **decision}
 
 
-def _choose_clv_family(
-    model: Any, training: pd.DataFrame, fold: pd.DataFrame, folds: Folds, settings: ClmSettings
+def choose_clv_family(
+    model: Any,
+    training: pd.DataFrame,
+    fold: pd.DataFrame,
+    folds: Folds,
+    settings: ClmSettings,
+    params: dict[str, Any],
 ) -> tuple[Any, dict[str, Any]]:
-    """XGBoost or BG/NBD x Gamma-Gamma, whichever has the lower MAE on the evaluation fold."""
+    """XGBoost (``model``, fitted on ``training``) or BG/NBD x Gamma-Gamma, whichever has the
+    lower MAE on the latest training cutoff when both are fitted on the cutoffs before it.
+
+    The evaluation fold stays out of the choice, as it stays out of tuning: its metrics are
+    then those of a model chosen without it. With a single training cutoff there is nothing
+    to validate on; the evaluation fold decides and the comparison says so.
+    """
     task = TASKS["clv"]
-    btyd = make_estimator("clv", folds.horizon_days, model.horizon_days, settings, {})
-    btyd.set_params(family="btyd")
-    btyd.fit(training, task.target(training))
     h = folds.horizon_days
+
+    def fitted(family: str, frame: pd.DataFrame) -> Any:
+        estimator = make_estimator("clv", h, model.horizon_days, settings, params)
+        estimator.set_params(family=family)
+        return estimator.fit(frame, task.target(frame))
+
+    if len(folds.training) >= 2:
+        cutoff = folds.training[-1]
+        earlier, validation = (
+            training[training["as_of"] < cutoff],
+            training[training["as_of"] == cutoff],
+        )
+        candidates = {"xgboost": fitted("xgboost", earlier), "btyd": fitted("btyd", earlier)}
+        basis = f"the training cutoff {cutoff} (fitted on the cutoffs before it)"
+    else:
+        validation = fold
+        candidates = {"xgboost": model, "btyd": fitted("btyd", training)}
+        basis = "the evaluation fold (one training cutoff: nothing else to validate on)"
     scores = {
-        "xgboost": task.metrics(model.predict_frame(fold, h), fold),
-        "btyd": task.metrics(btyd.predict_frame(fold, h), fold),
+        name: task.metrics(candidate.predict_frame(validation, h), validation)
+        for name, candidate in candidates.items()
     }
     winner = min(scores, key=lambda name: scores[name]["mae"])
-    return (model if winner == "xgboost" else btyd), {"chosen": winner, "metrics": scores}
+    if validation is fold:  # both were fitted on the training cutoffs already
+        return candidates[winner], {"chosen": winner, "chosen_on": basis, "metrics": scores}
+    chosen = model if winner == "xgboost" else fitted("btyd", training)
+    return chosen, {"chosen": winner, "chosen_on": basis, "metrics": scores}

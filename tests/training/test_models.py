@@ -20,9 +20,10 @@ from clm.settings import ClmSettings, LabelSettings
 from features.snapshots import build_snapshots
 from features.sources import load
 from features.stages import STAGES
+from training.jobs import choose_clv_family
 from training.models.churn import ChurnModel, survival_curve
 from training.models.tabular import xgb_params
-from training.splits import backtest_folds
+from training.splits import Folds, backtest_folds
 from training.tasks import TASKS, make_estimator
 
 AS_OF = date(2025, 7, 1)
@@ -106,8 +107,15 @@ def test_stage_model_beats_the_markov_chain_on_log_loss(
     assert np.sum(result.notes["confusion_matrix"]) == len(fold)
 
 
-def test_clv_xgboost_beats_bgnbd_gamma_gamma_on_mae_and_gini(training_dir: Path) -> None:
-    train, fold = _frames(training_dir, 365)
+@pytest.fixture(scope="module")
+def long_frames(training_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return _frames(training_dir, 365)
+
+
+def test_clv_xgboost_beats_bgnbd_gamma_gamma_on_mae_and_gini(
+    long_frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, fold = long_frames
     model = make_estimator("clv", 365, 365, SETTINGS, xgb_params(SETTINGS.training))
     model.fit(train, train[["label_purchases", "label_spend"]])
     result = TASKS["clv"].evaluate(model, train, fold)
@@ -120,6 +128,40 @@ def test_clv_xgboost_beats_bgnbd_gamma_gamma_on_mae_and_gini(training_dir: Path)
     # The discounted margin is below margin x spend and above zero.
     assert np.all(output["clv"] <= SETTINGS.training.margin * output["expected_spend"] + 1e-9)
     assert np.all(output["clv"] >= 0)
+
+
+def test_the_clv_family_is_chosen_without_the_evaluation_fold(
+    long_frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, fold = long_frames
+    params = xgb_params(SETTINGS.training)
+    targets = ["label_purchases", "label_spend"]
+    model = make_estimator("clv", 365, 365, SETTINGS, params).fit(train, train[targets])
+    folds = Folds(tuple(sorted({*train["as_of"], *fold["as_of"]})), 365)
+    chosen, compared = choose_clv_family(model, train, fold, folds, SETTINGS, params)
+    validation = folds.training[-1]
+    assert f"the training cutoff {validation}" in compared["chosen_on"]
+    scores = compared["metrics"]
+    assert compared["chosen"] == min(scores, key=lambda name: scores[name]["mae"])
+    # Measured here: XGBoost wins on the validation cutoff as on the evaluation fold.
+    assert compared["chosen"] == "xgboost" and chosen is model
+    assert scores["xgboost"]["mae"] != TASKS["clv"].metrics(model.predict_frame(fold), fold)["mae"]
+    # Labels of the evaluation fold shuffled among its customers: the same choice, the
+    # same figures; it plays no part.
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(fold))
+    shuffled = fold.assign(**{t: fold[t].to_numpy()[order] for t in targets})
+    assert choose_clv_family(model, train, shuffled, folds, SETTINGS, params)[1] == compared
+    # One training cutoff: nothing else to validate on, the evaluation fold decides.
+    only = train[train["as_of"] == validation]
+    single = make_estimator("clv", 365, 365, SETTINGS, params).fit(only, only[targets])
+    one = Folds((validation, folds.evaluation), 365)
+    picked, said = choose_clv_family(single, only, fold, one, SETTINGS, params)
+    assert said["chosen_on"].startswith("the evaluation fold")
+    on_fold = TASKS["clv"].metrics(single.predict_frame(fold), fold)
+    assert said["metrics"]["xgboost"]["mae"] == pytest.approx(on_fold["mae"])
+    assert picked.family == said["chosen"]
+    assert (picked is single) == (said["chosen"] == "xgboost")
 
 
 def test_survival_curve_passes_through_both_points_and_keeps_the_dead() -> None:
