@@ -2,9 +2,11 @@
 
 The caller passes only the training folds. Each trial walks them forward: fit on the
 cutoffs before cutoff ``j``, score on cutoff ``j``, for every ``j`` after the first; the
-running mean is reported after each step so the median pruner can stop a poor trial early.
-Each trial is one nested MLflow run. The winner is rebuilt from its full parameter set
-(base parameters updated with the trial's), not from a partial dict.
+running mean is reported (and logged, a step each) after each step but the last, so the
+median pruner can stop a poor trial before the rest of its fits. Each trial is one nested
+MLflow run; a pruned one ends ``KILLED`` (stopped on purpose, not failed). The winner is
+rebuilt from its full parameter set (base parameters updated with the trial's), not from a
+partial dict.
 """
 
 from __future__ import annotations
@@ -40,15 +42,21 @@ def _walk_forward(
 ) -> float:
     task = TASKS[kind]
     scores: list[float] = []
+    last = len(cutoffs) - 1
     for step, cutoff in enumerate(cutoffs[1:], start=1):
         fit_rows = training[training["as_of"] < cutoff]
         score_rows = training[training["as_of"] == cutoff]
         model = make().fit(fit_rows, task.target(fit_rows))
         output = model.predict_frame(score_rows, model.label_horizon_days)
         scores.append(task.metrics(output, score_rows)[task.tune_metric])
-        trial.report(sum(scores) / len(scores), step)
-        if trial.should_prune():
-            raise optuna.TrialPruned()
+        mean = sum(scores) / len(scores)
+        if math.isfinite(mean):
+            mlflow.log_metric(task.tune_metric, mean, step=step)
+        # After the last fit there is nothing left to save: the trial ends with its value.
+        if step < last:
+            trial.report(mean, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
     return sum(scores) / len(scores)
 
 
@@ -89,8 +97,8 @@ def tune(
                 value = _walk_forward(kind, training, cutoffs, make, trial)
             except optuna.TrialPruned:
                 mlflow.set_tag("optuna.state", "pruned")
+                mlflow.end_run("KILLED")  # stopped on purpose: not shown as a failed run
                 raise
-            mlflow.log_metric(TASKS[kind].tune_metric, value)
             return value if math.isfinite(value) else math.inf
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

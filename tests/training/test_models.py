@@ -25,6 +25,7 @@ from training.models.churn import ChurnModel, survival_curve
 from training.models.tabular import xgb_params
 from training.splits import Folds, backtest_folds
 from training.tasks import TASKS, make_estimator
+from training.tune import tune
 
 AS_OF = date(2025, 7, 1)
 SETTINGS = ClmSettings()
@@ -162,6 +163,43 @@ def test_the_clv_family_is_chosen_without_the_evaluation_fold(
     assert said["metrics"]["xgboost"]["mae"] == pytest.approx(on_fold["mae"])
     assert picked.family == said["chosen"]
     assert (picked is single) == (said["chosen"] == "xgboost")
+
+
+def test_pruned_trials_end_killed_after_one_scored_cutoff(
+    short_frames: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    train, fold = short_frames
+    cutoffs = sorted(train["as_of"].unique())
+    assert len(cutoffs) == 3  # two scored cutoffs: a trial can be stopped after the first
+    folds = Folds((*cutoffs, fold["as_of"].iloc[0]), 90)
+    metric = TASKS["churn"].tune_metric
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        with mlflow.start_run() as parent:
+            tune("churn", train, folds, 90, SETTINGS, 8, xgb_params(SETTINGS.training))
+        client = MlflowClient()
+        trials = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        )
+        histories = {
+            run.info.run_id: client.get_metric_history(run.info.run_id, metric) for run in trials
+        }
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert len(trials) == 8
+    pruned = [run for run in trials if run.data.tags.get("optuna.state") == "pruned"]
+    assert pruned  # measured with this seed: some of the trials after the 3 startup ones
+    for run in trials:
+        steps = [point.step for point in histories[run.info.run_id]]
+        if run in pruned:
+            assert run.info.status == "KILLED" and steps == [1]
+        else:
+            assert run.info.status == "FINISHED" and steps == [1, 2]
 
 
 def test_survival_curve_passes_through_both_points_and_keeps_the_dead() -> None:
