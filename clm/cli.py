@@ -273,15 +273,20 @@ def report(
 @app.command("serve")
 def serve(
     host: Annotated[
-        str | None, typer.Option("--host", help="Address to bind (default: serving.host).")
+        str | None,
+        typer.Option("--host", help="Address to bind (default: serving.host, 127.0.0.1)."),
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option("--port", min=1, max=65535, help="Port (default: serving.port)."),
+        typer.Option("--port", min=1, max=65535, help="Port (default: serving.port, 3000)."),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", min=1, help="Worker processes (default: serving.workers)."),
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes (default: serving.workers, else one per usable core).",
+        ),
     ] = None,
 ) -> None:
     """Start the scoring service on the @champion models and the online store."""

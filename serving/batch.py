@@ -318,15 +318,26 @@ class _Output:
                     path.unlink(missing_ok=True)
 
 
+def output_fields(reasons: int) -> list[tuple[str, str]]:
+    """The columns of :func:`score_frame`, in order, with their Spark SQL types (the one list
+    of them: the Spark engine's schema is built from it)."""
+    fields = [("customer_id", "string"), ("known", "boolean"), ("stage", "string"),
+              ("churn_probability", "double"), ("churn_risk", "string"),
+              ("next_stage", "string")]  # fmt: skip
+    fields += [(f"probability_{stage}", "double") for stage in STAGES]
+    fields += [("expected_purchases", "double"), ("expected_spend", "double"), ("clv", "double"),
+               ("action", "string"), ("action_value", "double")]  # fmt: skip
+    for k in range(1, reasons + 1):
+        fields += [(f"reason_{k}", "string"), (f"reason_{k}_contribution", "double")]
+    return fields
+
+
+VERSION_COLUMNS = ("version_churn", "version_stage", "version_clv")
+
+
 def output_names(reasons: int) -> set[str]:
     """The columns score_batch writes (before carried ones)."""
-    names = {"customer_id", "known", "stage", "churn_probability", "churn_risk", "next_stage",
-             "expected_purchases", "expected_spend", "clv", "action", "action_value",
-             "version_churn", "version_stage", "version_clv"}  # fmt: skip
-    names |= {f"probability_{stage}" for stage in STAGES}
-    for k in range(1, reasons + 1):
-        names |= {f"reason_{k}", f"reason_{k}_contribution"}
-    return names
+    return {name for name, _ in output_fields(reasons)} | set(VERSION_COLUMNS)
 
 
 def _check_carried(listing: pd.DataFrame, path: Path, out: Path, reasons: int) -> None:

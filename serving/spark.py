@@ -76,14 +76,9 @@ def _register(session: Any, dataset: Dataset, folder: Path) -> None:
 
 
 def _output_schema(reasons: int) -> str:
-    fields = ["customer_id string", "known boolean", "stage string",
-              "churn_probability double", "churn_risk string", "next_stage string"]  # fmt: skip
-    fields += [f"probability_{s} double" for s in STAGES]
-    fields += ["expected_purchases double", "expected_spend double", "clv double",
-               "action string", "action_value double"]  # fmt: skip
-    for k in range(1, reasons + 1):
-        fields += [f"reason_{k} string", f"reason_{k}_contribution double"]
-    return ", ".join(fields)
+    from serving.batch import output_fields
+
+    return ", ".join(f"{name} {kind}" for name, kind in output_fields(reasons))
 
 
 _SCORERS: dict[str, Any] = {}

@@ -18,7 +18,7 @@ from clm.errors import DataError
 from clm.settings import ClmSettings
 from features.snapshots import build_snapshot
 from features.sources import load
-from serving.batch import BatchRequest, score_batch
+from serving.batch import VERSION_COLUMNS, BatchRequest, output_fields, score_batch
 from tests.serving.conftest import AS_OF, Deployment
 
 pytestmark = pytest.mark.slow
@@ -62,6 +62,10 @@ def test_parquet_metadata_and_rows_name_the_model_versions(
     assert set(versions) == {"clm-churn", "clm-stage", "clm-clv"}
     frame = pd.read_parquet(out)
     assert (frame["version_churn"] == versions["clm-churn"]).all()
+    # The columns are those output_fields lists (the Spark schema is built from it), in order.
+    reasons = ClmSettings().serving.reasons
+    fields = [name for name, _ in output_fields(reasons)]
+    assert frame.columns.tolist() == [*fields, *VERSION_COLUMNS]
 
 
 def test_customer_list_keeps_order_flags_unknown_ids_and_carries_columns(
