@@ -146,15 +146,24 @@ def train(
     with steps.step("load data"):
         dataset = load(request.data, columns=settings.data.columns)
     first_day = _first_day(dataset, request.as_of)
+    planned: list[str] = []
+    plans = {
+        kind: plan_folds(
+            first_day, request.as_of, _horizon(kind, request, settings), settings, planned
+        )
+        for kind in request.kinds
+    }
+    if request.tune:
+        _check_tunable(plans, settings)
     with mlflow.start_run(run_name=f"train {request.as_of:%Y-%m-%d}") as run:
         result = TrainResult(run.info.run_id, timings=timings)
+        result.warnings += planned
         mlflow.log_params({"as_of": str(request.as_of), "data": str(request.data)})
         cache: dict[int, pd.DataFrame] = {}
         failed = True
         try:
             for kind in request.kinds:
-                horizon = _horizon(kind, request, settings)
-                folds = plan_folds(first_day, request.as_of, horizon, settings, result.warnings)
+                horizon, folds = _horizon(kind, request, settings), plans[kind]
                 if folds.horizon_days not in cache:
                     with steps.step(f"snapshots for {folds.horizon_days}-day labels"):
                         cache[folds.horizon_days] = _snapshots(dataset, folds, settings)
@@ -171,6 +180,20 @@ def train(
         mlflow.log_text("\n".join(result.warnings) or "none", "warnings.txt")
         mlflow.log_metrics({f"time_{_slug(k)}_s": v for k, v in timings.items()})
     return result
+
+
+def _check_tunable(plans: dict[str, Folds], settings: ClmSettings) -> None:
+    """Tuning walks forward over the training cutoffs: it needs two, known before any work."""
+    t = settings.training
+    for kind, folds in plans.items():
+        if len(folds.training) < 2:
+            found = ", ".join(str(c) for c in folds.training)
+            raise DataError(
+                f"--tune: the {kind} model has {len(folds.training)} training cutoff(s) before "
+                f"its evaluation fold ({found}); tuning needs two: raise training.folds "
+                f"(now {t.folds}) or lower training.fold_step_days ({t.fold_step_days}) or "
+                f"training.min_history_days ({t.min_history_days})"
+            )
 
 
 def _horizon(kind: str, request: TrainRequest, settings: ClmSettings) -> int:

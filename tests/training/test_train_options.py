@@ -106,3 +106,21 @@ def test_a_horizon_longer_than_the_history_is_extrapolated_and_stays_calibrated(
     predicted, actual = clv["expected_purchases"].mean(), truth["label_purchases"].mean()
     assert abs(predicted - actual) / actual < 0.25
     assert np.corrcoef(clv["expected_spend"], truth["label_spend"])[0, 1] > 0.5
+
+
+def test_tuning_without_two_training_cutoffs_is_refused_before_any_run(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    from clm.errors import DataError
+
+    settings = ClmSettings(
+        training={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "folds": 2}  # type: ignore[arg-type]
+    )
+    request = TrainRequest(
+        data=sample_dir, as_of=date(2025, 7, 1), kinds=("churn",), tune=True, trials=2
+    )
+    with pytest.raises(
+        DataError, match=r"--tune: the churn model has 1 training cutoff\(s\) .* \(now 2\)"
+    ):
+        train(request, settings)
+    assert mlflow.search_runs(search_all_experiments=True).empty  # nothing was logged
