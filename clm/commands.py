@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from clm.errors import ClmError
 from clm.settings import ClmSettings
 from features import sources, synthetic
 from features.online import shown_url
-from features.snapshots import snapshot_table
+from features.snapshots import event_types_before, snapshot_table
 
 __all__ = [
     "build_features",
@@ -57,11 +57,20 @@ def generate_sample(
 def validate_data(location: Path, settings: ClmSettings) -> sources.Dataset:
     dataset = sources.load(location, columns=settings.data.columns)
     first, last = dataset.date_range()
+    # What building features would refuse of the whole history: NPS answers outside 0-10,
+    # event types that name the same columns, too many types.
+    types = (
+        event_types_before(dataset, as_of=last.date() + timedelta(days=1), settings=settings)
+        if last is not None
+        else []
+    )
     rows = [
         (table, f"{dataset.row_counts.get(table, 0):,} rows from {label}")
         for table, label in dataset.sources.items()
     ]
     rows.append(("period", f"{first} .. {last}"))
+    if dataset.has("events"):
+        rows.append(("event types", ", ".join(types) or "none"))
     if dataset.attributes:
         attrs = ", ".join(f"{k} ({v})" for k, v in dataset.attributes.items())
         rows.append(("customer attributes", attrs))

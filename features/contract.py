@@ -52,6 +52,11 @@ class ColumnSpec:
     kind: Kind
     required: bool
     description: str
+    expected: str | None = None  # how messages describe a good value, when not EXPECTED[kind]
+
+    @property
+    def expected_form(self) -> str:
+        return self.expected or EXPECTED[self.kind]
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,13 @@ CONTRACTS: dict[str, TableContract] = {
             ColumnSpec("customer_id", "id", True, "who"),
             ColumnSpec("timestamp", "timestamp", True, "when (naive means UTC)"),
             ColumnSpec("event_type", "id", True, "visit, signup, session, nps, ..."),
-            ColumnSpec("value", "number", False, "e.g. the NPS answer 0-10"),
+            ColumnSpec(
+                "value",
+                "number",
+                False,
+                "e.g. the NPS answer 0-10",
+                expected="a finite number such as 8 (an NPS answer is 0-10)",
+            ),
             ColumnSpec("channel", "string", False, "web, app, email, store, ..."),
         ),
     ),
@@ -163,23 +174,29 @@ def _is_text(duck_type: str) -> bool:
     return duck_type.upper() in {"VARCHAR", "STRING", "TEXT"} or duck_type.upper() == "NULL"
 
 
+INTEGER_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+}
+FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL"}
+
+
+def _is_float(duck_type: str) -> bool:
+    """A type whose values may be fractional (or, for FLOAT and DOUBLE, infinite)."""
+    return duck_type.upper() in FLOAT_TYPES or duck_type.upper().startswith("DECIMAL")
+
+
 def _is_numeric(duck_type: str) -> bool:
-    upper = duck_type.upper()
-    return upper in {
-        "TINYINT",
-        "SMALLINT",
-        "INTEGER",
-        "BIGINT",
-        "HUGEINT",
-        "UTINYINT",
-        "USMALLINT",
-        "UINTEGER",
-        "UBIGINT",
-        "FLOAT",
-        "DOUBLE",
-        "REAL",
-        "BOOLEAN",
-    } or upper.startswith("DECIMAL")
+    """A number type (a BOOLEAN is no amount: true/false would read as 1/0)."""
+    return duck_type.upper() in INTEGER_TYPES or _is_float(duck_type)
 
 
 def clean_text(expr: str) -> str:
@@ -192,9 +209,22 @@ def clean_text(expr: str) -> str:
 
 
 def _type_error(table: RawTable, spec: ColumnSpec, duck_type: str) -> DataError:
+    expected = spec.expected_form
+    if spec.kind == "id":
+        expected += " (or a whole number)"
     return DataError(
         f"{table.label}: column {table.column_label(spec.name)} has type {duck_type}; "
-        f"expected {EXPECTED[spec.kind]}"
+        f"expected {expected}"
+    )
+
+
+def _whole_number_text(col: str) -> str:
+    """A number column read as an id: whole numbers as integer text (a pandas export writes
+    the id 2474 as 2474.0 once the column has a gap), anything else NULL (and reported)."""
+    value = f"CAST({col} AS DOUBLE)"
+    return (
+        f"CASE WHEN {value} = trunc({value}) AND abs({value}) < 9007199254740992 "
+        f"THEN CAST(CAST({value} AS BIGINT) AS VARCHAR) END"
     )
 
 
@@ -205,7 +235,13 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
         target = {"timestamp": "TIMESTAMP", "number": "DOUBLE"}.get(spec.kind, "VARCHAR")
         return f"CAST(NULL AS {target})"
     col, duck_type = quote_name(source), table.types[source]
-    if spec.kind in ("id", "string"):
+    if spec.kind == "id":
+        if _is_text(duck_type) or duck_type.upper() in INTEGER_TYPES | {"UUID"}:
+            return clean_text(col)
+        if _is_float(duck_type):
+            return _whole_number_text(col)
+        raise _type_error(table, spec, duck_type)
+    if spec.kind == "string":
         return clean_text(col)
     if spec.kind == "timestamp":
         # A TIMESTAMPTZ holds UTC microseconds: read them as naive UTC (cheaper than a cast).
@@ -226,23 +262,39 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
 
 
 def _raw_copy(table: RawTable, spec: ColumnSpec) -> str | None:
-    """For an optional value parsed from text: the text itself, to tell 'missing' from 'bad'."""
+    """The value as read, where the typed value may be NULL for a present but bad value, to
+    tell 'missing' from 'bad': an optional value parsed from text, an optional number that
+    may be infinite, an id read from a number column."""
     source = table.source(spec.name)
-    if spec.required or spec.kind not in ("number", "timestamp") or source not in table.types:
+    if source not in table.types:
         return None
-    return clean_text(quote_name(source)) if _is_text(table.types[source]) else None
+    col, duck_type = quote_name(source), table.types[source]
+    if spec.kind == "id":
+        return f"CAST({col} AS DOUBLE)" if _is_float(duck_type) else None
+    if spec.required or spec.kind not in ("number", "timestamp"):
+        return None
+    if _is_text(duck_type):
+        return clean_text(col)
+    if spec.kind == "number" and duck_type.upper() in FLOAT_TYPES:
+        return f"CAST({col} AS DOUBLE)"
+    return None
 
 
-def _bad_predicate(table: RawTable, spec: ColumnSpec) -> str | None:
-    """Over the typed table: which rows break the rule for this column."""
+def _bad_predicates(table: RawTable, spec: ColumnSpec) -> list[tuple[str, str]]:
+    """Over the typed table: which rows break a rule for this column, and what they are."""
     name = internal_name(spec.name)
     if table.source(spec.name) not in table.types:
-        return None
+        return []
+    form = spec.expected_form.split(" such as")[0]
+    raw = _raw_copy(table, spec) is not None
+    if spec.kind == "id" and raw:  # read from a number column
+        fractional = (f"(_raw_{name} IS NOT NULL AND {name} IS NULL)", "not a whole number")
+        return [(f"_raw_{name} IS NULL", "empty"), fractional] if spec.required else [fractional]
     if spec.required:
-        return f"{name} IS NULL"
-    if _raw_copy(table, spec) is not None:
-        return f"(_raw_{name} IS NOT NULL AND {name} IS NULL)"
-    return None
+        return [(f"{name} IS NULL", "empty" if spec.kind == "id" else f"not {form}")]
+    if raw:
+        return [(f"(_raw_{name} IS NOT NULL AND {name} IS NULL)", f"not {form}")]
+    return []
 
 
 def check_columns(table: RawTable) -> None:
@@ -275,7 +327,12 @@ def _shown(con: duckdb.DuckDBPyConnection, table: RawTable, column: str, rows: l
 
 
 def _problem(
-    con: duckdb.DuckDBPyConnection, table: RawTable, spec: ColumnSpec, typed: str, pred: str
+    con: duckdb.DuckDBPyConnection,
+    table: RawTable,
+    spec: ColumnSpec,
+    typed: str,
+    pred: str,
+    what: str,
 ) -> str | None:
     (count,) = one_row(con, f"SELECT count(*) FROM {typed} WHERE {pred}")
     if not count:
@@ -286,11 +343,10 @@ def _problem(
             f"SELECT _row FROM {typed} WHERE {pred} ORDER BY _row LIMIT {EXAMPLES_SHOWN}"
         ).fetchall()
     ]
-    what = "empty" if spec.kind == "id" else "not " + EXPECTED[spec.kind].split(" such as")[0]
     more = f" and {count - len(rows)} more" if count > len(rows) else ""
     return (
         f"{table.label}: column {table.column_label(spec.name)}: {count} value(s) {what} "
-        f"(expected {EXPECTED[spec.kind]}): {_shown(con, table, spec.name, rows)}{more}"
+        f"(expected {spec.expected_form}): {_shown(con, table, spec.name, rows)}{more}"
     )
 
 
@@ -341,9 +397,9 @@ def validate(con: duckdb.DuckDBPyConnection, table: RawTable, typed: str) -> Non
     """Check the typed copy ``typed`` of ``table``; one DataError lists every broken rule."""
     problems = []
     for spec in table.contract.columns:
-        pred = _bad_predicate(table, spec)
-        if pred is not None and (problem := _problem(con, table, spec, typed, pred)):
-            problems.append(problem)
+        for pred, what in _bad_predicates(table, spec):
+            if problem := _problem(con, table, spec, typed, pred, what):
+                problems.append(problem)
     if (duplicate := _duplicate_problem(con, table, typed)) is not None:
         problems.append(duplicate)
     if problems:

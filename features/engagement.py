@@ -24,7 +24,7 @@ from features.sql import (
     ts_literal,
 )
 
-__all__ = ["engagement_query", "event_type_columns", "history_columns"]
+__all__ = ["engagement_query", "event_type_columns", "history_columns", "per_type_suffixes"]
 
 
 def event_type_columns(event_types: list[str]) -> dict[str, str]:
@@ -37,6 +37,13 @@ def event_type_columns(event_types: list[str]) -> dict[str, str]:
             raise ValueError(f"event types {clash!r} and {event_type!r} both become '{name}'")
         names[event_type] = name
     return names
+
+
+def per_type_suffixes(f: FeatureSettings) -> list[str]:
+    """What follows ``<event type>_`` in the names of the columns each event type gets (all
+    counts or trends of counts: 0 for a customer without such events)."""
+    trend = f"trend_{f.trend_recent_days}d_vs_prior_{f.trend_prior_days}d"
+    return [*(f"events_{w}d" for w in f.event_windows_days), trend]
 
 
 def _trend(recent: str, prior: str, recent_days: int, prior_days: int) -> str:
@@ -238,7 +245,7 @@ def engagement_query(
     activity = f.activity_window_days
     rate_window = f.email_rate_window_days
     recent, prior = f.trend_recent_days, f.trend_prior_days
-    trend_suffix = f"trend_{recent}d_vs_prior_{prior}d"
+    trend_suffix = per_type_suffixes(f)[-1]
     per_type = []
     for name in types.values():
         per_type += [f"p.{name}_events_{w}d" for w in f.event_windows_days]

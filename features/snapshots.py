@@ -10,7 +10,7 @@ prefixed ``label_`` (``label_churned`` and ``label_days_to_purchase`` over the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 
 import pandas as pd
@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from clm.errors import DataError
 from clm.settings import ClmSettings
-from features.engagement import engagement_query, history_columns
+from features.engagement import engagement_query, history_columns, per_type_suffixes
 from features.labels import label_query
 from features.rfm import rfm_query
 from features.rollups import ensure_rollups
@@ -28,6 +28,8 @@ from features.sql import (
     as_of_datetime,
     date_literal,
     events_per_customer,
+    identifier,
+    text_list,
     ts_literal,
 )
 from features.stages import signal_columns, stage_query
@@ -36,6 +38,7 @@ __all__ = [
     "build_snapshot",
     "build_snapshots",
     "event_types_before",
+    "fill_absent_event_types",
     "new_customer_row",
     "snapshot_sql",
     "snapshot_table",
@@ -43,13 +46,16 @@ __all__ = [
 
 
 def event_types_before(dataset: Dataset, *, as_of: date, settings: ClmSettings) -> list[str]:
-    """The event types that get count columns: configured, or every type seen before as_of."""
+    """The event types that get count columns: configured, or every type seen before as_of.
+    Refuses NPS answers outside 0-10 first (every snapshot starts here)."""
+    _refuse_bad_nps(dataset, settings.stages.nps_event_types)
     if settings.features.event_types is not None:
         return list(settings.features.event_types)
     rows = dataset.con.sql(
         f"SELECT DISTINCT event_type FROM events WHERE ts < {ts_literal(as_of)} ORDER BY 1"
     ).fetchall()
     types = [r[0] for r in rows]
+    _refuse_colliding_types(dataset, types)
     if len(types) > settings.features.max_event_types:
         raise DataError(
             f"events: {len(types)} distinct event types before {as_of:%Y-%m-%d}, more than "
@@ -57,6 +63,80 @@ def event_types_before(dataset: Dataset, *, as_of: date, settings: ClmSettings) 
             "matter in features.event_types"
         )
     return types
+
+
+NPS_SCALE = (0, 10)
+EXAMPLES_SHOWN = 5
+
+
+def _refuse_bad_nps(dataset: Dataset, nps_types: list[str]) -> None:
+    """NPS answers (events of the NPS types with a value) are 0-10: one outside would move
+    the NPS features and the promoter signal of the stage rules."""
+    low, high = NPS_SCALE
+    bad = (
+        f"event_type IN {text_list(nps_types)} AND value IS NOT NULL "
+        f"AND NOT (value BETWEEN {low} AND {high})"
+    )
+    found = dataset.con.execute(
+        f"SELECT _row, value, count(*) OVER () FROM events WHERE {bad} "
+        f"ORDER BY _row LIMIT {EXAMPLES_SHOWN}"
+    ).fetchall()
+    if not found:
+        return
+    total = found[0][2]
+    places = dataset.row_places("events", [r[0] for r in found])
+    shown = ", ".join(f"{places[r]} {v:g}" for r, v, _ in found)
+    more = f" and {total - len(found)} more" if total > len(found) else ""
+    raise DataError(
+        f"{dataset.sources['events']}: column 'value': {total} NPS answer(s) "
+        f"({', '.join(nps_types)}) outside {low}-{high} (expected a score from {low} to "
+        f"{high}): {shown}{more}"
+    )
+
+
+def _refuse_colliding_types(dataset: Dataset, types: list[str]) -> None:
+    """Two event types that would name the same columns ('NPS' and 'nps'), with the first
+    row of each."""
+    seen: dict[str, str] = {}
+    for event_type in types:
+        name = identifier(event_type)
+        if name not in seen:
+            seen[name] = event_type
+            continue
+        clash = [seen[name], event_type]
+        first = dict(
+            dataset.con.execute(
+                "SELECT event_type, min(_row) FROM events WHERE event_type IN (?, ?) GROUP BY 1",
+                clash,
+            ).fetchall()
+        )
+        places = dataset.row_places("events", [first[t] for t in clash])
+        shown = " and ".join(f"{t!r} ({places[first[t]]})" for t in clash)
+        raise DataError(
+            f"{dataset.sources['events']}: column 'event_type': {shown} would both count as "
+            f"'{name}_*' features (expected event types that differ by more than case and "
+            "punctuation); spell them alike or set features.event_types"
+        )
+
+
+def fill_absent_event_types(
+    frame: pd.DataFrame, wanted: Iterable[str], settings: ClmSettings
+) -> list[str]:
+    """Add to ``frame`` (feature rows) the per-event-type columns among ``wanted`` that it
+    lacks: a model trained on data with an event type (referrals, say) scores data that has
+    none of it before the cutoff, where every customer's counts and trends of that type are
+    0. Returns the names added; other missing columns are left for the caller to refuse."""
+    suffixes = ["_" + s for s in per_type_suffixes(settings.features)]
+    added = []
+    for name in wanted:
+        if name in frame.columns:
+            continue
+        suffix = next((s for s in suffixes if name.endswith(s)), None)
+        fragment = name[: -len(suffix)] if suffix else ""
+        if fragment and identifier(fragment) == fragment:
+            frame[name] = 0
+            added.append(name)
+    return added
 
 
 def _feature_columns(alias: str, query: FeatureQuery) -> list[str]:

@@ -31,6 +31,7 @@ from features.contract import (
     clean_text,
     quote_name,
     raw_copies,
+    row_places,
     typed_select,
     validate,
 )
@@ -39,10 +40,10 @@ from features.sql import one_row
 __all__ = ["Dataset", "attribute_name", "find_table_files", "load"]
 
 SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
-EMPTY_TABLES = {
-    "events": "customer_id VARCHAR, ts TIMESTAMP, event_type VARCHAR, value DOUBLE, "
-    "channel VARCHAR",
-    "customers": "customer_id VARCHAR, signup_date TIMESTAMP",
+EMPTY_TABLES = {  # a loaded table's columns, _row (its place in the source) first
+    "events": "_row BIGINT, customer_id VARCHAR, ts TIMESTAMP, event_type VARCHAR, "
+    "value DOUBLE, channel VARCHAR",
+    "customers": "_row BIGINT, customer_id VARCHAR, signup_date TIMESTAMP",
 }
 
 
@@ -54,10 +55,15 @@ class Dataset:
     sources: dict[str, str]  # table -> label of the file / table it came from
     attributes: dict[str, str] = field(default_factory=dict)  # attr column -> 'numeric'|'category'
     row_counts: dict[str, int] = field(default_factory=dict)
+    csv_paths: dict[str, Path] = field(default_factory=dict)  # table -> its CSV file, if one
     _channels: list[str] | None = field(default=None, init=False, repr=False)
 
     def has(self, table: str) -> bool:
         return table in self.sources
+
+    def row_places(self, table: str, rows: list[int]) -> dict[int, str]:
+        """How messages name these rows (1-based) of a table: ``row 7 (line 9)`` in a CSV."""
+        return row_places(self.csv_paths.get(table), rows)
 
     def channels(self) -> list[str]:
         """Every channel named by a transaction or an event (read once)."""
@@ -107,6 +113,14 @@ def _csv_header(path: Path) -> list[str]:
         raise DataError(f"{path.name}: not UTF-8 text ({exc}); save the file as UTF-8") from exc
     if not header:
         raise DataError(f"{path.name}: the file is empty (expected a header row)")
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if name in seen:
+            raise DataError(
+                f"{path.name}: line 1: column {name!r} is both field {seen[name]} and field "
+                f"{position} of the header (expected each column name once)"
+            )
+        seen[name] = position
     return header
 
 
@@ -365,5 +379,7 @@ def _load_table(
     (count,) = one_row(con, f"SELECT count(*) FROM {contract.name}")
     dataset.row_counts[contract.name] = int(count)
     dataset.sources[contract.name] = label
+    if csv_path is not None:
+        dataset.csv_paths[contract.name] = csv_path
     shared = columns.get("*", {})
     return {t for t, source in raw.mapping.items() if shared.get(t) == source and source in types}

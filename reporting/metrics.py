@@ -376,10 +376,10 @@ def _nps_shares(values: pd.Series) -> dict[str, float]:
 
 
 def _nps(
-    dataset: Dataset, as_of: date, types: list[str], boundaries: list[date], notes: list[str]
+    dataset: Dataset, as_of: date, types: list[str], boundaries: list[date]
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """NPS over the last 365 days (% promoters - % detractors) and per month. Answers outside
-    0-10 are left out and counted in a note."""
+    """NPS over the last 365 days (% promoters - % detractors) and per month (answers outside
+    0-10 were refused with the snapshot, see features.snapshots)."""
     cutoff = ts_literal(as_of)
     since = min(pd.Timestamp(as_of) - pd.Timedelta(days=365), pd.Timestamp(boundaries[0]))
     answers = dataset.con.sql(
@@ -390,14 +390,6 @@ def _nps(
         ORDER BY customer_id, ts
         """
     ).df()
-    bad = ~answers["value"].between(0, 10)
-    if bad.any():
-        first = ", ".join(answers.loc[bad, "customer_id"].astype(str).unique()[:5])
-        notes.append(
-            f"events: {int(bad.sum()):,} NPS answer(s) ({', '.join(types)}) outside 0-10 in "
-            f"column 'value' left out of the NPS figures (customers {first}, ...)"
-        )
-        answers = answers[~bad]
     year = answers[pd.to_datetime(answers["ts"]) >= pd.Timestamp(as_of) - pd.Timedelta(days=365)]
     recent = answers[pd.to_datetime(answers["ts"]) >= pd.Timestamp(boundaries[0])]
     months = _by_interval(recent, boundaries)
@@ -667,7 +659,7 @@ def build_report(
         options.months,
         settings.stages.lead_event_types,
     )
-    nps, nps_by_month = _nps(dataset, as_of, settings.stages.nps_event_types, boundaries, notes)
+    nps, nps_by_month = _nps(dataset, as_of, settings.stages.nps_event_types, boundaries)
     referrals_by_month, referrals_by_stage = _referrals(
         dataset, as_of, settings.features.referral_event_types, boundaries, stage
     )

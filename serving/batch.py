@@ -34,7 +34,12 @@ from rich.progress import Progress
 from clm.errors import DataError
 from clm.settings import ClmSettings
 from features.contract import row_places
-from features.snapshots import build_snapshot, event_types_before, new_customer_row
+from features.snapshots import (
+    build_snapshot,
+    event_types_before,
+    fill_absent_event_types,
+    new_customer_row,
+)
 from features.sources import load
 from features.stages import STAGES
 from serving.decision import NO_ACTION, Decisions, apply_budget
@@ -408,11 +413,13 @@ def score_batch(
     scoring_started = time.perf_counter()
     rows, known, carried = _rows_to_score(listing, snapshot, new_customer)
     names = scorer.columns
+    fill_absent_event_types(rows, names, settings)
     missing = [n for n in names if n not in rows.columns]
     if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise DataError(
-            f"the champions need features {missing[:5]} that the data at {request.as_of} lacks "
-            "(were they trained on data with other columns?)"
+            f"the champions need features {', '.join(missing[:5])}{more} that the data at "
+            f"{request.as_of} lacks (were they trained on data with other columns?)"
         )
     summary = BatchSummary(unknown=int((~known).sum()), versions=champions.versions)
     # What the budget needs of every row: the action and its value (a few bytes a customer).

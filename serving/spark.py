@@ -32,7 +32,12 @@ import pandas as pd
 from clm.errors import DataError
 from clm.settings import ClmSettings
 from features.rollups import ROLLUPS
-from features.snapshots import event_types_before, new_customer_row, snapshot_sql
+from features.snapshots import (
+    event_types_before,
+    fill_absent_event_types,
+    new_customer_row,
+    snapshot_sql,
+)
 from features.sources import Dataset, load
 from features.sql import to_spark
 from features.stages import STAGES
@@ -111,6 +116,7 @@ def _score_batches(
         for batch in batches:
             known = batch.pop("_known").to_numpy(dtype=bool)
             fill_new_customers(batch, known, new_customer)
+            fill_absent_event_types(batch, scorer.columns, settings)
             columns = feature_columns(batch, scorer.text, scorer.columns)
             scores = scorer.compute(columns, horizon_days, clv_horizon_days)
             ids = batch["customer_id"].to_numpy()

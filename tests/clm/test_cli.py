@@ -269,3 +269,19 @@ def test_a_tracking_server_that_is_down_fails_in_seconds(tmp_path: Path) -> None
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and url in last and "Connection refused" in last
     assert elapsed < 60, f"{elapsed:.0f} s before the error"
+
+
+def test_validate_refuses_what_building_features_would(tmp_path: Path) -> None:
+    (tmp_path / "transactions.csv").write_text("customer_id,timestamp,amount\na,2024-01-01,5\n")
+    events = tmp_path / "events.csv"
+    events.write_text("customer_id,timestamp,event_type,value\na,2024-01-02,nps,9\n")
+    result = clm("data", "validate", "--data", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "event types" in result.stdout and "nps" in result.stdout
+    events.write_text("customer_id,timestamp,event_type,value\na,2024-01-02,nps,12\n")
+    result = clm("data", "validate", "--data", str(tmp_path))
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "error: events.csv: column 'value': 1 NPS answer(s) (nps) outside 0-10 (expected a "
+        "score from 0 to 10): row 1 (line 2) 12"
+    )

@@ -290,3 +290,87 @@ def test_a_csv_that_is_not_utf8_and_a_data_file_as_the_folder(tmp_path: Path) ->
         load(tmp_path)
     with pytest.raises(DataError, match="a data file; pass the folder that holds it"):
         load(path)
+
+
+def test_a_float_id_column_reads_whole_numbers_as_integer_text(tmp_path: Path) -> None:
+    # pandas writes integer ids with a gap as float64: 2474 becomes 2474.0.
+    pd.DataFrame(
+        {
+            "customer_id": [2474.0, 12.0, 3.0],
+            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]),
+            "amount": [1.0, 2.0, 3.0],
+        }
+    ).to_parquet(tmp_path / "transactions.parquet")
+    pd.DataFrame({"customer_id": [2474, 12], "tier": ["a", "b"]}).to_parquet(
+        tmp_path / "customers.parquet"
+    )
+    data = load(tmp_path)
+    joined = data.con.execute(
+        "SELECT t.customer_id, c.attr_tier FROM transactions t "
+        "JOIN customers c USING (customer_id) ORDER BY 1"
+    ).fetchall()
+    assert joined == [("12", "b"), ("2474", "a")]
+
+
+def test_a_fractional_or_missing_float_id_is_named(tmp_path: Path) -> None:
+    pd.DataFrame(
+        {
+            "customer_id": [1.0, 2474.5, None],
+            "timestamp": pd.to_datetime(["2024-01-01"] * 3),
+            "amount": [1.0, 2.0, 3.0],
+            "order_id": [7.0, 8.25, None],
+        }
+    ).to_parquet(tmp_path / "transactions.parquet")
+    with pytest.raises(DataError) as err:
+        load(tmp_path)
+    message = str(err.value)
+    assert "column 'customer_id': 1 value(s) empty" in message and "row 3 ''" in message
+    assert "column 'customer_id': 1 value(s) not a whole number" in message
+    assert "row 2 '2474.5'" in message
+    # order_id is optional: missing is fine, 8.25 is not an id.
+    assert "column 'order_id': 1 value(s) not a whole number" in message
+    assert "row 2 '8.25'" in message
+
+
+def test_ids_of_other_types_and_boolean_amounts_are_refused(tmp_path: Path) -> None:
+    base = {"timestamp": pd.to_datetime(["2024-01-01", "2024-01-02"]), "amount": [1.0, 2.0]}
+    pd.DataFrame({"customer_id": [True, False], **base}).to_parquet(
+        tmp_path / "transactions.parquet"
+    )
+    with pytest.raises(DataError, match=r"column 'customer_id' has type BOOLEAN; expected a"):
+        load(tmp_path)
+    pd.DataFrame({"customer_id": ["a", "b"], **base, "amount": [True, False]}).to_parquet(
+        tmp_path / "transactions.parquet"
+    )
+    with pytest.raises(DataError, match=r"column 'amount' has type BOOLEAN; expected a finite"):
+        load(tmp_path)
+
+
+def test_an_infinite_event_value_in_parquet_is_named_not_dropped(tmp_path: Path) -> None:
+    pd.DataFrame(good_transactions()).to_parquet(tmp_path / "transactions.parquet")
+    pd.DataFrame(
+        {
+            "customer_id": ["c0", "c1", "c2", "c0"],
+            "timestamp": pd.to_datetime(["2024-01-01"] * 4),
+            "event_type": ["nps"] * 4,
+            "value": [9.0, float("inf"), None, float("-inf")],  # None: no answer
+        }
+    ).to_parquet(tmp_path / "events.parquet")
+    with pytest.raises(DataError) as err:
+        load(tmp_path)
+    message = str(err.value)
+    assert message.startswith("events.parquet: column 'value': 2 value(s) not a finite number")
+    assert "(expected a finite number such as 8 (an NPS answer is 0-10))" in message
+    assert "row 2 'inf'" in message and "row 4 '-inf'" in message
+
+
+def test_a_repeated_csv_header_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id,timestamp,amount,amount\na,2024-01-01,1,2\n"
+    )
+    with pytest.raises(DataError) as err:
+        load(tmp_path)
+    assert str(err.value) == (
+        "transactions.csv: line 1: column 'amount' is both field 3 and field 4 of the header "
+        "(expected each column name once)"
+    )

@@ -135,3 +135,42 @@ def test_feature_sql_transpiles_to_spark(sample_dir: Path) -> None:
         sqlglot.parse_one(spark, read="spark")  # parses back as Spark SQL
         assert " FILTER" not in spark
     assert "DATEDIFF" in to_spark(sql)
+
+
+def test_nps_answers_outside_0_to_10_are_refused_with_their_rows(tmp_path: Path) -> None:
+    from tests.helpers import ev, tx, write_tables
+
+    answers = [9, 11, None, -1, 10, 0, 10.5]
+    folder = write_tables(
+        tmp_path,
+        transactions=[tx("A", "2024-01-05", 10.0)],
+        events=[ev("A", f"2024-02-{i + 1:02d}", "nps", v) for i, v in enumerate(answers)]
+        + [ev("A", "2024-03-01", "visit", 50)],  # another type's value is no answer
+    )
+    with pytest.raises(DataError) as err:
+        build_snapshot(load(folder), as_of=date(2024, 6, 1), settings=ClmSettings())
+    assert str(err.value) == (
+        "events.csv: column 'value': 3 NPS answer(s) (nps) outside 0-10 (expected a score "
+        "from 0 to 10): row 2 (line 3) 11, row 4 (line 5) -1, row 7 (line 8) 10.5"
+    )
+    # The types are settings: with none, the same values are no answers.
+    none = ClmSettings(stages={"nps_event_types": ["survey"]})  # type: ignore[arg-type]
+    assert len(build_snapshot(load(folder), as_of=date(2024, 6, 1), settings=none)) == 1
+
+
+def test_event_types_that_would_name_the_same_columns_are_refused(tmp_path: Path) -> None:
+    from tests.helpers import ev, tx, write_tables
+
+    folder = write_tables(
+        tmp_path,
+        transactions=[tx("A", "2024-01-05", 10.0)],
+        events=[ev("A", "2024-02-01", "visit"), ev("A", "2024-02-02", "NPS", 9),
+                ev("B", "2024-02-03", "nps", 7)],
+    )  # fmt: skip
+    with pytest.raises(DataError) as err:
+        build_snapshot(load(folder), as_of=date(2024, 6, 1), settings=ClmSettings())
+    assert str(err.value) == (
+        "events.csv: column 'event_type': 'NPS' (row 2 (line 3)) and 'nps' (row 3 (line 4)) "
+        "would both count as 'nps_*' features (expected event types that differ by more than "
+        "case and punctuation); spell them alike or set features.event_types"
+    )

@@ -160,21 +160,20 @@ def _build(folder: Path, as_of: date, settings: ClmSettings | None = None):  # t
     return build_report(load(folder), as_of=as_of, settings=settings or ClmSettings(), source="t")
 
 
-def test_nps_bands_and_out_of_range_answers(tmp_path: Path) -> None:
-    answers = [0, 6, 7, 8, 9, 10, 11, -1]
+def test_nps_bands(tmp_path: Path) -> None:
+    answers = [0, 6, 7, 8, 9, 10]
     folder = write_tables(
         tmp_path / "nps",
         transactions=[tx("A", "2025-01-05", 10.0)],
         events=[ev(f"P{i}", f"2025-06-{i + 1:02d}", "nps", v) for i, v in enumerate(answers)],
     )
     report = _build(folder, date(2025, 7, 15))
-    # 0 and 6 detractors, 7 and 8 passives, 9 and 10 promoters; 11 and -1 are left out.
+    # 0 and 6 detractors, 7 and 8 passives, 9 and 10 promoters.
     assert report.nps["responses"] == 6
     assert report.nps["promoters"] == pytest.approx(2 / 6)
     assert report.nps["passives"] == pytest.approx(2 / 6)
     assert report.nps["detractors"] == pytest.approx(2 / 6)
     assert report.nps["nps"] == pytest.approx(0.0)
-    assert any("2 NPS answer(s)" in n and "outside 0-10" in n for n in report.notes)
     # A cutoff mid-month: the monthly figures are labelled by their dates, not a calendar month.
     months = report.nps_by_month.set_index("month")
     assert months.loc["2025-06-15 to 2025-07-15", "responses"] == 0

@@ -266,3 +266,33 @@ def test_carried_columns_keep_their_types_through_chunks_and_the_budget(
     assert out["score"].isna().sum() == 43 and out["score"].iloc[1] == 1
     assert (out["input_clv"] == 1.0).all() and not (out["clv"] == 1.0).all()
     assert (out["action"] != "none").sum() == 5
+
+
+def test_data_without_an_event_type_the_champions_use_scores_with_zero_counts(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    folder = tmp_path / "no-referrals"
+    folder.mkdir()
+    for name in ("transactions.parquet", "customers.parquet"):
+        (folder / name).write_bytes((deployment.data / name).read_bytes())
+    events = pd.read_parquet(deployment.data / "events.parquet")
+    assert (events["event_type"] == "referral").any()
+    events[events["event_type"] != "referral"].to_parquet(folder / "events.parquet")
+    out = tmp_path / "s.parquet"
+    score_batch(BatchRequest(data=folder, as_of=date(2025, 7, 1), out=out), settings(deployment))
+    scored = pd.read_parquet(out)
+    data = load(folder)
+    plain = build_snapshot(data, as_of=date(2025, 7, 1), settings=ClmSettings())
+    assert "referral_events_30d" not in plain.columns
+    # The snapshot with the type's columns computed (all 0): what the scores must match.
+    types = sorted({*events["event_type"].unique()})
+    full = build_snapshot(data, as_of=date(2025, 7, 1), settings=ClmSettings(), event_types=types)
+    assert (full["referral_events_30d"] == 0).all()
+    uri = deployment.env["CLM_TRAINING__TRACKING_URI"]
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    churn = mlflow.pyfunc.load_model("models:/clm-churn@champion").predict(
+        full.drop(columns=["customer_id", "as_of"])
+    )
+    assert scored["customer_id"].tolist() == full["customer_id"].tolist()
+    np.testing.assert_allclose(scored["churn_probability"], churn["churn_probability"], atol=1e-6)
