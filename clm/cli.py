@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -332,8 +333,27 @@ def config_show() -> None:
     show_settings(_settings())
 
 
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(  # the signature of warnings.showwarning
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A warning is one line on stderr, ``warning: ...`` (with --debug: where it came from)."""
+    if state.debug:
+        _default_showwarning(message, category, filename, lineno, file, line)
+        return
+    print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
 def main() -> None:
-    """Entry point: run the app, turning errors into one line on stderr."""
+    """Entry point: run the app, turning errors into one line on stderr (and warnings)."""
+    warnings.showwarning = _show_warning
     try:
         app(standalone_mode=False)
     except typer.Exit as exc:

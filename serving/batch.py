@@ -13,10 +13,14 @@ metadata.
 from __future__ import annotations
 
 import contextlib
+import csv
+import gzip
 import json
 import os
 import time
+import warnings
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -95,9 +99,17 @@ def read_customer_list(path: Path) -> pd.DataFrame:
     is_csv = suffix != ".parquet"
     try:
         if is_csv:
-            frame = pd.read_csv(path, dtype={"customer_id": str}, keep_default_na=False)
+            # index_col=False: a first row with one field too many is no index column (pandas
+            # would shift every id one column); it warns, and the warning is an error here.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(
+                    path, dtype={"customer_id": str}, keep_default_na=False, index_col=False
+                )
         else:
             frame = pd.read_parquet(path)
+    except pd.errors.ParserWarning as exc:
+        raise DataError(f"{path}: not a readable customer list ({_ragged_row(path)})") from exc
     except Exception as exc:  # any reader's error: named with the file
         message = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{path}: not a readable customer list ({message})") from exc
@@ -111,8 +123,8 @@ def read_customer_list(path: Path) -> pd.DataFrame:
     def places(rows: list[int]) -> str:
         return ", ".join(row_places(path if is_csv else None, rows).values())
 
-    ids = frame["customer_id"].astype("string")
-    empty = ids.isna() | (ids.str.strip() == "")
+    ids = _id_text(frame["customer_id"], path, places)
+    empty = ids.isna() | (ids == "")
     if empty.any():
         rows = (np.flatnonzero(empty.to_numpy()) + 1)[:5].tolist()
         raise DataError(
@@ -129,6 +141,46 @@ def read_customer_list(path: Path) -> pd.DataFrame:
         )
     frame["customer_id"] = ids.astype(str)
     return frame
+
+
+def _ragged_row(path: Path) -> str:
+    """The first record of a CSV file with more fields than its header (error path only)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        start = reader.line_num + 1
+        for fields in reader:
+            if len(fields) > len(header):
+                return (
+                    f"line {start} has {len(fields)} fields, the header {len(header)}: "
+                    f"expected one field per column"
+                )
+            start = reader.line_num + 1
+    return "a row has more fields than the header"
+
+
+def _id_text(values: pd.Series, path: Path, places: Callable[[list[int]], str]) -> pd.Series:
+    """Ids as text without surrounding spaces, as the data's ids are read: a float column
+    (pandas writes integer ids with gaps as 2474.0) gives whole numbers as integer text."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        fractional = values.notna() & (values != np.trunc(values))
+        if fractional.any():
+            rows = (np.flatnonzero(fractional.to_numpy()) + 1)[:5].tolist()
+            raise DataError(
+                f"{path}: column customer_id: {int(fractional.sum())} ids not whole numbers "
+                f"(expected text or a whole number), first at {places(rows)}"
+            )
+        values = values.astype("Int64")
+    elif not (
+        pd.api.types.is_string_dtype(values.dtype)
+        or pd.api.types.is_integer_dtype(values.dtype)
+        or values.dtype == object
+    ):
+        raise DataError(
+            f"{path}: column customer_id has type {values.dtype} (expected text or whole numbers)"
+        )
+    return values.astype("string").str.strip()
 
 
 def feature_columns(frame: pd.DataFrame, text: set[str], names: list[str]) -> dict[str, np.ndarray]:

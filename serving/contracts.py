@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "CustomerIn",
@@ -22,13 +22,13 @@ Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 FeatureValue = FiniteFloat | Int64 | bool | Annotated[str, Field(max_length=200)] | None
 # A value the service gives back (a stored feature may be text of any length).
 ShownValue = float | int | bool | str | None
+# Surrounding spaces are trimmed first, as they are from the ids in the data.
 CustomerId = Annotated[
     str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     Field(
-        min_length=1,
-        max_length=200,
-        pattern=r"\S",
-        description="Your id of the customer, as in the transactions.",
+        description="Your id of the customer, as in the transactions (surrounding spaces are "
+        "trimmed, as they are from the data's ids).",
         examples=["C0000042"],
     ),
 ]

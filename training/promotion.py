@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,23 @@ def _log_run(kind: str, model: Any, evaluated: Any, evaluation: Evaluation, **co
         mlflow.log_dict(evaluation.notes, "evaluation_notes.json")
 
 
+# MLflow warnings that hold nothing for a clm user and would print on every train: a local
+# path matches two identical dataset-source classes MLflow registers; integer columns in a
+# signature (clm's counts are zero-filled, never missing, and scoring sends them as given).
+QUIET = (
+    "The specified dataset source can be interpreted in multiple ways",
+    "Hint: Inferred schema contains integer column",
+)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message in QUIET:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        yield
+
+
 def _log_inputs(kind: str, training: pd.DataFrame, fold: pd.DataFrame, data: Path) -> None:
     """Digests of the training and evaluation snapshots (all rows; schema from a sample)."""
     targets = TASKS[kind].label_columns[-1]
@@ -75,26 +95,28 @@ def _log_inputs(kind: str, training: pd.DataFrame, fold: pd.DataFrame, data: Pat
         hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
         digest = hashlib.sha256(hashes.tobytes())
         sample = frame.head(1000).assign(as_of=lambda f: f["as_of"].astype(str))
-        dataset = from_pandas(
-            sample,
-            source=str(data.resolve()),
-            name=f"{kind}-{context} ({len(frame)} rows)",
-            targets=targets,
-            digest=digest.hexdigest()[:16],
-        )
-        mlflow.log_input(dataset, context=context)
+        with _quiet():  # the schema is inferred when the input is logged
+            dataset = from_pandas(
+                sample,
+                source=str(data.resolve()),
+                name=f"{kind}-{context} ({len(frame)} rows)",
+                targets=targets,
+                digest=digest.hexdigest()[:16],
+            )
+            mlflow.log_input(dataset, context=context)
 
 
 def _log_model(kind: str, model: Any, fold: pd.DataFrame, horizon: int) -> str:
     example = input_example(feature_frame(fold))
     output = model.predict_frame(example, horizon)
-    info = mlflow.pyfunc.log_model(
-        name=kind,
-        python_model=EstimatorPyfunc(model),
-        signature=model_signature(example, output, horizon),
-        input_example=example,
-        pip_requirements=pip_requirements(),
-    )
+    with _quiet():
+        info = mlflow.pyfunc.log_model(
+            name=kind,
+            python_model=EstimatorPyfunc(model),
+            signature=model_signature(example, output, horizon),
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
     return str(info.model_uri)
 
 

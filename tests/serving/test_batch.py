@@ -118,6 +118,13 @@ def test_longer_horizon_lowers_the_chance_of_no_purchase(
         ("customer_id\nC1\nC2\nC1\n", r"first 'C1' at row 1 \(line 2\), row 3 \(line 4\)"),
         ("customer_id\n", "the customer list has no rows"),
         ("customer_id,x\nC1,1\nC2,2,3\n", "not a readable customer list"),
+        # One field too many in the first row: no index column, every id would shift.
+        (
+            "customer_id,x\nC1,1,extra\nC2,2\n",
+            r"not a readable customer list \(line 2 has 3 fields, the header 2",
+        ),
+        ("customer_id\n C1 \n", None),  # spaces trimmed, as from the data's ids
+        ("customer_id\nC1\n C1\n", "duplicated ids, first 'C1'"),
         (
             "customer_id,stage,input_stage\nC1,a,b\n",
             "column 'input_stage': the output would have it twice",
@@ -140,6 +147,20 @@ def test_bad_customer_lists_are_named_and_leave_the_old_output(
     assert str(listing) in str(error.value)
     assert out.read_text() == "previous\n"
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_parquet_list_of_float_ids_reads_whole_numbers_as_integer_text(tmp_path: Path) -> None:
+    from serving.batch import read_customer_list
+
+    listing = tmp_path / "list.parquet"
+    pd.DataFrame({"customer_id": [2474.0, 12.0], "x": [1, 2]}).to_parquet(listing)
+    assert read_customer_list(listing)["customer_id"].tolist() == ["2474", "12"]
+    pd.DataFrame({"customer_id": [2474.0, 12.5]}).to_parquet(listing)
+    with pytest.raises(DataError, match=r"1 ids not whole numbers .*first at row 2"):
+        read_customer_list(listing)
+    pd.DataFrame({"customer_id": [True, False]}).to_parquet(listing)
+    with pytest.raises(DataError, match="customer_id has type bool"):
+        read_customer_list(listing)
 
 
 def test_the_list_and_the_output_are_checked_before_any_slow_work(tmp_path: Path) -> None:
@@ -177,10 +198,12 @@ def test_a_transactions_only_folder_trains_and_scores_end_to_end(
     )
     env = {**deployment.env, "CLM_TRAINING__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     for args in (("train", "all"), ("score", "--out", str(tmp_path / "s.csv"))):
-        subprocess.run(
+        result = subprocess.run(
             [sys.executable, "-m", "clm", *args, "--data", str(folder), "--as-of", AS_OF],
             env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
+        # No library warnings; ours are one line each.
+        assert "Warning" not in result.stderr, result.stderr
     scores = pd.read_csv(tmp_path / "s.csv")
     assert len(scores) > 500 and scores["known"].all()
     assert set(scores["stage"]) <= {"purchase", "retention", "churned"}  # buyers only

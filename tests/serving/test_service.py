@@ -103,6 +103,15 @@ def test_given_features_override_the_stored_ones(server: str, snapshot) -> None:
     assert changed["churn_probability"] > stored["churn_probability"]
 
 
+def test_ids_with_surrounding_spaces_are_the_customers_of_the_data(server: str, snapshot) -> None:
+    buyer = snapshot[snapshot["stage"] == "retention"].iloc[0].customer_id
+    plain, spaced = score(server, [{"customer_id": buyer}, {"customer_id": f"  {buyer} "}]).json()[
+        "results"
+    ]
+    assert spaced["known"] is True and spaced["customer_id"] == buyer
+    assert spaced["churn_probability"] == plain["churn_probability"]
+
+
 def test_unknown_customer_is_scored_as_new(server: str) -> None:
     results = score(server, [{"customer_id": "never-seen"}]).json()["results"]
     new = results[0]
@@ -155,6 +164,7 @@ def _series_of(text: str) -> set[str]:
     [
         ({"customers": []}, "customers"),
         ({"customers": [{"customer_id": ""}]}, "customer_id"),
+        ({"customers": [{"customer_id": " \t "}]}, "customer_id"),
         ({"customers": [{"customer_id": "a", "features": {"nope": 1}}]}, "nope"),
         ({"customers": [{"customer_id": "a", "features": {"purchase_days": -2}}]}, "purchase_days"),
         (
