@@ -152,7 +152,10 @@ def write_report(
     if not out.name.lower().endswith((".html", ".htm")):
         raise ClmError(f"--out {out}: expected an .html file name")
     started = time.perf_counter()
-    scored = read_scores(scores, as_of) if scores is not None else None
+    from serving.decision import NO_ACTION
+
+    actions = [*settings.decision.actions, NO_ACTION]
+    scored = read_scores(scores, as_of, actions) if scores is not None else None
     dataset = sources.load(location, columns=settings.data.columns)
     report = build_report(
         dataset,

@@ -330,6 +330,13 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
             con.execute(f"CREATE TABLE {name} ({EMPTY_TABLES[name]})")
             continue
         used |= _load_table(dataset, contract, label, csv_path, columns)
+    for table, mapping in columns.items():
+        if table != "*" and mapping and table not in dataset.sources:
+            target, source = next(iter(mapping.items()))
+            raise DataError(
+                f"column mapping {table}.{target}={source}: {location} has no {table} table "
+                f"(tables read: {', '.join(dataset.sources.values())})"
+            )
     for target, source in columns.get("*", {}).items():
         if target not in used:
             raise DataError(

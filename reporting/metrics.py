@@ -10,6 +10,7 @@ without one, CLV is BG/NBD x Gamma-Gamma fitted at the cutoff (buyers only).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -445,7 +446,9 @@ def _refuse_rows(path: Path, column: str, bad: pd.Series, expected: str) -> None
         )
 
 
-def read_scores(path: Path, as_of: date | None = None) -> pd.DataFrame:
+def read_scores(
+    path: Path, as_of: date | None = None, actions: Collection[str] | None = None
+) -> pd.DataFrame:
     """A ``clm score`` output, checked for the columns the report needs and, when it records
     its cutoff, for being scored as of ``as_of``: a Parquet or CSV file from the local engine,
     or the folder of Parquet parts partitioned by stage that ``--engine spark`` writes (its
@@ -490,6 +493,10 @@ def read_scores(path: Path, as_of: date | None = None) -> pd.DataFrame:
             f"--scores {path}: missing column(s) {', '.join(missing)}; expected the output of "
             "clm score"
         )
+    if scores.empty:
+        raise DataError(f"--scores {path}: no rows; expected the output of clm score")
+    ids = scores["customer_id"].astype("string").str.strip()
+    _refuse_rows(path, "customer_id", ids.isna() | (ids == ""), "a non-empty customer id")
     probability = pd.to_numeric(scores["churn_probability"], errors="coerce")
     _refuse_rows(
         path, "churn_probability", probability.isna() | ~probability.between(0, 1),
@@ -500,11 +507,20 @@ def read_scores(path: Path, as_of: date | None = None) -> pd.DataFrame:
     _refuse_rows(path, "clv", ~finite, "a finite number")
     _refuse_rows(path, "churn_risk", ~scores["churn_risk"].isin(RISK_BANDS), "low, medium or high")
     _refuse_rows(path, "stage", ~scores["stage"].isin(STAGES), f"a stage ({', '.join(STAGES)})")
-    duplicated = scores["customer_id"].duplicated()
+    if actions is not None:
+        _refuse_rows(
+            path, "action", ~scores["action"].isin(actions),
+            f"an action of decision.actions ({', '.join(actions)})",
+        )  # fmt: skip
+    if "action_value" in scores.columns:
+        value = pd.to_numeric(scores["action_value"], errors="coerce").to_numpy(dtype=float)
+        _refuse_rows(path, "action_value", pd.Series(~np.isfinite(value)), "a finite number")
+        scores["action_value"] = value
+    duplicated = ids.duplicated()
     if duplicated.any():
-        first = scores.loc[duplicated, "customer_id"].iloc[0]
+        first = ids[duplicated].iloc[0]
         raise DataError(f"--scores {path}: customer_id {first!r} appears more than once")
-    scores["customer_id"] = scores["customer_id"].astype(str)
+    scores["customer_id"] = ids.astype(str)
     scores["churn_probability"], scores["clv"] = probability, clv
     scores.attrs["as_of"] = scored_as_of
     return scores
@@ -599,6 +615,14 @@ def build_report(
             notes.append(
                 f"{scores_source} does not record the cutoff it was scored at (clm score "
                 f"records it in Parquet files): make sure it was scored as of {as_of}"
+            )
+        unknown = ~scores["customer_id"].isin(snapshot["customer_id"])
+        if unknown.any():
+            shown = ", ".join(scores.loc[unknown, "customer_id"].head(3))
+            notes.append(
+                f"{int(unknown.sum()):,} customer(s) in {scores_source} are not known in the "
+                f"data at {as_of} (new customers scored from a list, or another data set; "
+                f"{shown}, ...): counted in the score sections only"
             )
         unscored = int(np.isnan(clv).sum())
         if unscored:

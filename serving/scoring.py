@@ -48,6 +48,10 @@ __all__ = [
 # Numeric features that may be negative; every other numeric feature is a count, an amount
 # of spend, a number of days or a rate, which cannot be.
 SIGNED = ("net_spend", "_trend_")
+# Features with a bounded range (by name fragment): (low, high). Any number is under 10^15
+# in size, as in the data (features.contract).
+BOUNDED = {"_rate_": (0.0, 1.0), "_nps": (0.0, 10.0), "_trend_": (-1.0, 1.0)}
+MAX_NUMBER = 1e15
 
 
 class BadInput(ValueError):
@@ -209,12 +213,16 @@ class Scorer:
                 continue
             if isinstance(value, str):
                 raise BadInput(f"{where}: expected a number, got {value!r}")
-            if (
-                value is not None
-                and value < 0
-                and not any(s in name for s in SIGNED)
-                and not name.startswith("attr_")
-            ):
+            if value is None or isinstance(value, bool):
+                continue
+            if abs(value) >= MAX_NUMBER:
+                raise BadInput(f"{where}: expected a number under 10^15 in size, got {value!r}")
+            bounds = next((b for part, b in BOUNDED.items() if part in name), None)
+            if bounds is not None and not bounds[0] <= value <= bounds[1]:
+                raise BadInput(
+                    f"{where}: expected a number from {bounds[0]:g} to {bounds[1]:g}, got {value!r}"
+                )
+            if value < 0 and not any(s in name for s in SIGNED) and not name.startswith("attr_"):
                 raise BadInput(f"{where}: expected a number >= 0, got {value!r}")
 
     def rows(

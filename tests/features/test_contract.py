@@ -64,11 +64,14 @@ def test_unparseable_timestamps_are_listed_with_rows_and_count(tmp_path: Path) -
 
 def test_unparseable_and_non_finite_amounts(tmp_path: Path) -> None:
     rows = [*good_transactions(1), tx("a", "2024-01-01", "abc"), tx("b", "2024-01-01", "inf")]
+    rows += [tx("c", "2024-01-01", "1e308"), tx("d", "2024-01-01", "-1e15")]
+    rows += [tx("e", "2024-01-01", "999999999999999.9")]  # under 10^15: kept
     with pytest.raises(DataError) as err:
         load(write_tables(tmp_path, transactions=rows))
     message = str(err.value)
-    assert "column 'amount': 2 value(s) not a finite number" in message
+    assert "column 'amount': 4 value(s) not a finite number under 10^15 in size" in message
     assert "row 2 (line 3) 'abc'" in message and "row 3 (line 4) 'inf'" in message
+    assert "row 4 (line 5) '1e308'" in message and "row 5 (line 6) '-1e15'" in message
 
 
 def test_empty_customer_id(tmp_path: Path) -> None:
@@ -360,7 +363,10 @@ def test_an_infinite_event_value_in_parquet_is_named_not_dropped(tmp_path: Path)
         load(tmp_path)
     message = str(err.value)
     assert message.startswith("events.parquet: column 'value': 2 value(s) not a finite number")
-    assert "(expected a finite number such as 8 (an NPS answer is 0-10))" in message
+    assert (
+        "(expected a finite number under 10^15 in size such as 8 (an NPS answer is 0-10))"
+        in message
+    )
     assert "row 2 'inf'" in message and "row 4 '-inf'" in message
 
 
@@ -373,4 +379,14 @@ def test_a_repeated_csv_header_is_refused(tmp_path: Path) -> None:
     assert str(err.value) == (
         "transactions.csv: line 1: column 'amount' is both field 3 and field 4 of the header "
         "(expected each column name once)"
+    )
+
+
+def test_a_mapping_for_a_table_the_data_lacks_is_refused(tmp_path: Path) -> None:
+    folder = write_tables(tmp_path, transactions=good_transactions())
+    with pytest.raises(DataError) as err:
+        load(folder, columns={"customers": {"signup_date": "joined"}})
+    assert str(err.value) == (
+        f"column mapping customers.signup_date=joined: {folder} has no customers table "
+        "(tables read: transactions.csv)"
     )

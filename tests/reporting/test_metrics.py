@@ -269,6 +269,34 @@ def test_scores_values_are_checked(tmp_path: Path) -> None:
         read_scores(_scores(tmp_path / "c.csv", stage=["purchase", "vip"]))
 
 
+def test_scores_rows_ids_actions_and_values_are_checked(tmp_path: Path) -> None:
+    header = tmp_path / "h.csv"
+    header.write_text("customer_id,stage,churn_probability,churn_risk,clv,action\n")
+    with pytest.raises(DataError, match=r"h.csv: no rows; expected the output of clm score"):
+        read_scores(header)
+    with pytest.raises(
+        DataError, match=r"'customer_id': 1 value\(s\) not a non-empty .*row\(s\) 2"
+    ):
+        read_scores(_scores(tmp_path / "a.csv", customer_id=["A", " "]))
+    actions = ["win_back", "none"]
+    with pytest.raises(
+        DataError,
+        match=r"'action': 1 value\(s\) not an action of decision.actions \(win_back, none\): row\(s\) 2",
+    ):
+        read_scores(_scores(tmp_path / "b.csv", action=["none", "winback"]), actions=actions)
+    assert read_scores(_scores(tmp_path / "c.csv"), actions=actions)["action"].tolist() == [
+        "none",
+        "none",
+    ]
+    with pytest.raises(
+        DataError, match=r"'action_value': 1 value\(s\) not a finite number: row\(s\) 1"
+    ):
+        read_scores(_scores(tmp_path / "d.csv", action_value=["nan", 2.0]))
+    # Ids are read as the data's ids are: surrounding spaces trimmed (then unique).
+    with pytest.raises(DataError, match="customer_id 'A' appears more than once"):
+        read_scores(_scores(tmp_path / "e.csv", customer_id=["A", " A"]))
+
+
 def test_scores_from_another_cutoff_are_refused(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -309,3 +337,21 @@ def test_scores_in_a_folder_partitioned_by_stage_are_read_with_their_cutoff(
     empty.mkdir()
     with pytest.raises(DataError, match=r"empty.parquet: a folder with no Parquet parts"):
         read_scores(empty)
+
+
+def test_scored_customers_unknown_to_the_data_are_named_in_a_note(tmp_path: Path) -> None:
+    folder = write_tables(
+        tmp_path / "d",
+        transactions=[tx("A", "2025-01-05", 10.0), tx("B", "2025-02-05", 20.0)],
+    )
+    scores = read_scores(_scores(tmp_path / "s.csv", customer_id=["A", "stranger"]))
+    report = build_report(
+        load(folder), as_of=date(2025, 7, 1), settings=ClmSettings(), source="t",
+        scores=scores, scores_source="s.csv",
+    )  # fmt: skip
+    assert any(
+        n.startswith("1 customer(s) in s.csv are not known in the data at 2025-07-01")
+        and "stranger" in n
+        for n in report.notes
+    ), report.notes
+    assert any("1 customer(s) known at 2025-07-01 are not in s.csv" in n for n in report.notes)

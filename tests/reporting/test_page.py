@@ -82,7 +82,7 @@ def built(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                 [probability >= 0.6, probability >= 0.3], ["high", "medium"], "low"
             ),
             "clv": rng.gamma(1.0, 100.0, len(snapshot)),
-            "action": rng.choice(["none", "winback_offer", "loyalty_invite"], len(snapshot)),
+            "action": rng.choice(["none", "win_back", "vip_outreach"], len(snapshot)),
             "action_value": rng.normal(5, 3, len(snapshot)),
         }
     )
