@@ -10,7 +10,7 @@ prefixed ``label_`` (``label_churned`` and ``label_days_to_purchase`` over the c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date, timedelta
 
 import pandas as pd
@@ -35,6 +35,7 @@ from features.sql import (
 from features.stages import signal_columns, stage_query
 
 __all__ = [
+    "absent_event_type_columns",
     "build_snapshot",
     "build_snapshots",
     "event_types_before",
@@ -119,24 +120,34 @@ def _refuse_colliding_types(dataset: Dataset, types: list[str]) -> None:
         )
 
 
-def fill_absent_event_types(
-    frame: pd.DataFrame, wanted: Iterable[str], settings: ClmSettings
+def absent_event_type_columns(
+    wanted: Iterable[str], present: Collection[str], settings: ClmSettings
 ) -> list[str]:
-    """Add to ``frame`` (feature rows) the per-event-type columns among ``wanted`` that it
-    lacks: a model trained on data with an event type (referrals, say) scores data that has
-    none of it before the cutoff, where every customer's counts and trends of that type are
-    0. Returns the names added; other missing columns are left for the caller to refuse."""
+    """The per-event-type columns among ``wanted`` that ``present`` lacks: a model trained on
+    data with an event type (referrals, say) meets data with none of it before the cutoff,
+    where every customer's counts and trends of that type are 0. Other missing columns are
+    left out (for the caller to refuse)."""
     suffixes = ["_" + s for s in per_type_suffixes(settings.features)]
-    added = []
+    absent = []
     for name in wanted:
-        if name in frame.columns:
+        if name in present:
             continue
         suffix = next((s for s in suffixes if name.endswith(s)), None)
         fragment = name[: -len(suffix)] if suffix else ""
         if fragment and identifier(fragment) == fragment:
-            frame[name] = 0
-            added.append(name)
-    return added
+            absent.append(name)
+    return absent
+
+
+def fill_absent_event_types(
+    frame: pd.DataFrame, wanted: Iterable[str], settings: ClmSettings
+) -> list[str]:
+    """Add to ``frame`` (feature rows) the :func:`absent_event_type_columns`, 0 for every
+    customer; returns their names."""
+    absent = absent_event_type_columns(wanted, set(frame.columns), settings)
+    for name in absent:
+        frame[name] = 0
+    return absent
 
 
 def _feature_columns(alias: str, query: FeatureQuery) -> list[str]:

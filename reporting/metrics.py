@@ -461,7 +461,7 @@ def read_scores(
         if path.is_dir():
             common = path / "_common_metadata"
             metadata = (pq.read_schema(common).metadata or {}) if common.is_file() else {}
-            if not common.is_file() and not any(path.glob("**/*.parquet")):
+            if not any(path.glob("**/*.parquet")):
                 raise DataError(
                     f"--scores {path}: a folder with no Parquet parts; expected the output of "
                     "clm score (a .parquet or .csv file, or the folder --engine spark writes)"

@@ -15,7 +15,7 @@ import itertools
 import math
 import operator
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from clm.errors import ClmError
 from clm.settings import ClmSettings
 from clm.tracking import MODEL_NAMES, tracking_uri
 from features.online import Layout, Vector
+from features.snapshots import absent_event_type_columns
 from features.stages import STAGES
 from serving.decision import Policy
 
@@ -157,7 +158,11 @@ class Scorer:
     """Rows of features in, scores and decisions out; see :meth:`score`."""
 
     def __init__(
-        self, champions: Champions, settings: ClmSettings, new_customer: Mapping[str, Any]
+        self,
+        champions: Champions,
+        settings: ClmSettings,
+        new_customer: Mapping[str, Any],
+        present: Collection[str] | None = None,
     ) -> None:
         self.champions = champions
         self.settings = settings.serving
@@ -174,6 +179,14 @@ class Scorer:
             set().union(*(e.input_columns_ for e in encoders[:2])) | clv_columns | {"stage"}
         )
         self.known = frozenset(self.columns)
+        # Features the rows will lack that are known to be 0 for everyone: the counts of an
+        # event type the champions were trained with and the store's data never had
+        # (``present``: the store's columns). Other lacking features are NaN.
+        absent = absent_event_type_columns(
+            self.columns, set(present if present is not None else new_customer), settings
+        )
+        self.defaults: dict[str, Any] = dict.fromkeys(absent, 0)
+        self.new_customer.update(self.defaults)
         self.numeric = [c for c in self.columns if c not in self.text]
         self.text_columns = [c for c in self.columns if c in self.text]
         names = champions.churn.encoder_.feature_names_
@@ -268,7 +281,11 @@ class Scorer:
             try:
                 values = [pick(row) for row in rows]
             except KeyError:
-                values = [[row.get(name) for name in numeric] for row in rows]
+                defaults = [self.defaults.get(name) for name in numeric]
+                values = [
+                    [row.get(name, d) for name, d in zip(numeric, defaults, strict=True)]
+                    for row in rows
+                ]
         block = np.array(values, dtype=float)
         columns = dict(zip(numeric, block.reshape(len(rows), len(numeric)).T, strict=True))
         for name in self.text_columns:

@@ -104,7 +104,9 @@ class Scoring:
         _refuse_exposed_without_token(settings.serving)
         self.store = open_store(settings.serving.online_store)
         meta = self.store.meta()
-        self.scorer = Scorer(load_champions(settings), settings, meta["new_customer"])
+        self.scorer = Scorer(
+            load_champions(settings), settings, meta["new_customer"], present=meta["columns"]
+        )
         self.max_customers = settings.serving.max_customers
         self.batcher: MicroBatcher[RequestRows, list[dict[str, Any]]] = MicroBatcher(
             self._score_many,

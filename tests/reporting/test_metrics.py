@@ -337,6 +337,9 @@ def test_scores_in_a_folder_partitioned_by_stage_are_read_with_their_cutoff(
     empty.mkdir()
     with pytest.raises(DataError, match=r"empty.parquet: a folder with no Parquet parts"):
         read_scores(empty)
+    pq.write_metadata(metadata, empty / "_common_metadata")  # metadata, still no parts
+    with pytest.raises(DataError, match=r"empty.parquet: a folder with no Parquet parts"):
+        read_scores(empty)
 
 
 def test_scored_customers_unknown_to_the_data_are_named_in_a_note(tmp_path: Path) -> None:

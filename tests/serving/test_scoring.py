@@ -47,6 +47,28 @@ def test_rows_lacking_a_feature_give_nan_for_it_and_the_same_numbers_otherwise(
             np.testing.assert_array_equal(got[other], whole[other])
 
 
+def test_a_store_without_an_event_type_the_champions_use_gives_its_counts_as_0(
+    scoring: tuple[Scorer, Any],
+) -> None:
+    trained, store = scoring
+    absent = [c for c in trained.columns if c.startswith("referral_")]
+    assert absent  # the champions count referrals per window
+    meta = store.meta()
+    present = [c for c in meta["columns"] if c not in absent]
+    new_customer = {k: v for k, v in meta["new_customer"].items() if k not in absent}
+    scorer = Scorer(trained.champions, ClmSettings(), new_customer, present=present)
+    assert scorer.new_customer.items() >= dict.fromkeys(absent, 0).items()
+    stored = list(store.get_many([f"C{i:06d}" for i in range(1, 40)]).values())[:5]
+    rows = [{k: v for k, v in dict(row).items() if k not in absent} for row in stored]
+    got = scorer.columns_of(rows)
+    want = scorer.columns_of([{**row, **dict.fromkeys(absent, 0)} for row in rows])
+    for column, values in want.items():
+        np.testing.assert_array_equal(got[column], values)
+    assert all((got[c] == 0).all() for c in absent)
+    # Without the store's columns (a store for these models) a lacking count stays NaN.
+    assert np.isnan(trained.columns_of(rows)[absent[0]]).all()
+
+
 def test_stored_vectors_give_the_same_results_as_the_rows_they_read_like(
     scoring: tuple[Scorer, Any],
 ) -> None:
