@@ -268,10 +268,7 @@ def choose_clv_family(
     task = TASKS["clv"]
     h = folds.horizon_days
 
-    def fitted(family: str, frame: pd.DataFrame) -> Any:
-        estimator = make_estimator("clv", h, model.horizon_days, settings, params)
-        estimator.set_params(family=family)
-        return estimator.fit(frame, task.target(frame))
+    # The BTYD candidate is the XGBoost one's own BG/NBD x Gamma-Gamma part (fitted once).
 
     if len(folds.training) >= 2:
         cutoff = folds.training[-1]
@@ -279,11 +276,13 @@ def choose_clv_family(
             training[training["as_of"] < cutoff],
             training[training["as_of"] == cutoff],
         )
-        candidates = {"xgboost": fitted("xgboost", earlier), "btyd": fitted("btyd", earlier)}
+        xgboost = make_estimator("clv", h, model.horizon_days, settings, params)
+        xgboost.fit(earlier, task.target(earlier))
+        candidates = {"xgboost": xgboost, "btyd": xgboost.as_btyd()}
         basis = f"the training cutoff {cutoff} (fitted on the cutoffs before it)"
     else:
         validation = fold
-        candidates = {"xgboost": model, "btyd": fitted("btyd", training)}
+        candidates = {"xgboost": model, "btyd": model.as_btyd()}
         basis = "the evaluation fold (one training cutoff: nothing else to validate on)"
     scores = {
         name: task.metrics(candidate.predict_frame(validation, h), validation)
@@ -292,5 +291,5 @@ def choose_clv_family(
     winner = min(scores, key=lambda name: scores[name]["mae"])
     if validation is fold:  # both were fitted on the training cutoffs already
         return candidates[winner], {"chosen": winner, "chosen_on": basis, "metrics": scores}
-    chosen = model if winner == "xgboost" else fitted("btyd", training)
+    chosen = model if winner == "xgboost" else model.as_btyd()
     return chosen, {"chosen": winner, "chosen_on": basis, "metrics": scores}

@@ -165,6 +165,21 @@ def test_the_clv_family_is_chosen_without_the_evaluation_fold(
     assert (picked is single) == (said["chosen"] == "xgboost")
 
 
+def test_the_btyd_twin_of_a_clv_model_predicts_as_a_btyd_fit_on_the_same_rows(
+    long_frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, fold = long_frames
+    params = xgb_params(SETTINGS.training)
+    targets = ["label_purchases", "label_spend"]
+    model = make_estimator("clv", 365, 365, SETTINGS, params).fit(train, train[targets])
+    btyd = make_estimator("clv", 365, 365, SETTINGS, params).set_params(family="btyd")
+    btyd.fit(train, train[targets])
+    twin = model.as_btyd()
+    assert twin.family == "btyd" and model.family == "xgboost"
+    pd.testing.assert_frame_equal(twin.predict_frame(fold), btyd.predict_frame(fold))
+    assert not twin.predict_frame(fold).equals(model.predict_frame(fold))
+
+
 def test_pruned_trials_end_killed_after_one_scored_cutoff(
     short_frames: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
 ) -> None:

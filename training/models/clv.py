@@ -16,11 +16,12 @@ Horizons other than the label horizon ``h`` rescale XGBoost's outputs by BG/NBD'
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Self
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 from training.models.base import (
     check_fitted,
@@ -74,6 +75,16 @@ class ClvModel(RegressorMixin, BaseEstimator):
             self._fit_xgboost(X, purchases, spend)
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
         return self
+
+    def as_btyd(self) -> ClvModel:
+        """This model fitted as ``family="btyd"`` would be on the same rows, without fitting
+        again: the BG/NBD x Gamma-Gamma part is fitted for either family (a copy of it)."""
+        check_fitted(self)
+        twin = clone(self).set_params(family="btyd")
+        twin.btyd_ = copy.deepcopy(self.btyd_)
+        twin.encoder_ = None
+        twin.feature_names_in_ = self.feature_names_in_.copy()
+        return twin
 
     def _fit_xgboost(self, X: pd.DataFrame, purchases: np.ndarray, spend: np.ndarray) -> None:
         if not (spend > 0).any():
