@@ -98,7 +98,10 @@ ColumnOption = Annotated[
 def root(
     config: ConfigOption = None,
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show the traceback when a command fails.")
+        bool,
+        typer.Option(
+            "--debug", help="Show the traceback when a command fails, and where warnings come from."
+        ),
     ] = False,
 ) -> None:
     """Customer lifecycle predictions."""
@@ -333,9 +336,6 @@ def config_show() -> None:
     show_settings(_settings())
 
 
-_default_showwarning = warnings.showwarning
-
-
 def _show_warning(  # the signature of warnings.showwarning
     message: Warning | str,
     category: type[Warning],
@@ -345,10 +345,11 @@ def _show_warning(  # the signature of warnings.showwarning
     line: str | None = None,
 ) -> None:
     """A warning is one line on stderr, ``warning: ...`` (with --debug: where it came from)."""
+    out = file or sys.stderr
     if state.debug:
-        _default_showwarning(message, category, filename, lineno, file, line)
+        out.write(warnings.formatwarning(message, category, filename, lineno, line))
         return
-    print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+    print(f"warning: {' '.join(str(message).split())}", file=out)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "TableContract",
     "check_columns",
     "clean_text",
+    "column_label",
     "internal_name",
     "quote_name",
     "raw_copies",
@@ -134,8 +135,12 @@ class RawTable:
         return row_places(self.csv_path, rows)
 
     def column_label(self, column: str) -> str:
-        source = self.source(column)
-        return f"'{source}'" if source == column else f"'{source}' (mapped to {column})"
+        return column_label(self.source(column), column)
+
+
+def column_label(source: str, column: str) -> str:
+    """How messages name a contract column read from ``source``."""
+    return f"'{source}'" if source == column else f"'{source}' (mapped to {column})"
 
 
 def row_places(csv_path: Path | None, rows: list[int]) -> dict[int, str]:
@@ -172,7 +177,21 @@ def quote_name(name: str) -> str:
 
 
 def _is_text(duck_type: str) -> bool:
-    return duck_type.upper() in {"VARCHAR", "STRING", "TEXT"} or duck_type.upper() == "NULL"
+    """Text, or a column with no values at all (DuckDB names its type "NULL", quoted)."""
+    return duck_type.strip('"').upper() in {"VARCHAR", "STRING", "TEXT", "NULL"}
+
+
+def _is_exact_id(duck_type: str) -> bool:
+    """A type whose values read as id text exactly: text, integers, a DECIMAL without a
+    fraction, UUID, ENUM (a DuckDB database's categories)."""
+    upper = duck_type.upper()
+    return (
+        _is_text(duck_type)
+        or upper in INTEGER_TYPES
+        or upper == "UUID"
+        or upper.startswith("ENUM")
+        or (upper.startswith("DECIMAL") and upper.replace(" ", "").endswith(",0)"))
+    )
 
 
 INTEGER_TYPES = {
@@ -237,7 +256,7 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
         return f"CAST(NULL AS {target})"
     col, duck_type = quote_name(source), table.types[source]
     if spec.kind == "id":
-        if _is_text(duck_type) or duck_type.upper() in INTEGER_TYPES | {"UUID"}:
+        if _is_exact_id(duck_type):
             return clean_text(col)
         if _is_float(duck_type):
             return _whole_number_text(col)
@@ -273,12 +292,12 @@ def _raw_copy(table: RawTable, spec: ColumnSpec) -> str | None:
         return None
     col, duck_type = quote_name(source), table.types[source]
     if spec.kind == "id":
-        return f"CAST({col} AS DOUBLE)" if _is_float(duck_type) else None
+        return None if _is_exact_id(duck_type) else f"CAST({col} AS DOUBLE)"
     if spec.required or spec.kind not in ("number", "timestamp"):
         return None
     if _is_text(duck_type):
         return clean_text(col)
-    if spec.kind == "number" and duck_type.upper() in FLOAT_TYPES:
+    if spec.kind == "number" and _is_numeric(duck_type):  # infinite, or 10^15 or more
         return f"CAST({col} AS DOUBLE)"
     return None
 
@@ -291,7 +310,10 @@ def _bad_predicates(table: RawTable, spec: ColumnSpec) -> list[tuple[str, str]]:
     form = spec.expected_form.split(" such as")[0]
     raw = _raw_copy(table, spec) is not None
     if spec.kind == "id" and raw:  # read from a number column
-        fractional = (f"(_raw_{name} IS NOT NULL AND {name} IS NULL)", "not a whole number")
+        fractional = (
+            f"(_raw_{name} IS NOT NULL AND {name} IS NULL)",
+            "not a whole number below 2^53 in size",
+        )
         return [(f"_raw_{name} IS NULL", "empty"), fractional] if spec.required else [fractional]
     if spec.required:
         return [(f"{name} IS NULL", "empty" if spec.kind == "id" else f"not {form}")]

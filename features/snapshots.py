@@ -89,7 +89,8 @@ def _refuse_bad_nps(dataset: Dataset, nps_types: list[str]) -> None:
     shown = ", ".join(f"{places[r]} {v:g}" for r, v, _ in found)
     more = f" and {total - len(found)} more" if total > len(found) else ""
     raise DataError(
-        f"{dataset.sources['events']}: column 'value': {total} NPS answer(s) "
+        f"{dataset.sources['events']}: column {dataset.column_label('events', 'value')}: "
+        f"{total} NPS answer(s) "
         f"({', '.join(nps_types)}) outside {low}-{high} (expected a score from {low} to "
         f"{high}): {shown}{more}"
     )
@@ -114,7 +115,8 @@ def _refuse_colliding_types(dataset: Dataset, types: list[str]) -> None:
         places = dataset.row_places("events", [first[t] for t in clash])
         shown = " and ".join(f"{t!r} ({places[first[t]]})" for t in clash)
         raise DataError(
-            f"{dataset.sources['events']}: column 'event_type': {shown} would both count as "
+            f"{dataset.sources['events']}: column "
+            f"{dataset.column_label('events', 'event_type')}: {shown} would both count as "
             f"'{name}_*' features (expected event types that differ by more than case and "
             "punctuation); spell them alike or set features.event_types"
         )

@@ -29,6 +29,7 @@ from features.contract import (
     TableContract,
     check_columns,
     clean_text,
+    column_label,
     quote_name,
     raw_copies,
     row_places,
@@ -56,10 +57,15 @@ class Dataset:
     attributes: dict[str, str] = field(default_factory=dict)  # attr column -> 'numeric'|'category'
     row_counts: dict[str, int] = field(default_factory=dict)
     csv_paths: dict[str, Path] = field(default_factory=dict)  # table -> its CSV file, if one
+    mappings: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> its mapping
     _channels: list[str] | None = field(default=None, init=False, repr=False)
 
     def has(self, table: str) -> bool:
         return table in self.sources
+
+    def column_label(self, table: str, column: str) -> str:
+        """How messages name a contract column: ``'score' (mapped to value)`` if renamed."""
+        return column_label(self.mappings.get(table, {}).get(column, column), column)
 
     def row_places(self, table: str, rows: list[int]) -> dict[int, str]:
         """How messages name these rows (1-based) of a table: ``row 7 (line 9)`` in a CSV."""
@@ -113,14 +119,23 @@ def _csv_header(path: Path) -> list[str]:
         raise DataError(f"{path.name}: not UTF-8 text ({exc}); save the file as UTF-8") from exc
     if not header:
         raise DataError(f"{path.name}: the file is empty (expected a header row)")
-    seen: dict[str, int] = {}
+    # SQL names ignore case: 'customer_id' and 'Customer_ID' are one column. Empty names
+    # (the trailing commas of a spreadsheet export) name nothing.
+    seen: dict[str, tuple[str, int]] = {}
     for position, name in enumerate(header, start=1):
-        if name in seen:
-            raise DataError(
-                f"{path.name}: line 1: column {name!r} is both field {seen[name]} and field "
-                f"{position} of the header (expected each column name once)"
+        if not name.strip():
+            continue
+        if (first := seen.get(name.lower())) is not None:
+            what = (
+                f"column {name!r} appears twice"
+                if first[0] == name
+                else f"columns {first[0]!r} and {name!r} name one column (names ignore case)"
             )
-        seen[name] = position
+            raise DataError(
+                f"{path.name}: line 1: {what}: fields {first[1]} and {position} of the "
+                "header (expected each column name once)"
+            )
+        seen[name.lower()] = (name, position)
     return header
 
 
@@ -386,6 +401,7 @@ def _load_table(
     (count,) = one_row(con, f"SELECT count(*) FROM {contract.name}")
     dataset.row_counts[contract.name] = int(count)
     dataset.sources[contract.name] = label
+    dataset.mappings[contract.name] = dict(raw.mapping)
     if csv_path is not None:
         dataset.csv_paths[contract.name] = csv_path
     shared = columns.get("*", {})

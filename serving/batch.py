@@ -164,12 +164,15 @@ def _id_text(values: pd.Series, path: Path, places: Callable[[list[int]], str]) 
     """Ids as text without surrounding spaces, as the data's ids are read: a float column
     (pandas writes integer ids with gaps as 2474.0) gives whole numbers as integer text."""
     if pd.api.types.is_float_dtype(values.dtype):
-        fractional = values.notna() & (values != np.trunc(values))
-        if fractional.any():
-            rows = (np.flatnonzero(fractional.to_numpy()) + 1)[:5].tolist()
+        number = values.to_numpy(dtype=float, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            whole = (number == np.trunc(number)) & (np.abs(number) < 2.0**53)
+        bad = ~np.isnan(number) & ~whole
+        if bad.any():
+            rows = (np.flatnonzero(bad) + 1)[:5].tolist()
             raise DataError(
-                f"{path}: column customer_id: {int(fractional.sum())} ids not whole numbers "
-                f"(expected text or a whole number), first at {places(rows)}"
+                f"{path}: column customer_id: {int(bad.sum())} ids not whole numbers below "
+                f"2^53 in size (expected text or a whole number), first at {places(rows)}"
             )
         values = values.astype("Int64")
     elif not (
@@ -180,7 +183,7 @@ def _id_text(values: pd.Series, path: Path, places: Callable[[list[int]], str]) 
         raise DataError(
             f"{path}: column customer_id has type {values.dtype} (expected text or whole numbers)"
         )
-    return values.astype("string").str.strip()
+    return values.astype("string").str.strip(" ")  # spaces, as DuckDB's trim
 
 
 def feature_columns(frame: pd.DataFrame, text: set[str], names: list[str]) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ import numpy as np
 from clm.errors import ClmError
 from clm.settings import ClmSettings
 from clm.tracking import MODEL_NAMES, tracking_uri
+from features.engagement import per_type_suffixes
 from features.online import Layout, Vector
 from features.snapshots import absent_event_type_columns
 from features.stages import STAGES
@@ -46,13 +47,7 @@ __all__ = [
     "shown",
 ]
 
-# Numeric features that may be negative; every other numeric feature is a count, an amount
-# of spend, a number of days or a rate, which cannot be.
-SIGNED = ("net_spend", "_trend_")
-# Features with a bounded range (by name fragment): (low, high). Any number is under 10^15
-# in size, as in the data (features.contract).
-BOUNDED = {"_rate_": (0.0, 1.0), "_nps": (0.0, 10.0), "_trend_": (-1.0, 1.0)}
-MAX_NUMBER = 1e15
+MAX_NUMBER = 1e15  # any number is under 10^15 in size, as in the data (features.contract)
 
 
 class BadInput(ValueError):
@@ -154,6 +149,32 @@ def load_champions(
     return Champions(loaded["churn"], loaded["stage"], loaded["clv"], dict(versions), uri)
 
 
+def _ranges(
+    columns: Sequence[str], settings: ClmSettings
+) -> tuple[dict[str, tuple[float, float]], frozenset[str]]:
+    """The features with a bounded range (NPS 0-10, email rates 0-1, trends -1..1), by exact
+    name, and those that may be negative (trends, net spend, attributes); every other
+    feature is a count, a number of days or an amount of spend, never negative."""
+    f = settings.features
+    trend = per_type_suffixes(f)[-1]
+    rates = {
+        f"email_open_rate_{f.email_rate_window_days}d",
+        f"email_click_rate_{f.email_rate_window_days}d",
+    }
+    bounds: dict[str, tuple[float, float]] = {}
+    for name in columns:
+        if name in ("last_nps", "mean_nps"):
+            bounds[name] = (0.0, 10.0)
+        elif name in rates:
+            bounds[name] = (0.0, 1.0)
+        elif name.endswith("_" + trend):
+            bounds[name] = (-1.0, 1.0)
+    signed = frozenset(
+        n for n in columns if n.startswith("attr_") or n.endswith("_" + trend) or "net_spend" in n
+    )
+    return bounds, signed
+
+
 class Scorer:
     """Rows of features in, scores and decisions out; see :meth:`score`."""
 
@@ -179,6 +200,7 @@ class Scorer:
             set().union(*(e.input_columns_ for e in encoders[:2])) | clv_columns | {"stage"}
         )
         self.known = frozenset(self.columns)
+        self.bounds, self.signed = _ranges(self.columns, settings)
         # Features the rows will lack that are known to be 0 for everyone: the counts of an
         # event type the champions were trained with and the store's data never had
         # (``present``: the store's columns). Other lacking features are NaN.
@@ -230,12 +252,12 @@ class Scorer:
                 continue
             if abs(value) >= MAX_NUMBER:
                 raise BadInput(f"{where}: expected a number under 10^15 in size, got {value!r}")
-            bounds = next((b for part, b in BOUNDED.items() if part in name), None)
+            bounds = self.bounds.get(name)
             if bounds is not None and not bounds[0] <= value <= bounds[1]:
                 raise BadInput(
                     f"{where}: expected a number from {bounds[0]:g} to {bounds[1]:g}, got {value!r}"
                 )
-            if value < 0 and not any(s in name for s in SIGNED) and not name.startswith("attr_"):
+            if value < 0 and name not in self.signed:
                 raise BadInput(f"{where}: expected a number >= 0, got {value!r}")
 
     def rows(

@@ -285,3 +285,18 @@ def test_validate_refuses_what_building_features_would(tmp_path: Path) -> None:
         "error: events.csv: column 'value': 1 NPS answer(s) (nps) outside 0-10 (expected a "
         "score from 0 to 10): row 1 (line 2) 12"
     )
+
+
+def test_a_warning_is_one_line_and_with_debug_names_its_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from clm import cli
+
+    cli._show_warning(UserWarning("fit stopped\n  early"), UserWarning, "/x/lib.py", 7)
+    assert capsys.readouterr().err == "warning: fit stopped early\n"
+    cli.state.debug = True
+    try:
+        cli._show_warning(UserWarning("fit stopped"), UserWarning, "/x/lib.py", 7)
+    finally:
+        cli.state.debug = False
+    assert capsys.readouterr().err.startswith("/x/lib.py:7: UserWarning: fit stopped")

@@ -377,9 +377,17 @@ def test_a_repeated_csv_header_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load(tmp_path)
     assert str(err.value) == (
-        "transactions.csv: line 1: column 'amount' is both field 3 and field 4 of the header "
+        "transactions.csv: line 1: column 'amount' appears twice: fields 3 and 4 of the header "
         "(expected each column name once)"
     )
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id,timestamp,amount,Customer_ID\na,2024-01-01,1,b\n"
+    )
+    with pytest.raises(DataError, match="columns 'customer_id' and 'Customer_ID' name one column"):
+        load(tmp_path)
+    # The empty names of a spreadsheet's trailing commas are no columns of the contract.
+    (tmp_path / "transactions.csv").write_text("customer_id,timestamp,amount,,\na,2024-01-01,1,,\n")
+    assert load(tmp_path).row_counts["transactions"] == 1
 
 
 def test_a_mapping_for_a_table_the_data_lacks_is_refused(tmp_path: Path) -> None:
@@ -390,3 +398,60 @@ def test_a_mapping_for_a_table_the_data_lacks_is_refused(tmp_path: Path) -> None
         f"column mapping customers.signup_date=joined: {folder} has no customers table "
         "(tables read: transactions.csv)"
     )
+
+
+def test_all_null_enum_and_decimal_id_columns_read_as_ids(tmp_path: Path) -> None:
+    base = {"timestamp": pd.to_datetime(["2024-01-01", "2024-01-02"]), "amount": [1.0, 2.0]}
+    # A pandas column of None only: DuckDB types it "NULL"; an optional id with no values.
+    pd.DataFrame({"customer_id": ["a", "b"], **base, "order_id": [None, None]}).to_parquet(
+        tmp_path / "transactions.parquet"
+    )
+    assert load(tmp_path).row_counts["transactions"] == 2
+    db = tmp_path / "shop.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TYPE kind AS ENUM ('visit', 'nps')")
+    con.execute(
+        "CREATE TABLE transactions AS SELECT CAST('1' || repeat('0', 30) AS DECIMAL(38, 0)) AS customer_id, "
+        "TIMESTAMP '2024-01-01' AS timestamp, 5.0 AS amount"
+    )
+    con.execute(
+        "CREATE TABLE events AS SELECT CAST('1' || repeat('0', 30) AS DECIMAL(38, 0)) AS customer_id, "
+        "TIMESTAMP '2024-01-02' AS timestamp, CAST('nps' AS kind) AS event_type, "
+        "CAST(9 AS BIGINT) AS value"
+    )
+    con.close()
+    data = load(db)
+    assert data.con.execute("SELECT customer_id, event_type, value FROM events").fetchall() == [
+        ("1000000000000000000000000000000", "nps", 9.0)
+    ]
+
+
+def test_an_integer_event_value_of_10_to_the_15_or_more_is_named(tmp_path: Path) -> None:
+    pd.DataFrame(good_transactions()).to_parquet(tmp_path / "transactions.parquet")
+    pd.DataFrame(
+        {
+            "customer_id": ["c0", "c1"],
+            "timestamp": pd.to_datetime(["2024-01-01"] * 2),
+            "event_type": ["nps", "visit"],
+            "score": pd.array([9, 10**16], dtype="Int64"),
+        }
+    ).to_parquet(tmp_path / "events.parquet")
+    with pytest.raises(DataError) as err:
+        load(tmp_path, columns={"events": {"value": "score"}})
+    assert str(err.value).startswith(
+        "events.parquet: column 'score' (mapped to value): 1 value(s) not a finite number "
+        "under 10^15 in size"
+    )
+    assert "row 2 '10000000000000000'" in str(err.value)
+
+
+def test_a_float_id_of_2_to_the_53_or_more_is_named(tmp_path: Path) -> None:
+    pd.DataFrame(
+        {
+            "customer_id": [1.0, 1e20],
+            "timestamp": pd.to_datetime(["2024-01-01"] * 2),
+            "amount": [1.0, 2.0],
+        }
+    ).to_parquet(tmp_path / "transactions.parquet")
+    with pytest.raises(DataError, match=r"1 value\(s\) not a whole number below 2\^53 in size"):
+        load(tmp_path)

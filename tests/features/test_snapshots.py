@@ -153,6 +153,16 @@ def test_nps_answers_outside_0_to_10_are_refused_with_their_rows(tmp_path: Path)
         "events.csv: column 'value': 3 NPS answer(s) (nps) outside 0-10 (expected a score "
         "from 0 to 10): row 2 (line 3) 11, row 4 (line 5) -1, row 7 (line 8) 10.5"
     )
+    # A mapped column is named as in the file.
+    (folder / "events.csv").write_text(
+        (folder / "events.csv").read_text().replace("value", "answer", 1)
+    )
+    mapped = load(folder, columns={"events": {"value": "answer"}})
+    with pytest.raises(DataError, match=r"column 'answer' \(mapped to value\): 3 NPS answer"):
+        build_snapshot(mapped, as_of=date(2024, 6, 1), settings=ClmSettings())
+    (folder / "events.csv").write_text(
+        (folder / "events.csv").read_text().replace("answer", "value", 1)
+    )
     # The types are settings: with none, the same values are no answers.
     none = ClmSettings(stages={"nps_event_types": ["survey"]})  # type: ignore[arg-type]
     assert len(build_snapshot(load(folder), as_of=date(2024, 6, 1), settings=none)) == 1

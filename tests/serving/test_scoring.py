@@ -10,7 +10,7 @@ import pytest
 
 from clm.settings import ClmSettings
 from features.online import open_store
-from serving.scoring import Scorer, largest, load_champions
+from serving.scoring import Scorer, _ranges, largest, load_champions
 from tests.serving.conftest import Deployment
 
 
@@ -103,3 +103,24 @@ def test_largest_equals_a_stable_sort_by_absolute_value_with_ties_to_the_lower_i
 def test_largest_picks_the_negative_contribution_when_it_is_the_biggest() -> None:
     values = np.array([[0.1, -2.0, 0.5, 1.5, -0.2]])
     assert largest(values, 3).tolist() == [[1, 3, 2]]
+
+
+def test_bounded_and_signed_features_are_named_exactly() -> None:
+    names = [
+        "last_nps", "mean_nps", "nps_responses", "survey_nps_events_30d",
+        "email_open_rate_365d", "app_rate_prompt_events_30d",
+        "events_trend_30d_vs_prior_60d", "session_trend_30d_vs_prior_60d",
+        "price_trend_view_events_30d", "attr_nps_band", "net_spend", "total_spend",
+    ]  # fmt: skip
+    bounds, signed = _ranges(names, ClmSettings())
+    assert bounds == {
+        "last_nps": (0.0, 10.0),
+        "mean_nps": (0.0, 10.0),
+        "email_open_rate_365d": (0.0, 1.0),
+        "events_trend_30d_vs_prior_60d": (-1.0, 1.0),
+        "session_trend_30d_vs_prior_60d": (-1.0, 1.0),
+    }
+    assert signed == {
+        "events_trend_30d_vs_prior_60d", "session_trend_30d_vs_prior_60d", "attr_nps_band",
+        "net_spend",
+    }  # fmt: skip

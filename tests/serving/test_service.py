@@ -206,7 +206,8 @@ def test_overrides_out_of_range_get_400_naming_the_field(
 
 
 def test_overrides_at_the_edges_of_their_range_are_scored(server: str) -> None:
-    edges = {"last_nps": 10, "email_open_rate_365d": 0.0, "days_since_last_purchase": 10**14}
+    edges = {"last_nps": 10, "email_open_rate_365d": 0.0, "days_since_last_purchase": 10**14,
+             "nps_responses": 40, "nps_events_30d": 25}  # fmt: skip
     response = score(server, [{"customer_id": "a", "features": edges}])
     assert response.status_code == 200, response.text
 
