@@ -16,7 +16,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pyarrow as pa
 
-from clm.errors import DataError
+from clm.errors import ConfigError, DataError
 from clm.settings import ClmSettings
 from features.engagement import engagement_query, history_columns, per_type_suffixes
 from features.labels import label_query
@@ -51,7 +51,16 @@ def event_types_before(dataset: Dataset, *, as_of: date, settings: ClmSettings) 
     Refuses NPS answers outside 0-10 first (every snapshot starts here)."""
     _refuse_bad_nps(dataset, settings.stages.nps_event_types)
     if settings.features.event_types is not None:
-        return list(settings.features.event_types)
+        configured = list(settings.features.event_types)
+        names: dict[str, str] = {}
+        for event_type in configured:
+            clash = names.setdefault(identifier(event_type), event_type)
+            if clash != event_type:
+                raise ConfigError(
+                    f"features.event_types: {clash!r} and {event_type!r} would both count as "
+                    f"'{identifier(event_type)}_*' features; list one of them"
+                )
+        return configured
     rows = dataset.con.sql(
         f"SELECT DISTINCT event_type FROM events WHERE ts < {ts_literal(as_of)} ORDER BY 1"
     ).fetchall()

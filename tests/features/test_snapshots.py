@@ -184,3 +184,23 @@ def test_event_types_that_would_name_the_same_columns_are_refused(tmp_path: Path
         "would both count as 'nps_*' features (expected event types that differ by more than "
         "case and punctuation); spell them alike or set features.event_types"
     )
+
+
+def test_configured_event_types_that_would_name_the_same_columns_are_refused(
+    tmp_path: Path,
+) -> None:
+    from clm.errors import ConfigError
+    from tests.helpers import ev, tx, write_tables
+
+    folder = write_tables(
+        tmp_path,
+        transactions=[tx("A", "2024-01-05", 10.0)],
+        events=[ev("A", "2024-02-01", "nps", 9)],
+    )
+    settings = ClmSettings(features={"event_types": ["nps", "visit", "NPS!"]})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as err:
+        build_snapshot(load(folder), as_of=date(2024, 6, 1), settings=settings)
+    assert str(err.value) == (
+        "features.event_types: 'nps' and 'NPS!' would both count as 'nps_*' features; list one "
+        "of them"
+    )
