@@ -22,6 +22,9 @@ from features.sql import one_row
 
 __all__ = [
     "CONTRACTS",
+    "EXAMPLES_SHOWN",
+    "MAX_NUMBER",
+    "MAX_WHOLE_ID",
     "ColumnSpec",
     "RawTable",
     "TableContract",
@@ -38,7 +41,8 @@ __all__ = [
 
 Kind = Literal["id", "timestamp", "number", "string"]
 EXAMPLES_SHOWN = 5
-MAX_NUMBER = 1e15
+MAX_NUMBER = 1e15  # amounts and values are under 10^15 in size
+MAX_WHOLE_ID = 2**53  # a number column read as ids: whole numbers below this (exact as DOUBLE)
 
 EXPECTED: dict[Kind, str] = {
     "id": "a non-empty string",
@@ -243,7 +247,7 @@ def _whole_number_text(col: str) -> str:
     the id 2474 as 2474.0 once the column has a gap), anything else NULL (and reported)."""
     value = f"CAST({col} AS DOUBLE)"
     return (
-        f"CASE WHEN {value} = trunc({value}) AND abs({value}) < 9007199254740992 "
+        f"CASE WHEN {value} = trunc({value}) AND abs({value}) < {MAX_WHOLE_ID} "
         f"THEN CAST(CAST({value} AS BIGINT) AS VARCHAR) END"
     )
 

@@ -24,19 +24,33 @@ from features.sql import (
     ts_literal,
 )
 
-__all__ = ["engagement_query", "event_type_columns", "history_columns", "per_type_suffixes"]
+__all__ = [
+    "engagement_query",
+    "event_type_columns",
+    "first_collision",
+    "history_columns",
+    "per_type_suffixes",
+]
+
+
+def first_collision(event_types: list[str]) -> tuple[str, str, str] | None:
+    """The first two event types that would name the same columns ('NPS' and 'nps'), and
+    that name; None when every type has columns of its own."""
+    seen: dict[str, str] = {}
+    for event_type in event_types:
+        name = identifier(event_type)
+        clash = seen.setdefault(name, event_type)
+        if clash != event_type:
+            return clash, event_type, name
+    return None
 
 
 def event_type_columns(event_types: list[str]) -> dict[str, str]:
     """Event type -> its column-name fragment; refuses two types that collide."""
-    names: dict[str, str] = {}
-    for event_type in event_types:
-        name = identifier(event_type)
-        clash = next((t for t, n in names.items() if n == name), None)
-        if clash is not None:
-            raise ValueError(f"event types {clash!r} and {event_type!r} both become '{name}'")
-        names[event_type] = name
-    return names
+    if (collision := first_collision(event_types)) is not None:
+        clash, event_type, name = collision
+        raise ValueError(f"event types {clash!r} and {event_type!r} both become '{name}'")
+    return {event_type: identifier(event_type) for event_type in event_types}
 
 
 def per_type_suffixes(f: FeatureSettings) -> list[str]:

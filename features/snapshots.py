@@ -18,7 +18,13 @@ import pyarrow as pa
 
 from clm.errors import ConfigError, DataError
 from clm.settings import ClmSettings
-from features.engagement import engagement_query, history_columns, per_type_suffixes
+from features.contract import EXAMPLES_SHOWN
+from features.engagement import (
+    engagement_query,
+    first_collision,
+    history_columns,
+    per_type_suffixes,
+)
 from features.labels import label_query
 from features.rfm import rfm_query
 from features.rollups import ensure_rollups
@@ -52,14 +58,12 @@ def event_types_before(dataset: Dataset, *, as_of: date, settings: ClmSettings) 
     _refuse_bad_nps(dataset, settings.stages.nps_event_types)
     if settings.features.event_types is not None:
         configured = list(settings.features.event_types)
-        names: dict[str, str] = {}
-        for event_type in configured:
-            clash = names.setdefault(identifier(event_type), event_type)
-            if clash != event_type:
-                raise ConfigError(
-                    f"features.event_types: {clash!r} and {event_type!r} would both count as "
-                    f"'{identifier(event_type)}_*' features; list one of them"
-                )
+        if (collision := first_collision(configured)) is not None:
+            clash, event_type, name = collision
+            raise ConfigError(
+                f"features.event_types: {clash!r} and {event_type!r} would both count as "
+                f"'{name}_*' features; list one of them"
+            )
         return configured
     rows = dataset.con.sql(
         f"SELECT DISTINCT event_type FROM events WHERE ts < {ts_literal(as_of)} ORDER BY 1"
@@ -76,7 +80,6 @@ def event_types_before(dataset: Dataset, *, as_of: date, settings: ClmSettings) 
 
 
 NPS_SCALE = (0, 10)
-EXAMPLES_SHOWN = 5
 
 
 def _refuse_bad_nps(dataset: Dataset, nps_types: list[str]) -> None:
@@ -108,27 +111,23 @@ def _refuse_bad_nps(dataset: Dataset, nps_types: list[str]) -> None:
 def _refuse_colliding_types(dataset: Dataset, types: list[str]) -> None:
     """Two event types that would name the same columns ('NPS' and 'nps'), with the first
     row of each."""
-    seen: dict[str, str] = {}
-    for event_type in types:
-        name = identifier(event_type)
-        if name not in seen:
-            seen[name] = event_type
-            continue
-        clash = [seen[name], event_type]
-        first = dict(
-            dataset.con.execute(
-                "SELECT event_type, min(_row) FROM events WHERE event_type IN (?, ?) GROUP BY 1",
-                clash,
-            ).fetchall()
-        )
-        places = dataset.row_places("events", [first[t] for t in clash])
-        shown = " and ".join(f"{t!r} ({places[first[t]]})" for t in clash)
-        raise DataError(
-            f"{dataset.sources['events']}: column "
-            f"{dataset.column_label('events', 'event_type')}: {shown} would both count as "
-            f"'{name}_*' features (expected event types that differ by more than case and "
-            "punctuation); spell them alike or set features.event_types"
-        )
+    if (collision := first_collision(types)) is None:
+        return
+    *clash, name = collision
+    first = dict(
+        dataset.con.execute(
+            "SELECT event_type, min(_row) FROM events WHERE event_type IN (?, ?) GROUP BY 1",
+            clash,
+        ).fetchall()
+    )
+    places = dataset.row_places("events", [first[t] for t in clash])
+    shown = " and ".join(f"{t!r} ({places[first[t]]})" for t in clash)
+    raise DataError(
+        f"{dataset.sources['events']}: column "
+        f"{dataset.column_label('events', 'event_type')}: {shown} would both count as "
+        f"'{name}_*' features (expected event types that differ by more than case and "
+        "punctuation); spell them alike or set features.event_types"
+    )
 
 
 def absent_event_type_columns(

@@ -37,7 +37,7 @@ from rich.progress import Progress
 
 from clm.errors import DataError
 from clm.settings import ClmSettings
-from features.contract import row_places
+from features.contract import MAX_WHOLE_ID, row_places
 from features.snapshots import (
     build_snapshot,
     event_types_before,
@@ -166,7 +166,7 @@ def _id_text(values: pd.Series, path: Path, places: Callable[[list[int]], str]) 
     if pd.api.types.is_float_dtype(values.dtype):
         number = values.to_numpy(dtype=float, na_value=np.nan)
         with np.errstate(invalid="ignore"):
-            whole = (number == np.trunc(number)) & (np.abs(number) < 2.0**53)
+            whole = (number == np.trunc(number)) & (np.abs(number) < MAX_WHOLE_ID)
         bad = ~np.isnan(number) & ~whole
         if bad.any():
             rows = (np.flatnonzero(bad) + 1)[:5].tolist()

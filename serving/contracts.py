@@ -22,7 +22,6 @@ Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 FeatureValue = FiniteFloat | Int64 | bool | Annotated[str, Field(max_length=200)] | None
 # A value the service gives back (a stored feature may be text of any length).
 ShownValue = float | int | bool | str | None
-# Surrounding spaces are trimmed first, as they are from the ids in the data.
 CustomerId = Annotated[
     str,
     # Spaces only, as DuckDB's trim: an id with a tab is another id, in the data as here.

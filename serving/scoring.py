@@ -26,6 +26,7 @@ import numpy as np
 from clm.errors import ClmError
 from clm.settings import ClmSettings
 from clm.tracking import MODEL_NAMES, tracking_uri
+from features.contract import MAX_NUMBER
 from features.engagement import per_type_suffixes
 from features.online import Layout, Vector
 from features.snapshots import absent_event_type_columns
@@ -46,8 +47,6 @@ __all__ = [
     "load_champions",
     "shown",
 ]
-
-MAX_NUMBER = 1e15  # any number is under 10^15 in size, as in the data (features.contract)
 
 
 class BadInput(ValueError):
