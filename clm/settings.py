@@ -186,7 +186,11 @@ class TrainingSettings(_Section):
     )
     experiment: str = Field("clm", description="MLflow experiment of the training runs.")
     folds: int = Field(
-        3, ge=2, le=24, description="Backtest cutoffs per model; the latest is the evaluation fold."
+        4,
+        ge=2,
+        le=24,
+        description="Backtest cutoffs per model: the evaluation fold (as_of - horizon) and "
+        "training cutoffs fold_step_days apart, the latest one horizon before it.",
     )
     fold_step_days: int = Field(60, ge=7, description="Days between consecutive backtest cutoffs.")
     min_history_days: int = Field(

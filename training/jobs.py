@@ -1,9 +1,10 @@
 """``clm train``: backtest, evaluate, refit, log, register and gate the three models.
 
 For each model: snapshots at time-ordered cutoffs (:mod:`training.splits`); a model fitted
-on all but the latest cutoff is evaluated on the latest next to its baselines; the model
-refitted on every cutoff is logged, registered as ``@challenger``, and promoted to
-``@champion`` when it passes the gate (:mod:`training.promotion`).
+on the training cutoffs (whose label windows end by the latest) is evaluated on the latest
+next to its baselines; the model refitted on every cutoff is logged, registered as
+``@challenger``, and promoted to ``@champion`` when it passes the gate
+(:mod:`training.promotion`).
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from rich.console import Console
 
 from clm.errors import DataError
 from clm.settings import ClmSettings, LabelSettings
-from features.snapshots import build_snapshots
+from features.snapshots import build_snapshot, build_snapshots
 from features.sources import Dataset, load
 from training.models.tabular import xgb_params
 from training.promotion import log_and_register, promote_passed
 from training.registry import configure_tracking
-from training.splits import Folds, backtest_folds
+from training.splits import Folds, backtest_folds, longest_purged_horizon, tuning_needs
 from training.tasks import TASKS, make_estimator
-from training.tune import tune
+from training.tune import tune, tuning_steps
 
 __all__ = ["KINDS", "TrainRequest", "TrainResult", "choose_clv_family", "train"]
 
@@ -102,12 +103,13 @@ def plan_folds(
             min_history_days=t.min_history_days, **options,
         )  # fmt: skip
     except DataError:
-        longest = (as_of - first_day).days - t.min_history_days - t.fold_step_days
+        longest = longest_purged_horizon((as_of - first_day).days, t.min_history_days)
         if longest < MIN_TRAINED_HORIZON_DAYS:
             raise
     warnings.append(
         f"the history ({(as_of - first_day).days} days) cannot label a {horizon}-day horizon "
-        f"with {t.min_history_days} days of history and two cutoffs; trained on {longest}-day "
+        f"with {t.min_history_days} days of history and two cutoffs whose label windows do not "
+        f"overlap; trained on {longest}-day "
         f"labels and extrapolated to {horizon} days (see each model's method)"
     )
     return backtest_folds(
@@ -169,9 +171,14 @@ def train(
                         cache[folds.horizon_days] = _snapshots(dataset, folds, settings)
                     result.warnings += _data_warnings(cache[folds.horizon_days])
                 frame = cache[folds.horizon_days]
+                present = None
+                if kind == "clv":  # BG/NBD x Gamma-Gamma is fitted on today's customers
+                    with steps.step("snapshot at --as-of, features only"):
+                        present = build_snapshot(dataset, as_of=request.as_of, settings=settings)
                 result.models[kind] = _train_one(
-                    kind, frame, folds, horizon, request, settings, steps, result.warnings
-                )
+                    kind, frame, folds, horizon, request, settings, steps, result.warnings,
+                    present,
+                )  # fmt: skip
             failed = False
         finally:
             promote_passed(list(result.models.values()), failed=failed)
@@ -183,16 +190,21 @@ def train(
 
 
 def _check_tunable(plans: dict[str, Folds], settings: ClmSettings) -> None:
-    """Tuning walks forward over the training cutoffs: it needs two, known before any work."""
+    """Tuning walks forward over the training cutoffs, each scored by a model fitted on the
+    ones whose labels end by it: it needs one such pair, known before any work."""
     t = settings.training
     for kind, folds in plans.items():
-        if len(folds.training) < 2:
+        if not tuning_steps(folds):
             found = ", ".join(str(c) for c in folds.training)
+            h = folds.horizon_days
+            needed_folds, needed_days = tuning_needs(h, t.fold_step_days, t.min_history_days)
             raise DataError(
-                f"--tune: the {kind} model has {len(folds.training)} training cutoff(s) before "
-                f"its evaluation fold ({found}); tuning needs two: raise training.folds "
-                f"(now {t.folds}) or lower training.fold_step_days ({t.fold_step_days}) or "
-                f"training.min_history_days ({t.min_history_days})"
+                f"--tune: the {kind} model has no two training cutoffs {h} days apart (its "
+                f"label horizon) before its evaluation fold (it has {found}): tuning scores a "
+                f"cutoff with a model fitted on cutoffs whose labels end by it. With "
+                f"training.fold_step_days {t.fold_step_days} and training.min_history_days "
+                f"{t.min_history_days} that takes training.folds >= {needed_folds} (now "
+                f"{t.folds}) and {needed_days} days of history before --as-of"
             )
 
 
@@ -217,9 +229,12 @@ def _train_one(
     settings: ClmSettings,
     steps: Steps,
     warnings: list[str],
+    present: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
+    """Fit, evaluate, refit and register one model; ``present`` is the snapshot at --as-of
+    that the refitted model's BG/NBD x Gamma-Gamma part is fitted on (CLV)."""
     task = TASKS[kind]
-    training = frame[frame["as_of"] < folds.evaluation]
+    training = frame[frame["as_of"].isin(folds.training)]
     evaluation = frame[frame["as_of"] == folds.evaluation]
     with mlflow.start_run(run_name=kind, nested=True):
         params = xgb_params(settings.training)
@@ -227,8 +242,10 @@ def _train_one(
             with steps.step(f"{kind}: tune"):
                 params = tune(kind, training, folds, horizon, settings, request.trials, params)
         with steps.step(f"{kind}: fit and evaluate"):
-            model = make_estimator(kind, folds.horizon_days, horizon, settings, params).fit(
-                training, task.target(training)
+            model = task.fit(
+                make_estimator(kind, folds.horizon_days, horizon, settings, params),
+                training,
+                evaluation,
             )
             if kind == "clv":
                 model, compared = choose_clv_family(
@@ -238,7 +255,7 @@ def _train_one(
         with steps.step(f"{kind}: refit on all folds"):
             final = make_estimator(kind, folds.horizon_days, horizon, settings, params)
             final.set_params(**({"family": model.family} if kind == "clv" else {}))
-            final.fit(frame, task.target(frame))
+            task.fit(final, frame, present)
         with steps.step(f"{kind}: log and register"):
             decision = log_and_register(
                 kind=kind, model=final, evaluated=model, evaluation=result,
@@ -259,31 +276,38 @@ def choose_clv_family(
     params: dict[str, Any],
 ) -> tuple[Any, dict[str, Any]]:
     """XGBoost (``model``, fitted on ``training``) or BG/NBD x Gamma-Gamma, whichever has the
-    lower MAE on the latest training cutoff when both are fitted on the cutoffs before it.
+    lower MAE on the latest training cutoff when both are fitted on the cutoffs whose labels
+    end by it.
 
     The evaluation fold stays out of the choice, as it stays out of tuning: its metrics are
-    then those of a model chosen without it. With a single training cutoff there is nothing
-    to validate on; the evaluation fold decides and the comparison says so.
+    then those of a model chosen without it. When no training cutoff lies a whole horizon
+    before the latest one there is nothing to validate on; the evaluation fold decides and
+    the comparison says so.
     """
     task = TASKS["clv"]
     h = folds.horizon_days
 
     # The BTYD candidate is the XGBoost one's own BG/NBD x Gamma-Gamma part (fitted once).
-
-    if len(folds.training) >= 2:
-        cutoff = folds.training[-1]
+    cutoff = folds.training[-1]
+    if fitted := folds.fitted_before(cutoff):
         earlier, validation = (
-            training[training["as_of"] < cutoff],
+            training[training["as_of"].isin(fitted)],
             training[training["as_of"] == cutoff],
         )
         xgboost = make_estimator("clv", h, model.horizon_days, settings, params)
-        xgboost.fit(earlier, task.target(earlier))
+        task.fit(xgboost, earlier, validation)
         candidates = {"xgboost": xgboost, "btyd": xgboost.as_btyd()}
-        basis = f"the training cutoff {cutoff} (fitted on the cutoffs before it)"
+        basis = (
+            f"the training cutoff {cutoff} (fitted on {', '.join(map(str, fitted))}, whose "
+            f"labels end by it)"
+        )
     else:
         validation = fold
         candidates = {"xgboost": model, "btyd": model.as_btyd()}
-        basis = "the evaluation fold (one training cutoff: nothing else to validate on)"
+        basis = (
+            f"the evaluation fold (no training cutoff lies {h} days before {cutoff}, the "
+            f"latest: nothing else to validate on)"
+        )
     scores = {
         name: task.metrics(candidate.predict_frame(validation, h), validation)
         for name, candidate in candidates.items()

@@ -52,6 +52,7 @@ def _log_run(kind: str, model: Any, evaluated: Any, evaluation: Evaluation, **co
         "as_of": str(context["as_of"]),
         "cutoffs": ",".join(str(c) for c in folds.cutoffs),
         "evaluation_cutoff": str(folds.evaluation),
+        "training_cutoffs": ",".join(str(c) for c in folds.training),
         "label_horizon_days": folds.horizon_days,
         "horizon_days": horizon,
         "method": model.method(horizon),

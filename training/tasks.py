@@ -141,13 +141,8 @@ def _clv_metrics(output: pd.DataFrame, fold: pd.DataFrame) -> dict[str, float]:
 
 def _clv_evaluate(model: Any, train: pd.DataFrame, fold: pd.DataFrame) -> Evaluation:
     output = model.predict_frame(fold, model.label_horizon_days)
-    btyd = ClvModel(
-        family="btyd",
-        label_horizon_days=model.label_horizon_days,
-        margin=model.margin,
-        annual_discount_rate=model.annual_discount_rate,
-    ).fit(train, _clv_target(train))
-    btyd_output = btyd.predict_frame(fold, model.label_horizon_days)
+    # BG/NBD x Gamma-Gamma as the model fitted it (on the same rows and population).
+    btyd_output = model.as_btyd().predict_frame(fold, model.label_horizon_days)
     actual = fold["label_spend"].to_numpy(float)
     figures = {
         "clv_deciles": plots.clv_decile_figure(
@@ -176,6 +171,13 @@ class Task:
     evaluate: Callable[[Any, pd.DataFrame, pd.DataFrame], Evaluation]
     metrics: Callable[[pd.DataFrame, pd.DataFrame], dict[str, float]]
     tune_metric: str
+
+    def fit(self, model: Any, rows: pd.DataFrame, scored: pd.DataFrame | None = None) -> Any:
+        """``model`` fitted on ``rows``; a CLV model's BG/NBD x Gamma-Gamma part on ``scored``,
+        the snapshot it is going to score (features only: see ClvModel.fit)."""
+        if self.kind == "clv" and scored is not None:
+            return model.fit(rows, self.target(rows), present=scored)
+        return model.fit(rows, self.target(rows))
 
 
 TASKS = {

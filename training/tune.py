@@ -1,7 +1,8 @@
 """Optuna tuning over the time-ordered training folds; the evaluation fold is never seen.
 
 The caller passes only the training folds. Each trial walks them forward: fit on the
-cutoffs before cutoff ``j``, score on cutoff ``j``, for every ``j`` after the first; the
+cutoffs whose label windows end by cutoff ``j``, score on cutoff ``j``, for every ``j`` that
+has such cutoffs (:func:`tuning_steps`; no fit has seen an outcome after what it scores); the
 running mean is reported (and logged, a step each) after each step but the last, so the
 median pruner can stop a poor trial before the rest of its fits. Each trial is one nested
 MLflow run; a pruned one ends ``KILLED`` (stopped on purpose, not failed). The winner is
@@ -22,7 +23,7 @@ from clm.settings import ClmSettings
 from training.splits import Folds
 from training.tasks import TASKS, make_estimator
 
-__all__ = ["search_space", "tune"]
+__all__ = ["search_space", "tune", "tuning_steps"]
 
 
 def search_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -37,23 +38,32 @@ def search_space(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
+def tuning_steps(folds: Folds) -> list[tuple[Any, tuple[Any, ...]]]:
+    """Each training cutoff that can be scored, with the cutoffs its model is fitted on."""
+    steps = [(cutoff, folds.fitted_before(cutoff)) for cutoff in folds.training]
+    return [(cutoff, fitted) for cutoff, fitted in steps if fitted]
+
+
 def _walk_forward(
-    kind: str, training: pd.DataFrame, cutoffs: list[Any], make: Any, trial: optuna.Trial
+    kind: str,
+    training: pd.DataFrame,
+    steps: list[tuple[Any, tuple[Any, ...]]],
+    make: Any,
+    trial: optuna.Trial,
 ) -> float:
     task = TASKS[kind]
     scores: list[float] = []
-    last = len(cutoffs) - 1
-    for step, cutoff in enumerate(cutoffs[1:], start=1):
-        fit_rows = training[training["as_of"] < cutoff]
+    for step, (cutoff, fitted) in enumerate(steps, start=1):
+        fit_rows = training[training["as_of"].isin(fitted)]
         score_rows = training[training["as_of"] == cutoff]
-        model = make().fit(fit_rows, task.target(fit_rows))
+        model = task.fit(make(), fit_rows, score_rows)
         output = model.predict_frame(score_rows, model.label_horizon_days)
         scores.append(task.metrics(output, score_rows)[task.tune_metric])
         mean = sum(scores) / len(scores)
         if math.isfinite(mean):
             mlflow.log_metric(task.tune_metric, mean, step=step)
         # After the last fit there is nothing left to save: the trial ends with its value.
-        if step < last:
+        if step < len(steps):
             trial.report(mean, step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -70,11 +80,11 @@ def tune(
     base: dict[str, Any],
 ) -> dict[str, Any]:
     """The best XGBoost parameters for ``kind`` (lower ``tune_metric`` is better)."""
-    cutoffs = sorted(training["as_of"].unique())
-    if len(cutoffs) < 2:
+    steps = tuning_steps(folds)
+    if not steps:
         raise ValueError(
-            f"tuning needs at least two training cutoffs before the evaluation fold, got "
-            f"{len(cutoffs)}; raise training.folds"
+            f"tuning needs two training cutoffs {folds.horizon_days} days apart, got "
+            f"{', '.join(map(str, folds.training))}; raise training.folds"
         )
     seed = settings.training.seed
     study = optuna.create_study(
@@ -92,9 +102,13 @@ def tune(
 
         with mlflow.start_run(run_name=f"{kind} trial {trial.number}", nested=True):
             mlflow.log_params(params)
-            mlflow.log_param("scored_cutoffs", ",".join(str(c) for c in cutoffs[1:]))
+            mlflow.log_param("scored_cutoffs", ",".join(str(c) for c, _ in steps))
+            mlflow.log_param(
+                "walk_forward",
+                "; ".join(f"{c} fitted on {','.join(map(str, fitted))}" for c, fitted in steps),
+            )
             try:
-                value = _walk_forward(kind, training, cutoffs, make, trial)
+                value = _walk_forward(kind, training, steps, make, trial)
             except optuna.TrialPruned:
                 mlflow.set_tag("optuna.state", "pruned")
                 mlflow.end_run("KILLED")  # stopped on purpose: not shown as a failed run

@@ -5,20 +5,26 @@ from datetime import date, timedelta
 import pytest
 
 from clm.errors import DataError
-from training.splits import backtest_folds
+from training.splits import backtest_folds, longest_purged_horizon, tuning_needs
 
 
-def test_every_label_window_ends_by_as_of_and_the_latest_is_evaluation() -> None:
+def test_training_label_windows_end_by_the_evaluation_fold_whose_window_ends_at_as_of() -> None:
     folds = backtest_folds(
         first_day=date(2023, 1, 1), as_of=date(2025, 7, 1), horizon_days=90,
         folds=4, step_days=60, min_history_days=90,
     )  # fmt: skip
     assert folds.cutoffs == (
-        date(2024, 10, 4), date(2024, 12, 3), date(2025, 2, 1), date(2025, 4, 2),
+        date(2024, 9, 4), date(2024, 11, 3), date(2025, 1, 2), date(2025, 4, 2),
     )  # fmt: skip
-    # 2025-04-02 + 90 days = 2025-07-01: the last label window ends exactly at as_of.
+    # 2025-04-02 + 90 days = 2025-07-01: the evaluation fold's label window ends at as_of.
     assert folds.evaluation + timedelta(days=90) == date(2025, 7, 1)
+    # The latest training cutoff's window ends exactly where the evaluation fold starts.
+    assert date(2025, 1, 2) + timedelta(days=90) == folds.evaluation
     assert folds.training == folds.cutoffs[:-1]
+    # Walking forward: 2025-01-02 may be scored by a fit on 2024-09-04 only (2024-11-03's
+    # labels run to 2025-02-01, past it); the earlier ones have nothing before them.
+    assert folds.fitted_before(date(2025, 1, 2)) == (date(2024, 9, 4),)
+    assert folds.fitted_before(date(2024, 11, 3)) == ()
 
 
 def test_cutoffs_without_enough_history_are_dropped() -> None:
@@ -26,14 +32,41 @@ def test_cutoffs_without_enough_history_are_dropped() -> None:
         first_day=date(2025, 1, 1), as_of=date(2025, 12, 1), horizon_days=90,
         folds=6, step_days=60, min_history_days=90,
     )  # fmt: skip
-    # 2025-09-02 and 60-day steps back; 2025-04-01 is the earliest with 90 days of history.
-    assert folds.cutoffs[0] >= date(2025, 4, 1)
-    assert len(folds.cutoffs) == 3
+    # Evaluation 2025-09-02, training from 2025-06-04 back in 60-day steps; 2025-04-01 is the
+    # earliest with 90 days of history, so 2025-04-05 is the only other one kept.
+    assert folds.cutoffs == (date(2025, 4, 5), date(2025, 6, 4), date(2025, 9, 2))
 
 
 def test_too_little_history_names_the_days_needed() -> None:
-    with pytest.raises(DataError, match=r"273-day horizon .* at least 423 days"):
+    # 273 + 273 + 90 = 636 days; the data hold 273.
+    with pytest.raises(DataError, match=r"273-day horizon .* \(273 days earlier\).* at least 636"):
         backtest_folds(
             first_day=date(2025, 1, 1), as_of=date(2025, 10, 1), horizon_days=273,
             folds=4, step_days=60, min_history_days=90,
         )  # fmt: skip
+    assert longest_purged_horizon(273, 90) == 91
+    folds = backtest_folds(
+        first_day=date(2025, 1, 1), as_of=date(2025, 10, 1), horizon_days=91,
+        folds=4, step_days=60, min_history_days=90,
+    )  # fmt: skip
+    assert folds.cutoffs == (date(2025, 4, 2), date(2025, 7, 2))
+
+
+@pytest.mark.parametrize(
+    ("horizon", "step", "folds", "days"), [(90, 60, 4, 390), (365, 60, 9, 1240)]
+)
+def test_tuning_needs_a_training_cutoff_a_whole_horizon_before_the_latest(
+    horizon: int, step: int, folds: int, days: int
+) -> None:
+    assert tuning_needs(horizon, step, 90) == (folds, days)
+    first_day = date(2020, 1, 1)
+    enough = backtest_folds(
+        first_day=first_day, as_of=first_day + timedelta(days=days), horizon_days=horizon,
+        folds=folds, step_days=step, min_history_days=90,
+    )  # fmt: skip
+    assert any(enough.fitted_before(c) for c in enough.training)
+    short = backtest_folds(
+        first_day=first_day, as_of=first_day + timedelta(days=days - 1), horizon_days=horizon,
+        folds=folds, step_days=step, min_history_days=90,
+    )  # fmt: skip
+    assert not any(short.fitted_before(c) for c in short.training)

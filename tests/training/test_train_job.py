@@ -16,8 +16,11 @@ from mlflow import MlflowClient
 
 from clm.errors import DataError
 from clm.settings import ClmSettings
+from features.snapshots import build_snapshot
+from features.sources import load
 from tests.helpers import tx, write_tables
 from training.jobs import TrainRequest, train
+from training.models.history import BtydModel
 from training.registry import champion_version, promote, rollback
 
 pytestmark = pytest.mark.slow
@@ -76,6 +79,26 @@ def test_three_champions_with_metrics_baselines_plots_and_inputs(first_run: dict
         assert key in clv.data.metrics
     parent = client.get_run(result.run_id)
     assert any(k.startswith("time_") for k in parent.data.metrics)
+
+
+def test_the_served_clv_model_fits_bgnbd_on_the_customers_at_as_of(
+    first_run: dict, sample_dir: Path
+) -> None:
+    clv = mlflow.pyfunc.load_model("models:/clm-clv@champion").unwrap_python_model().estimator
+    settings = ClmSettings()
+    today = build_snapshot(load(sample_dir), as_of=AS_OF, settings=settings)
+    fitted = BtydModel().fit(today, np.zeros(len(today)), label_horizon_days=365)
+    # To the optimiser's tolerance: the snapshot's row order may differ between two builds.
+    assert clv.btyd_.bgnbd_.params_ == pytest.approx(fitted.bgnbd_.params_, rel=1e-4)
+    assert clv.btyd_.gamma_gamma_.params_ == pytest.approx(fitted.gamma_gamma_.params_, rel=1e-4)
+    assert clv.btyd_.bgnbd_.n_customers_ == today["purchase_days"].gt(0).sum()
+    # Not the customers of the evaluation fold, a year earlier, which the evaluated model used.
+    run = MlflowClient().get_run(first_run["result"].models["clv"]["run_id"])
+    fold = date.fromisoformat(run.data.params["evaluation_cutoff"])
+    assert fold == date(2024, 7, 1)
+    earlier = build_snapshot(load(sample_dir), as_of=fold, settings=settings)
+    stale = BtydModel().fit(earlier, np.zeros(len(earlier)), label_horizon_days=365)
+    assert clv.btyd_.bgnbd_.params_ != pytest.approx(stale.bgnbd_.params_, rel=0.05)
 
 
 def test_pyfunc_returns_probabilities_and_takes_a_horizon(

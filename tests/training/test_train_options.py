@@ -4,7 +4,7 @@ and data that deserves a warning."""
 from __future__ import annotations
 
 import shutil
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import mlflow
@@ -56,10 +56,20 @@ def test_tuning_never_scores_the_evaluation_fold_and_refunds_only_customers_are_
         filter_string=f"tags.mlflow.parentRunId = '{model_run.info.run_id}'",
     )
     assert len(trials) == 3
+    horizon = timedelta(days=int(model_run.data.params["label_horizon_days"]))
+    fitted = [date.fromisoformat(c) for c in model_run.data.params["training_cutoffs"].split(",")]
+    assert len(fitted) == 3  # training.folds 4: the evaluation fold and three
+    assert all(c + horizon <= date.fromisoformat(evaluation) for c in fitted)
     for trial in trials:
         scored = trial.data.params["scored_cutoffs"].split(",")
         assert scored and evaluation not in scored
         assert all(date.fromisoformat(c) < date.fromisoformat(evaluation) for c in scored)
+        # Each scored cutoff's model was fitted only on cutoffs whose labels end by it.
+        for step in trial.data.params["walk_forward"].split("; "):
+            cutoff, fitted_on = step.split(" fitted on ")
+            assert cutoff in scored
+            for c in fitted_on.split(","):
+                assert date.fromisoformat(c) + horizon <= date.fromisoformat(cutoff)
     # The winner is rebuilt from its full parameter set: every tuned value is in the model.
     tuned = {
         k.removeprefix("tuned_"): v
@@ -108,7 +118,7 @@ def test_a_horizon_longer_than_the_history_is_extrapolated_and_stays_calibrated(
     assert np.corrcoef(clv["expected_spend"], truth["label_spend"])[0, 1] > 0.5
 
 
-def test_tuning_without_two_training_cutoffs_is_refused_before_any_run(
+def test_tuning_without_two_purged_training_cutoffs_is_refused_before_any_run(
     sample_dir: Path, tmp_path: Path
 ) -> None:
     from clm.errors import DataError
@@ -120,7 +130,9 @@ def test_tuning_without_two_training_cutoffs_is_refused_before_any_run(
         data=sample_dir, as_of=date(2025, 7, 1), kinds=("churn",), tune=True, trials=2
     )
     with pytest.raises(
-        DataError, match=r"--tune: the churn model has 1 training cutoff\(s\) .* \(now 2\)"
+        DataError,
+        match=r"--tune: the churn model has no two training cutoffs 90 days apart .* "
+        r"training.folds >= 4 \(now 2\) and 390 days of history",
     ):
         train(request, settings)
     assert mlflow.search_runs(search_all_experiments=True).empty  # nothing was logged

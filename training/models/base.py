@@ -58,12 +58,15 @@ def fit_booster(
     y: np.ndarray,
     valid: np.ndarray,
     monotone: dict[str, int] | None = None,
+    base_margin: np.ndarray | None = None,
 ) -> tuple[TabularEncoder, xgb.Booster]:
     """Fit the encoder and an XGBoost booster on the rows not in ``valid``, early-stopped on them.
 
     ``params`` are scikit-learn style (``n_estimators``, ``n_jobs``, ``random_state`` and the
     objective's own). The booster returned keeps the trees up to the best iteration.
     ``monotone`` maps feature names to +1 / -1: the prediction may only rise / fall with them.
+    ``base_margin`` is each row's starting margin (an offset, e.g. the log of a prior
+    expectation): the trees then fit a correction to it, and predict it for any row.
 
     The native API is used because the scikit-learn wrapper builds the evaluation set as a
     ``QuantileDMatrix``, which XGBoost 3 re-predicts from scratch every round: measured here,
@@ -81,8 +84,13 @@ def fit_booster(
     if monotone:
         signs = tuple(monotone.get(name, 0) for name in encoder.feature_names_)
         native["monotone_constraints"] = str(signs).replace(" ", "")
-    fit = xgb.QuantileDMatrix(matrix[~valid], y[~valid], max_bin=native.get("max_bin", 256))
-    held_out = xgb.DMatrix(matrix[valid], y[valid])
+    margins: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+    if base_margin is not None:
+        margins = (base_margin[~valid], base_margin[valid])
+    fit = xgb.QuantileDMatrix(
+        matrix[~valid], y[~valid], base_margin=margins[0], max_bin=native.get("max_bin", 256)
+    )
+    held_out = xgb.DMatrix(matrix[valid], y[valid], base_margin=margins[1])
     booster = xgb.train(
         native, fit, num_boost_round=rounds, evals=[(held_out, "valid")],
         early_stopping_rounds=EARLY_STOPPING_ROUNDS, verbose_eval=False,

@@ -3,9 +3,10 @@
 Two families (compared in the backtest by :mod:`training.jobs`):
 
 * ``family="btyd"``: BG/NBD x Gamma-Gamma (:class:`training.models.history.BtydModel`);
-* ``family="xgboost"``: XGBoost on the snapshot features plus the BTYD outputs: purchase
-  days with a Poisson objective, spend with a Tweedie objective (spend is zero for most
-  customers and skewed for the rest). Net spend below zero (refunds larger than purchases
+* ``family="xgboost"``: XGBoost on the snapshot features plus the BTYD outputs, boosted from
+  the BTYD expectation (its log is each row's base margin, so the trees fit a factor on it):
+  purchase days with a Poisson objective, spend with a Tweedie objective (spend is zero for
+  most customers and skewed for the rest). Net spend below zero (refunds larger than purchases
   in the window) is fitted as zero.
 
 The discounted CLV is ``margin x expected spend x`` the customer's discount factor, taken
@@ -17,6 +18,7 @@ Horizons other than the label horizon ``h`` rescale XGBoost's outputs by BG/NBD'
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, Self
 
 import numpy as np
@@ -39,6 +41,35 @@ FAMILIES = ("xgboost", "btyd")
 TARGETS = ("label_purchases", "label_spend")
 
 
+# The smallest BTYD expectation boosted from: a customer with none expected starts here,
+# not at log(0).
+SMALLEST_OFFSET = 1e-4
+
+
+def _offset(expected: Any) -> np.ndarray:
+    return np.clip(np.asarray(expected, dtype=float), SMALLEST_OFFSET, None)
+
+
+def _log_offset(expected: Any) -> np.ndarray:
+    return np.log(_offset(expected))
+
+
+def _btyd_columns_by_cutoff(X: pd.DataFrame, btyd: BtydModel, horizon_days: int) -> pd.DataFrame:
+    """The BTYD columns of each row from a BG/NBD x Gamma-Gamma fitted at the row's cutoff."""
+    if "as_of" not in X.columns:
+        return pd.DataFrame(btyd.outputs(X, horizon_days), index=X.index)
+    parts = []
+    for cutoff, rows in X.groupby("as_of", sort=True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted = btyd.fitted_on(rows)
+        for warning in caught:  # say which cutoff's population the fit was on
+            message = f"the CLV model's BTYD columns at the cutoff {cutoff}: {warning.message}"
+            warnings.warn(message, warning.category, stacklevel=3)
+        parts.append(pd.DataFrame(fitted.outputs(rows, horizon_days), index=rows.index))
+    return pd.concat(parts).loc[X.index]
+
+
 class ClvModel(RegressorMixin, BaseEstimator):
     """Expected purchases, spend and discounted CLV; ``y`` has ``label_purchases, label_spend``."""
 
@@ -59,7 +90,15 @@ class ClvModel(RegressorMixin, BaseEstimator):
         self.annual_discount_rate = annual_discount_rate
         self.params = params
 
-    def fit(self, X: pd.DataFrame, y: pd.DataFrame) -> Self:
+    def fit(self, X: pd.DataFrame, y: pd.DataFrame, present: pd.DataFrame | None = None) -> Self:
+        """Fit on the snapshots ``X`` (one or more cutoffs) and their labels ``y``.
+
+        BG/NBD x Gamma-Gamma needs no labels: it is fitted on the customers as they stand at
+        the cutoff it scores. ``present`` is that snapshot (features only; the evaluation fold
+        in a backtest, today's customers for the model that is served); without it, the
+        latest cutoff in ``X``. XGBoost's BTYD columns on each training row come from a fit
+        at that row's own cutoff, so they mean the same at training and at scoring time.
+        """
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         missing = [t for t in TARGETS if t not in y.columns]
@@ -67,12 +106,13 @@ class ClvModel(RegressorMixin, BaseEstimator):
             raise ValueError(f"CLV targets missing: {missing}")
         purchases = y["label_purchases"].to_numpy(float)
         spend = np.clip(y["label_spend"].to_numpy(float), 0.0, None)
-        self.btyd_ = BtydModel(
-            margin=self.margin, annual_discount_rate=self.annual_discount_rate
-        ).fit(X, purchases, label_horizon_days=self.label_horizon_days)
+        btyd = BtydModel(margin=self.margin, annual_discount_rate=self.annual_discount_rate).fit(
+            X, purchases, label_horizon_days=self.label_horizon_days
+        )
+        self.btyd_ = btyd if present is None else btyd.fitted_on(present)
         self.encoder_: TabularEncoder | None = None
         if self.family == "xgboost":
-            self._fit_xgboost(X, purchases, spend)
+            self._fit_xgboost(X, purchases, spend, btyd)
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
         return self
 
@@ -86,16 +126,25 @@ class ClvModel(RegressorMixin, BaseEstimator):
         twin.feature_names_in_ = self.feature_names_in_.copy()
         return twin
 
-    def _fit_xgboost(self, X: pd.DataFrame, purchases: np.ndarray, spend: np.ndarray) -> None:
+    def _fit_xgboost(
+        self, X: pd.DataFrame, purchases: np.ndarray, spend: np.ndarray, btyd: BtydModel
+    ) -> None:
         if not (spend > 0).any():
             raise ValueError("no customer has positive spend in the CLV label window")
-        augmented = self._augment(X, self.label_horizon_days)
+        columns = _btyd_columns_by_cutoff(X, btyd, self.label_horizon_days)
+        augmented = pd.concat([X, columns], axis=1)
         valid = validation_mask(X)
-        params = dict(self.params or {})
+        # Boosted from BG/NBD x Gamma-Gamma: the trees fit a factor on the BTYD expectation
+        # (base score 1: no change), which extrapolates where trees alone stay flat.
+        params = {**(self.params or {}), "base_score": 1.0}
         count = {**params, "objective": "count:poisson"}
-        self.encoder_, self.purchases_booster_ = fit_booster(count, augmented, purchases, valid)
+        start = _log_offset(columns["btyd_expected_purchases"])
+        self.encoder_, self.purchases_booster_ = fit_booster(
+            count, augmented, purchases, valid, base_margin=start
+        )
         tweedie = {**params, "objective": "reg:tweedie", "tweedie_variance_power": 1.3}
-        _, self.spend_booster_ = fit_booster(tweedie, augmented, spend, valid)
+        start = _log_offset(columns["btyd_expected_spend"])
+        _, self.spend_booster_ = fit_booster(tweedie, augmented, spend, valid, base_margin=start)
 
     def _augment(self, X: Any, horizon_days: int, s: Summary | None = None) -> Any:
         """``X`` with the BTYD columns; ``s`` is ``X``'s summary if already at hand."""
@@ -149,8 +198,10 @@ class ClvModel(RegressorMixin, BaseEstimator):
             matrix = self.encoder_.transform_sharing(augmented, *encoded)
         else:
             matrix = self.encoder_.transform(augmented)
+        btyd = self.btyd_.outputs(s, h)  # memoised in s: the columns _augment added
         purchases = predict_booster(self.purchases_booster_, matrix)
-        spend = predict_booster(self.spend_booster_, matrix)
+        purchases = purchases * _offset(btyd["btyd_expected_purchases"])
+        spend = predict_booster(self.spend_booster_, matrix) * _offset(btyd["btyd_expected_spend"])
         if wanted != h:
             with np.errstate(invalid="ignore", divide="ignore"):
                 ratio = self.btyd_.expected_purchases(s, wanted) / self.btyd_.expected_purchases(

@@ -12,6 +12,7 @@ training labels, as a Poisson rate: ``E[X(h)] = rate * h``, ``P(no purchase) = e
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 from collections.abc import Callable, Iterable
@@ -174,8 +175,7 @@ class BtydModel:
     ) -> Self:
         """Fit on the latest cutoff; ``y`` (purchase days, or churn flags with
         ``labels="churned"``) over ``label_horizon_days`` sets the prospects' rate."""
-        latest = _latest_rows(X)
-        self.bgnbd_, self.gamma_gamma_ = _fit_btyd(summary(X[latest]))
+        self.bgnbd_, self.gamma_gamma_ = _fit_btyd(summary(X[_latest_rows(X)]))
         everyone = summary(X)
         self.prospect_rate_per_day_ = _prospect_rate(
             np.asarray(y, dtype=float)[~everyone.buyer], labels, label_horizon_days
@@ -183,6 +183,16 @@ class BtydModel:
         first_spend = _column(X, "first_purchase_spend")[everyone.buyer]
         self.first_purchase_spend_ = float(np.nanmean(first_spend)) if everyone.buyer.any() else 0.0
         return self
+
+    def fitted_on(self, population: pd.DataFrame) -> BtydModel:
+        """A copy with BG/NBD and Gamma-Gamma fitted on ``population``, one snapshot's
+        features (no labels): the customers as they stand at its cutoff. The prospects' rate
+        and first spend, which come from labels, are kept."""
+        if population.empty:
+            raise ValueError("cannot fit BG/NBD x Gamma-Gamma on an empty snapshot")
+        twin = copy.copy(self)
+        twin.bgnbd_, twin.gamma_gamma_ = _fit_btyd(summary(population[_latest_rows(population)]))
+        return twin
 
     def probability_no_purchase(self, X: Any, horizon_days: float) -> np.ndarray:
         return _on_buyers(
@@ -318,7 +328,7 @@ def _fit_btyd(s: Summary) -> tuple[BetaGeoFitter, GammaGammaFitter]:
         bgnbd = BetaGeoFitter().fit(s.x[s.buyer], s.t_x[s.buyer], s.T[s.buyer])
         repeat = s.buyer & (s.x > 0) & (s.repeat_mean_spend > 0)
         gamma_gamma = GammaGammaFitter().fit(s.x[repeat], s.repeat_mean_spend[repeat])
-        if len(_FITTED) >= 4:  # a run fits two latest cutoffs (evaluation, refit) per horizon
+        if len(_FITTED) >= 16:  # a run fits each cutoff's population, for two or three models
             del _FITTED[next(iter(_FITTED))]
         _FITTED[key] = (bgnbd, gamma_gamma)
     return _FITTED[key]
