@@ -162,6 +162,7 @@ def train(
         result.warnings += planned
         mlflow.log_params({"as_of": str(request.as_of), "data": str(request.data)})
         cache: dict[int, pd.DataFrame] = {}
+        present: pd.DataFrame | None = None
         failed = True
         try:
             for kind in request.kinds:
@@ -171,8 +172,7 @@ def train(
                         cache[folds.horizon_days] = _snapshots(dataset, folds, settings)
                     result.warnings += _data_warnings(cache[folds.horizon_days])
                 frame = cache[folds.horizon_days]
-                present = None
-                if kind == "clv":  # BG/NBD x Gamma-Gamma is fitted on today's customers
+                if kind in ("churn", "clv") and present is None:  # BG/NBD: today's customers
                     with steps.step("snapshot at --as-of, features only"):
                         present = build_snapshot(dataset, as_of=request.as_of, settings=settings)
                 result.models[kind] = _train_one(
@@ -232,7 +232,7 @@ def _train_one(
     present: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Fit, evaluate, refit and register one model; ``present`` is the snapshot at --as-of
-    that the refitted model's BG/NBD x Gamma-Gamma part is fitted on (CLV)."""
+    that the refitted model's BG/NBD part is fitted on (churn, CLV)."""
     task = TASKS[kind]
     training = frame[frame["as_of"].isin(folds.training)]
     evaluation = frame[frame["as_of"] == folds.evaluation]

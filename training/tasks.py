@@ -173,9 +173,9 @@ class Task:
     tune_metric: str
 
     def fit(self, model: Any, rows: pd.DataFrame, scored: pd.DataFrame | None = None) -> Any:
-        """``model`` fitted on ``rows``; a CLV model's BG/NBD x Gamma-Gamma part on ``scored``,
-        the snapshot it is going to score (features only: see ClvModel.fit)."""
-        if self.kind == "clv" and scored is not None:
+        """``model`` fitted on ``rows``; a churn or CLV model's BG/NBD part on ``scored``, the
+        snapshot it is going to score (features only: see ClvModel.fit)."""
+        if self.kind in ("churn", "clv") and scored is not None:
             return model.fit(rows, self.target(rows), present=scored)
         return model.fit(rows, self.target(rows))
 

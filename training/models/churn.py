@@ -129,7 +129,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.calibration = calibration
         self.params = params
 
-    def fit(self, X: pd.DataFrame, y: Any) -> Self:
+    def fit(self, X: pd.DataFrame, y: Any, present: pd.DataFrame | None = None) -> Self:
+        """Fit on the snapshots ``X`` and churn flags ``y``. BG/NBD (the baseline, and the
+        rescaling to other horizons) is fitted on ``present``, the customers at the cutoff
+        it scores (features only), or without it on the latest cutoff in ``X``."""
         target = np.asarray(y, dtype=int)
         if len(np.unique(target)) < 2:
             raise ValueError(
@@ -151,9 +154,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                     X, half.astype(int), valid, ids, self.calibration_
                 )
                 self.half_ = (booster, calibrator)
-        self.btyd_ = BtydModel().fit(
+        btyd = BtydModel().fit(
             X, target, label_horizon_days=self.label_horizon_days, labels="churned"
         )
+        self.btyd_ = btyd if present is None else btyd.fitted_on(present)
         self.classes_ = np.array([0, 1])
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
         return self
