@@ -192,7 +192,12 @@ class TrainingSettings(_Section):
         description="Backtest cutoffs per model: the evaluation fold (as_of - horizon) and "
         "training cutoffs fold_step_days apart, the latest one horizon before it.",
     )
-    fold_step_days: int = Field(60, ge=7, description="Days between consecutive backtest cutoffs.")
+    fold_step_days: int = Field(
+        60,
+        ge=7,
+        description="Days between consecutive training cutoffs (the latest is one horizon "
+        "before the evaluation fold).",
+    )
     min_history_days: int = Field(
         90, ge=1, description="History before the earliest cutoff (first record to cutoff)."
     )

@@ -25,6 +25,7 @@ from clm.errors import DataError
 from clm.settings import ClmSettings, LabelSettings
 from features.snapshots import build_snapshot, build_snapshots
 from features.sources import Dataset, load
+from training.models.base import held_out_customers
 from training.models.tabular import xgb_params
 from training.promotion import log_and_register, promote_passed
 from training.registry import configure_tracking
@@ -155,8 +156,7 @@ def train(
         )
         for kind in request.kinds
     }
-    if request.tune:
-        _check_tunable(plans, settings)
+    tuned = _tunable(plans, request, settings, planned) if request.tune else set()
     with mlflow.start_run(run_name=f"train {request.as_of:%Y-%m-%d}") as run:
         result = TrainResult(run.info.run_id, timings=timings)
         result.warnings += planned
@@ -177,7 +177,7 @@ def train(
                         present = build_snapshot(dataset, as_of=request.as_of, settings=settings)
                 result.models[kind] = _train_one(
                     kind, frame, folds, horizon, request, settings, steps, result.warnings,
-                    present,
+                    present, kind in tuned,
                 )  # fmt: skip
             failed = False
         finally:
@@ -189,23 +189,32 @@ def train(
     return result
 
 
-def _check_tunable(plans: dict[str, Folds], settings: ClmSettings) -> None:
-    """Tuning walks forward over the training cutoffs, each scored by a model fitted on the
-    ones whose labels end by it: it needs one such pair, known before any work."""
+def _tunable(
+    plans: dict[str, Folds], request: TrainRequest, settings: ClmSettings, warnings: list[str]
+) -> set[str]:
+    """The kinds ``--tune`` can tune, known before any work. Tuning walks forward over the
+    training cutoffs, each scored by a model fitted on the ones whose labels end by it; a kind
+    without such a pair is trained with the configured parameters and a warning says what it
+    needs. When no kind can be tuned, ``--tune`` is refused."""
     t = settings.training
+    refused = {}
     for kind, folds in plans.items():
         if not tuning_steps(folds):
-            found = ", ".join(str(c) for c in folds.training)
-            h = folds.horizon_days
+            h = _horizon(kind, request, settings)
             needed_folds, needed_days = tuning_needs(h, t.fold_step_days, t.min_history_days)
-            raise DataError(
-                f"--tune: the {kind} model has no two training cutoffs {h} days apart (its "
-                f"label horizon) before its evaluation fold (it has {found}): tuning scores a "
-                f"cutoff with a model fitted on cutoffs whose labels end by it. With "
-                f"training.fold_step_days {t.fold_step_days} and training.min_history_days "
-                f"{t.min_history_days} that takes training.folds >= {needed_folds} (now "
-                f"{t.folds}) and {needed_days} days of history before --as-of"
+            refused[kind] = (
+                f"the {kind} model has no two training cutoffs at least {h} days apart (its "
+                f"label horizon) before its evaluation fold (it has "
+                f"{', '.join(str(c) for c in folds.training)}): tuning scores a cutoff with a "
+                f"model fitted on cutoffs whose labels end by it. With training.fold_step_days "
+                f"{t.fold_step_days} and training.min_history_days {t.min_history_days} that "
+                f"takes training.folds >= {needed_folds} (now {t.folds}) and {needed_days} "
+                f"days of history before --as-of"
             )
+    if len(refused) == len(plans):
+        raise DataError(f"--tune: {'; '.join(refused.values())}")
+    warnings += [f"--tune: {why}; it is trained untuned" for why in refused.values()]
+    return set(plans) - set(refused)
 
 
 def _horizon(kind: str, request: TrainRequest, settings: ClmSettings) -> int:
@@ -230,6 +239,7 @@ def _train_one(
     steps: Steps,
     warnings: list[str],
     present: pd.DataFrame | None = None,
+    tuned: bool = False,
 ) -> dict[str, Any]:
     """Fit, evaluate, refit and register one model; ``present`` is the snapshot at --as-of
     that the refitted model's BG/NBD part is fitted on (churn, CLV)."""
@@ -238,7 +248,7 @@ def _train_one(
     evaluation = frame[frame["as_of"] == folds.evaluation]
     with mlflow.start_run(run_name=kind, nested=True):
         params = xgb_params(settings.training)
-        if request.tune:
+        if tuned:
             with steps.step(f"{kind}: tune"):
                 params = tune(kind, training, folds, horizon, settings, request.trials, params)
         with steps.step(f"{kind}: fit and evaluate"):
@@ -248,9 +258,7 @@ def _train_one(
                 evaluation,
             )
             if kind == "clv":
-                model, compared = choose_clv_family(
-                    model, training, evaluation, folds, settings, params
-                )
+                model, compared = choose_clv_family(model, training, folds, settings, params)
             result = task.evaluate(model, training, evaluation)
         with steps.step(f"{kind}: refit on all folds"):
             final = make_estimator(kind, folds.horizon_days, horizon, settings, params)
@@ -270,50 +278,45 @@ def _train_one(
 def choose_clv_family(
     model: Any,
     training: pd.DataFrame,
-    fold: pd.DataFrame,
     folds: Folds,
     settings: ClmSettings,
     params: dict[str, Any],
 ) -> tuple[Any, dict[str, Any]]:
     """XGBoost (``model``, fitted on ``training``) or BG/NBD x Gamma-Gamma, whichever has the
-    lower MAE on the latest training cutoff when both are fitted on the cutoffs whose labels
-    end by it.
+    lower MAE on the latest training cutoff, the evaluation fold playing no part (its metrics
+    are then those of a model chosen without it, as with tuning).
 
-    The evaluation fold stays out of the choice, as it stays out of tuning: its metrics are
-    then those of a model chosen without it. When no training cutoff lies a whole horizon
-    before the latest one there is nothing to validate on; the evaluation fold decides and
-    the comparison says so.
+    Both are fitted on the training cutoffs whose labels end by the latest one. When there is
+    none (a long horizon on a short history), they are fitted on the rows of four customers in
+    five, at every training cutoff, and scored on the fifth left out (by id): never on a
+    customer they were fitted on, though on a period their labels overlap.
     """
     task = TASKS["clv"]
     h = folds.horizon_days
-
-    # The BTYD candidate is the XGBoost one's own BG/NBD x Gamma-Gamma part (fitted once).
     cutoff = folds.training[-1]
+    population = training[training["as_of"] == cutoff]  # BG/NBD's customers: features only
     if fitted := folds.fitted_before(cutoff):
-        earlier, validation = (
-            training[training["as_of"].isin(fitted)],
-            training[training["as_of"] == cutoff],
-        )
-        xgboost = make_estimator("clv", h, model.horizon_days, settings, params)
-        task.fit(xgboost, earlier, validation)
-        candidates = {"xgboost": xgboost, "btyd": xgboost.as_btyd()}
+        earlier, validation = training[training["as_of"].isin(fitted)], population
         basis = (
             f"the training cutoff {cutoff} (fitted on {', '.join(map(str, fitted))}, whose "
             f"labels end by it)"
         )
     else:
-        validation = fold
-        candidates = {"xgboost": model, "btyd": model.as_btyd()}
+        held = held_out_customers(training["customer_id"])
+        earlier, validation = training[~held], population[held[training["as_of"] == cutoff]]
         basis = (
-            f"the evaluation fold (no training cutoff lies {h} days before {cutoff}, the "
-            f"latest: nothing else to validate on)"
+            f"a fifth of the customers at the training cutoff {cutoff}, by id (fitted on the "
+            f"other customers' rows: no training cutoff lies {h} days before it)"
         )
+    # The BTYD candidate is the XGBoost one's own BG/NBD x Gamma-Gamma part (fitted once).
+    xgboost = task.fit(
+        make_estimator("clv", h, model.horizon_days, settings, params), earlier, population
+    )
+    candidates = {"xgboost": xgboost, "btyd": xgboost.as_btyd()}
     scores = {
         name: task.metrics(candidate.predict_frame(validation, h), validation)
         for name, candidate in candidates.items()
     }
     winner = min(scores, key=lambda name: scores[name]["mae"])
-    if validation is fold:  # both were fitted on the training cutoffs already
-        return candidates[winner], {"chosen": winner, "chosen_on": basis, "metrics": scores}
     chosen = model if winner == "xgboost" else model.as_btyd()
     return chosen, {"chosen": winner, "chosen_on": basis, "metrics": scores}

@@ -1,7 +1,8 @@
 """Model behaviour on the sample data: each model beats its baselines on the evaluation fold.
 
-The folds are those of ``clm train`` (cutoffs 60 days apart, the latest evaluated); the
-metrics are computed by the same task code that logs them to MLflow.
+The folds are those of ``clm train`` (purged: the training cutoffs 60 days apart, the latest
+one horizon before the evaluation fold); the metrics are computed by the same task code that
+logs them to MLflow.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from features.snapshots import build_snapshots
 from features.sources import load
 from features.stages import STAGES
 from training.jobs import choose_clv_family
+from training.models.base import held_out_customers
 from training.models.churn import ChurnModel, survival_curve
 from training.models.tabular import xgb_params
 from training.splits import Folds, backtest_folds
@@ -149,7 +151,7 @@ def test_the_clv_family_is_chosen_without_the_evaluation_fold(
     train, fold = short_frames
     model = clv.fit(make_estimator("clv", 90, 90, SETTINGS, params), train, fold)
     folds = Folds(tuple(sorted({*train["as_of"], *fold["as_of"]})), 90)
-    chosen, compared = choose_clv_family(model, train, fold, folds, SETTINGS, params)
+    chosen, compared = choose_clv_family(model, train, folds, SETTINGS, params)
     validation = folds.training[-1]
     fitted = folds.fitted_before(validation)
     assert fitted == (folds.training[0],)
@@ -160,24 +162,29 @@ def test_the_clv_family_is_chosen_without_the_evaluation_fold(
     assert compared["chosen"] == min(scores, key=lambda name: scores[name]["mae"])
     assert (chosen is model) == (compared["chosen"] == "xgboost")
     assert scores["xgboost"]["mae"] != clv.metrics(model.predict_frame(fold), fold)["mae"]
-    # Labels of the evaluation fold shuffled among its customers: the same choice, the
-    # same figures; it plays no part.
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(fold))
-    shuffled = fold.assign(**{t: fold[t].to_numpy()[order] for t in targets})
-    assert choose_clv_family(model, train, shuffled, folds, SETTINGS, params)[1] == compared
     # 365-day labels on this history: no training cutoff lies a year before the latest, so
-    # there is nothing else to validate on and the evaluation fold decides.
+    # the candidates are scored on the customers they were not fitted on.
     train, fold = long_frames
     single = clv.fit(make_estimator("clv", 365, 365, SETTINGS, params), train, fold)
     year = Folds(tuple(sorted({*train["as_of"], *fold["as_of"]})), 365)
     assert len(year.training) == 2 and not year.fitted_before(year.training[-1])
-    picked, said = choose_clv_family(single, train, fold, year, SETTINGS, params)
-    assert said["chosen_on"].startswith("the evaluation fold")
-    on_fold = clv.metrics(single.predict_frame(fold), fold)
-    assert said["metrics"]["xgboost"]["mae"] == pytest.approx(on_fold["mae"])
+    picked, said = choose_clv_family(single, train, year, SETTINGS, params)
+    latest = year.training[-1]
+    assert said["chosen_on"].startswith(f"a fifth of the customers at the training cutoff {latest}")
+    held = train[(train["as_of"] == latest) & held_out_customers(train["customer_id"])]
+    assert 0.15 < len(held) / (train["as_of"] == latest).sum() < 0.25
+    scores = said["metrics"]
+    assert said["chosen"] == min(scores, key=lambda name: scores[name]["mae"])
     assert picked.family == said["chosen"]
     assert (picked is single) == (said["chosen"] == "xgboost")
+    # No candidate is fitted on a held-out customer: with the labels of their rows at the
+    # other training cutoff reversed, the same figures.
+    other = (train["as_of"] != latest).to_numpy() & held_out_customers(train["customer_id"])
+    scrambled = train.copy()
+    for target in targets:
+        scrambled.loc[other, target] = scrambled.loc[other, target].to_numpy()[::-1]
+    assert not scrambled[targets].equals(train[targets])
+    assert choose_clv_family(single, scrambled, year, SETTINGS, params)[1] == said
     # The BTYD candidate is the XGBoost model's own BTYD part: as a BTYD fit on its rows.
     btyd = make_estimator("clv", 365, 365, SETTINGS, params).set_params(family="btyd")
     clv.fit(btyd, train, fold)
@@ -264,3 +271,25 @@ def test_churn_scores_have_xgboosts_exact_contributions_from_the_tables(
         np.testing.assert_allclose(
             probability, churn_model.churn_probability(evaluation), atol=1e-6
         )
+
+
+def test_a_cutoff_too_early_for_bgnbd_takes_the_latest_cutoffs_fit_with_a_warning(
+    long_frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, fold = long_frames
+    latest = train["as_of"].max()
+    # The earlier cutoff's customers as if nobody had bought twice yet: BG/NBD cannot be fitted.
+    early = train["as_of"] != latest
+    once = train.copy()
+    once.loc[early, "repeat_purchase_days"] = 0
+    once.loc[early, "days_between_first_and_last_purchase"] = 0.0
+    model = make_estimator("clv", 365, 365, SETTINGS, xgb_params(SETTINGS.training))
+    with pytest.warns(RuntimeWarning) as caught:
+        TASKS["clv"].fit(model, once, fold)
+    said = [str(w.message) for w in caught if "no customer has a repeat purchase" in str(w.message)]
+    earlier = train.loc[early, "as_of"].iloc[0]
+    assert said == [
+        f"the CLV model's BTYD columns at the cutoff {earlier}: cannot fit BG/NBD: no customer "
+        "has a repeat purchase; the latest cutoff's fit is used"
+    ]
+    assert np.isfinite(model.predict_frame(fold)["expected_spend"]).all()

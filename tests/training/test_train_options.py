@@ -44,10 +44,18 @@ def test_tuning_never_scores_the_evaluation_fold_and_refunds_only_customers_are_
         folder / "transactions.parquet"
     )
     request = TrainRequest(
-        data=folder, as_of=date(2025, 7, 1), kinds=("churn",), tune=True, trials=3
+        data=folder, as_of=date(2025, 7, 1), kinds=("churn", "clv"), tune=True, trials=3
     )
     result = train(request, _settings(tmp_path))
     assert any("3 customers have refunds but no purchase" in w for w in result.warnings)
+    # A year's labels leave no training cutoff a year before another in this history: CLV is
+    # trained untuned, and the warning says what tuning it would take.
+    untuned = [w for w in result.warnings if w.startswith("--tune: the clv model")]
+    assert len(untuned) == 1
+    assert "training.folds >= 9 (now 4) and 1240 days of history" in untuned[0]
+    assert untuned[0].endswith("it is trained untuned")
+    clv_run = MlflowClient().get_run(result.models["clv"]["run_id"])
+    assert not any(k.startswith("tuned_") for k in clv_run.data.params)
     client = MlflowClient()
     model_run = client.get_run(result.models["churn"]["run_id"])
     evaluation = model_run.data.params["evaluation_cutoff"]
@@ -131,7 +139,7 @@ def test_tuning_without_two_purged_training_cutoffs_is_refused_before_any_run(
     )
     with pytest.raises(
         DataError,
-        match=r"--tune: the churn model has no two training cutoffs 90 days apart .* "
+        match=r"--tune: the churn model has no two training cutoffs at least 90 days apart .* "
         r"training.folds >= 4 \(now 2\) and 390 days of history",
     ):
         train(request, settings)

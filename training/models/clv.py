@@ -60,12 +60,16 @@ def _btyd_columns_by_cutoff(X: pd.DataFrame, btyd: BtydModel, horizon_days: int)
         return pd.DataFrame(btyd.outputs(X, horizon_days), index=X.index)
     parts = []
     for cutoff, rows in X.groupby("as_of", sort=True):
+        where = f"the CLV model's BTYD columns at the cutoff {cutoff}"
+        fitted = btyd  # fitted on the latest cutoff: what an early cutoff falls back to
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fitted = btyd.fitted_on(rows)
+            try:
+                fitted = btyd.fitted_on(rows)
+            except (ValueError, RuntimeError) as error:  # too few repeat buyers that early
+                warnings.warn(f"{error}; the latest cutoff's fit is used", RuntimeWarning, 2)
         for warning in caught:  # say which cutoff's population the fit was on
-            message = f"the CLV model's BTYD columns at the cutoff {cutoff}: {warning.message}"
-            warnings.warn(message, warning.category, stacklevel=3)
+            warnings.warn(f"{where}: {warning.message}", warning.category, stacklevel=3)
         parts.append(pd.DataFrame(fitted.outputs(rows, horizon_days), index=rows.index))
     return pd.concat(parts).loc[X.index]
 

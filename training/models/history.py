@@ -187,7 +187,7 @@ class BtydModel:
     def fitted_on(self, population: pd.DataFrame) -> BtydModel:
         """A copy with BG/NBD and Gamma-Gamma fitted on ``population``, one snapshot's
         features (no labels): the customers as they stand at its cutoff. The prospects' rate
-        and first spend, which come from labels, are kept."""
+        (from the labels) and mean first spend (of the rows fitted on) are kept."""
         if population.empty:
             raise ValueError("cannot fit BG/NBD x Gamma-Gamma on an empty snapshot")
         twin = copy.copy(self)
