@@ -309,8 +309,9 @@ def choose_clv_family(
             f"other customers' rows: no training cutoff lies {h} days before it)"
         )
     # The BTYD candidate is the XGBoost one's own BG/NBD x Gamma-Gamma part (fitted once).
-    xgboost = task.fit(
-        make_estimator("clv", h, model.horizon_days, settings, params), earlier, population
+    # BTYD columns fitted on every customer at each cutoff (features only), as for ``model``.
+    xgboost = make_estimator("clv", h, model.horizon_days, settings, params).fit(
+        earlier, task.target(earlier), present=population, populations=training
     )
     candidates = {"xgboost": xgboost, "btyd": xgboost.as_btyd()}
     scores = {

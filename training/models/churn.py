@@ -154,10 +154,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                     X, half.astype(int), valid, ids, self.calibration_
                 )
                 self.half_ = (booster, calibrator)
-        btyd = BtydModel().fit(
-            X, target, label_horizon_days=self.label_horizon_days, labels="churned"
-        )
-        self.btyd_ = btyd if present is None else btyd.fitted_on(present)
+        self.btyd_ = BtydModel().fit(
+            X, target, label_horizon_days=self.label_horizon_days, labels="churned",
+            population=present,
+        )  # fmt: skip
         self.classes_ = np.array([0, 1])
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
         return self

@@ -54,20 +54,24 @@ def _log_offset(expected: Any) -> np.ndarray:
     return np.log(_offset(expected))
 
 
-def _btyd_columns_by_cutoff(X: pd.DataFrame, btyd: BtydModel, horizon_days: int) -> pd.DataFrame:
-    """The BTYD columns of each row from a BG/NBD x Gamma-Gamma fitted at the row's cutoff."""
+def _btyd_columns_by_cutoff(
+    X: pd.DataFrame, populations: pd.DataFrame, btyd: BtydModel, horizon_days: int
+) -> pd.DataFrame:
+    """The BTYD columns of each row of ``X`` from a BG/NBD x Gamma-Gamma fitted on the
+    customers of ``populations`` at the row's cutoff (``btyd`` gives the prospects' rate)."""
     if "as_of" not in X.columns:
-        return pd.DataFrame(btyd.outputs(X, horizon_days), index=X.index)
+        return pd.DataFrame(btyd.fitted_on(populations).outputs(X, horizon_days), index=X.index)
     parts = []
+    latest = populations[populations["as_of"] == X["as_of"].max()]
     for cutoff, rows in X.groupby("as_of", sort=True):
         where = f"the CLV model's BTYD columns at the cutoff {cutoff}"
-        fitted = btyd  # fitted on the latest cutoff: what an early cutoff falls back to
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                fitted = btyd.fitted_on(rows)
+                fitted = btyd.fitted_on(populations[populations["as_of"] == cutoff])
             except (ValueError, RuntimeError) as error:  # too few repeat buyers that early
                 warnings.warn(f"{error}; the latest cutoff's fit is used", RuntimeWarning, 2)
+                fitted = btyd.fitted_on(latest)
         for warning in caught:  # say which cutoff's population the fit was on
             warnings.warn(f"{where}: {warning.message}", warning.category, stacklevel=3)
         parts.append(pd.DataFrame(fitted.outputs(rows, horizon_days), index=rows.index))
@@ -94,14 +98,22 @@ class ClvModel(RegressorMixin, BaseEstimator):
         self.annual_discount_rate = annual_discount_rate
         self.params = params
 
-    def fit(self, X: pd.DataFrame, y: pd.DataFrame, present: pd.DataFrame | None = None) -> Self:
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: pd.DataFrame,
+        present: pd.DataFrame | None = None,
+        populations: pd.DataFrame | None = None,
+    ) -> Self:
         """Fit on the snapshots ``X`` (one or more cutoffs) and their labels ``y``.
 
         BG/NBD x Gamma-Gamma needs no labels: it is fitted on the customers as they stand at
         the cutoff it scores. ``present`` is that snapshot (features only; the evaluation fold
         in a backtest, today's customers for the model that is served); without it, the
         latest cutoff in ``X``. XGBoost's BTYD columns on each training row come from a fit
-        at that row's own cutoff, so they mean the same at training and at scoring time.
+        at that row's own cutoff, so they mean the same at training and at scoring time: on
+        the customers of ``populations`` at that cutoff (snapshots, features only), by default
+        on ``X``'s own rows.
         """
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
@@ -110,13 +122,14 @@ class ClvModel(RegressorMixin, BaseEstimator):
             raise ValueError(f"CLV targets missing: {missing}")
         purchases = y["label_purchases"].to_numpy(float)
         spend = np.clip(y["label_spend"].to_numpy(float), 0.0, None)
-        btyd = BtydModel(margin=self.margin, annual_discount_rate=self.annual_discount_rate).fit(
-            X, purchases, label_horizon_days=self.label_horizon_days
-        )
-        self.btyd_ = btyd if present is None else btyd.fitted_on(present)
+        self.btyd_ = BtydModel(
+            margin=self.margin, annual_discount_rate=self.annual_discount_rate
+        ).fit(X, purchases, label_horizon_days=self.label_horizon_days, population=present)
         self.encoder_: TabularEncoder | None = None
         if self.family == "xgboost":
-            self._fit_xgboost(X, purchases, spend, btyd)
+            rows = X if populations is None else populations
+            columns = _btyd_columns_by_cutoff(X, rows, self.btyd_, self.label_horizon_days)
+            self._fit_xgboost(X, purchases, spend, columns)
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
         return self
 
@@ -131,11 +144,10 @@ class ClvModel(RegressorMixin, BaseEstimator):
         return twin
 
     def _fit_xgboost(
-        self, X: pd.DataFrame, purchases: np.ndarray, spend: np.ndarray, btyd: BtydModel
+        self, X: pd.DataFrame, purchases: np.ndarray, spend: np.ndarray, columns: pd.DataFrame
     ) -> None:
         if not (spend > 0).any():
             raise ValueError("no customer has positive spend in the CLV label window")
-        columns = _btyd_columns_by_cutoff(X, btyd, self.label_horizon_days)
         augmented = pd.concat([X, columns], axis=1)
         valid = validation_mask(X)
         # Boosted from BG/NBD x Gamma-Gamma: the trees fit a factor on the BTYD expectation

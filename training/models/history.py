@@ -172,10 +172,13 @@ class BtydModel:
         *,
         label_horizon_days: int,
         labels: str = "purchases",
+        population: pd.DataFrame | None = None,
     ) -> Self:
-        """Fit on the latest cutoff; ``y`` (purchase days, or churn flags with
+        """Fit BG/NBD and Gamma-Gamma on ``population`` (a snapshot's features), by default
+        the latest cutoff in ``X``; ``y`` (purchase days, or churn flags with
         ``labels="churned"``) over ``label_horizon_days`` sets the prospects' rate."""
-        self.bgnbd_, self.gamma_gamma_ = _fit_btyd(summary(X[_latest_rows(X)]))
+        fitted_on = X if population is None else population
+        self.bgnbd_, self.gamma_gamma_ = _fit_btyd(summary(fitted_on[_latest_rows(fitted_on)]))
         everyone = summary(X)
         self.prospect_rate_per_day_ = _prospect_rate(
             np.asarray(y, dtype=float)[~everyone.buyer], labels, label_horizon_days
