@@ -172,7 +172,7 @@ def train(
                         cache[folds.horizon_days] = _snapshots(dataset, folds, settings)
                     result.warnings += _data_warnings(cache[folds.horizon_days])
                 frame = cache[folds.horizon_days]
-                if kind in ("churn", "clv") and present is None:  # BG/NBD: today's customers
+                if TASKS[kind].fits_population and present is None:  # today's customers
                     with steps.step("snapshot at --as-of, features only"):
                         present = build_snapshot(dataset, as_of=request.as_of, settings=settings)
                 result.models[kind] = _train_one(

@@ -171,11 +171,13 @@ class Task:
     evaluate: Callable[[Any, pd.DataFrame, pd.DataFrame], Evaluation]
     metrics: Callable[[pd.DataFrame, pd.DataFrame], dict[str, float]]
     tune_metric: str
+    # Has a BG/NBD part, fitted on the customers of the snapshot it scores (``fit(present=)``).
+    fits_population: bool = False
 
     def fit(self, model: Any, rows: pd.DataFrame, scored: pd.DataFrame | None = None) -> Any:
         """``model`` fitted on ``rows``; a churn or CLV model's BG/NBD part on ``scored``, the
         snapshot it is going to score (features only: see ClvModel.fit)."""
-        if self.kind in ("churn", "clv") and scored is not None:
+        if self.fits_population and scored is not None:
             return model.fit(rows, self.target(rows), present=scored)
         return model.fit(rows, self.target(rows))
 
@@ -183,7 +185,7 @@ class Task:
 TASKS = {
     "churn": Task(
         "churn", ("label_churned",), ChurnModel, _churn_target, _churn_evaluate,
-        _churn_metrics, "log_loss",
+        _churn_metrics, "log_loss", fits_population=True,
     ),
     "stage": Task(
         "stage", ("label_next_stage",), StageModel, _stage_target, _stage_evaluate,
@@ -191,7 +193,7 @@ TASKS = {
     ),
     "clv": Task(
         "clv", ("label_purchases", "label_spend"), ClvModel, _clv_target, _clv_evaluate,
-        _clv_metrics, "relative_mae",
+        _clv_metrics, "relative_mae", fits_population=True,
     ),
 }  # fmt: skip
 

@@ -62,7 +62,6 @@ def _btyd_columns_by_cutoff(
     if "as_of" not in X.columns:
         return pd.DataFrame(btyd.fitted_on(populations).outputs(X, horizon_days), index=X.index)
     parts = []
-    latest = populations[populations["as_of"] == X["as_of"].max()]
     for cutoff, rows in X.groupby("as_of", sort=True):
         where = f"the CLV model's BTYD columns at the cutoff {cutoff}"
         with warnings.catch_warnings(record=True) as caught:
@@ -71,7 +70,7 @@ def _btyd_columns_by_cutoff(
                 fitted = btyd.fitted_on(populations[populations["as_of"] == cutoff])
             except (ValueError, RuntimeError) as error:  # too few repeat buyers that early
                 warnings.warn(f"{error}; the latest cutoff's fit is used", RuntimeWarning, 2)
-                fitted = btyd.fitted_on(latest)
+                fitted = btyd.fitted_on(populations[populations["as_of"] == X["as_of"].max()])
         for warning in caught:  # say which cutoff's population the fit was on
             warnings.warn(f"{where}: {warning.message}", warning.category, stacklevel=3)
         parts.append(pd.DataFrame(fitted.outputs(rows, horizon_days), index=rows.index))

@@ -157,8 +157,9 @@ def _summary_rows(
 class BtydModel:
     """BG/NBD (purchases) and Gamma-Gamma (spend per purchase day), fitted per customer.
 
-    ``fit`` uses the rows of the latest cutoff in ``X`` (each customer once); ``y_purchases``
-    (purchase days in the label window of ``label_horizon_days``) sets the prospects' rate.
+    ``fit`` uses the rows of the latest cutoff in ``population`` (default ``X``; each customer
+    once); ``y_purchases`` (purchase days in the label window of ``label_horizon_days``) sets
+    the prospects' rate.
     """
 
     def __init__(self, *, margin: float = 0.3, annual_discount_rate: float = 0.1) -> None:
