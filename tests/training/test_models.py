@@ -22,7 +22,7 @@ from features.snapshots import build_snapshots
 from features.sources import load
 from features.stages import STAGES
 from training.jobs import choose_clv_family
-from training.models.base import held_out_customers
+from training.models.base import held_out_customers, validation_split
 from training.models.churn import ChurnModel, survival_curve
 from training.models.tabular import xgb_params
 from training.splits import Folds, backtest_folds
@@ -87,6 +87,51 @@ def test_longer_since_last_purchase_never_lowers_churn_risk(
     later = buyers.assign(days_since_last_purchase=buyers["days_since_last_purchase"] + 60)
     assert np.all(churn_model.churn_probability(later) >= before - 1e-12)
     assert np.mean(churn_model.churn_probability(later) > before + 1e-6) > 0.1
+
+
+def test_fits_validate_on_held_out_customers_and_never_fit_their_outcomes(
+    short_frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, fold = short_frames
+    cutoffs = sorted(set(train["as_of"]))
+    assert len(cutoffs) == 3  # 60 days apart, 90-day labels
+    split = validation_split(train, 90)
+    latest = (train["as_of"] == cutoffs[-1]).to_numpy()
+    held = held_out_customers(train["customer_id"], part=1)
+    np.testing.assert_array_equal(split.valid, latest & held)
+    assert 0.15 < split.valid.sum() / latest.sum() < 0.25
+    assert not (split.fit & split.valid).any()
+    # The other customers are fitted at every cutoff, the latest included.
+    assert split.fit[~held].all()
+    # A held-out customer's earlier row is fitted only when its 90-day labels end by the
+    # latest cutoff: the one 60 days before is not, the one 120 days before is.
+    as_of = train["as_of"].to_numpy()
+    assert not split.fit[held & (as_of == cutoffs[1])].any()
+    assert split.fit[held & (as_of == cutoffs[0])].all()
+    # So their outcomes there play no part: with those labels reversed, the same model.
+    hidden = held & (as_of == cutoffs[1])
+    scrambled = train.copy()
+    for column in [c for c in train.columns if c.startswith("label_")]:
+        scrambled.loc[hidden, column] = scrambled.loc[hidden, column].to_numpy()[::-1]
+    assert not scrambled["label_churned"].equals(train["label_churned"])
+    params = xgb_params(SETTINGS.training)
+    present = fold.drop(columns=["label_churned"])
+    fits = [
+        TASKS["churn"].fit(make_estimator("churn", 90, 90, SETTINGS, params), rows, present)
+        for rows in (train, scrambled)
+    ]
+    np.testing.assert_array_equal(*(m.churn_probability(fold) for m in fits))
+    # Reversing a validation customer's label at the latest cutoff changes the model.
+    changed = train.copy()
+    changed.loc[split.valid, "label_churned"] = 1 - changed.loc[split.valid, "label_churned"]
+    other = TASKS["churn"].fit(make_estimator("churn", 90, 90, SETTINGS, params), changed, present)
+    assert not np.array_equal(other.churn_probability(fold), fits[0].churn_probability(fold))
+    # One cutoff: a fifth of the customers; no customer ids: every fifth row.
+    single = train[latest]
+    np.testing.assert_array_equal(validation_split(single, 90).valid, held[latest])
+    rows = validation_split(single.drop(columns=["customer_id"]), 90)
+    np.testing.assert_array_equal(rows.valid, np.arange(len(single)) % 5 == 0)
+    np.testing.assert_array_equal(rows.fit, ~rows.valid)
 
 
 def test_churn_model_follows_the_scikit_learn_contract(churn_model: ChurnModel) -> None:

@@ -1,9 +1,9 @@
 """Churn: P(no purchase in the horizon), an XGBoost classifier with calibrated probabilities.
 
-Calibration (isotonic or Platt) is fitted on the validation fold (see
-:mod:`training.models.base`) and chosen there by cross-fitting: each method is fitted on one
-half of the fold and scored (log loss) on the other, both ways; the better method is then
-refitted on the whole fold.
+Calibration (isotonic or Platt) is fitted on the validation rows, a fifth of the customers at
+the latest cutoff (see :mod:`training.models.base`), and chosen there by cross-fitting: each
+method is fitted on one half of those rows and scored (log loss) on the other, both ways; the
+better method is then refitted on all of them.
 
 Horizons other than the label horizon ``h``. When the snapshots carry
 ``label_days_to_purchase`` (training snapshots do), a second calibrated classifier is fitted
@@ -35,11 +35,12 @@ from sklearn.metrics import log_loss
 
 from training.models import native, treeshap
 from training.models.base import (
+    Split,
     check_fitted,
     fit_booster,
     horizon_method,
     predict_booster,
-    validation_mask,
+    validation_split,
 )
 from training.models.history import BtydModel
 from training.models.tabular import feature_frame
@@ -139,10 +140,11 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 f"churn labels have a single class ({int(target[0]) if len(target) else '-'} "
                 "for every customer): nothing to learn; use more customers or another horizon"
             )
-        valid = validation_mask(X)
+        split = validation_split(X, self.label_horizon_days)
+        valid = split.valid
         ids = X.loc[valid, "customer_id"] if "customer_id" in X else pd.Series(range(valid.sum()))
         self.encoder_, self.booster_, self.calibration_, self.calibrator_, losses = (
-            self._fit_calibrated(X, target, valid, ids, self.calibration)
+            self._fit_calibrated(X, target, split, ids, self.calibration)
         )
         self.calibration_losses_ = losses
         self.half_: tuple[Any, Any] | None = None
@@ -151,7 +153,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             half = (target == 1) | ~(days < self.label_horizon_days / 2)
             if len(np.unique(half)) == 2:
                 _, booster, _, calibrator, _ = self._fit_calibrated(
-                    X, half.astype(int), valid, ids, self.calibration_
+                    X, half.astype(int), split, ids, self.calibration_
                 )
                 self.half_ = (booster, calibrator)
         self.btyd_ = BtydModel().fit(
@@ -163,13 +165,14 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit_calibrated(
-        self, X: pd.DataFrame, target: np.ndarray, valid: np.ndarray, ids: pd.Series, method: str
+        self, X: pd.DataFrame, target: np.ndarray, split: Split, ids: pd.Series, method: str
     ) -> tuple[Any, Any, str, Any, dict]:
-        """Booster fitted on the rows not in ``valid``, calibrated on them (method chosen)."""
+        """Booster fitted on ``split.fit``, calibrated on ``split.valid`` (method chosen)."""
         params = {**(self.params or {}), "objective": "binary:logistic", "eval_metric": "logloss"}
         # Longer since the last purchase never lowers the risk (what a marketer would expect).
         monotone = {"days_since_last_purchase": 1}
-        encoder, booster = fit_booster(params, X, target, valid, monotone)
+        encoder, booster = fit_booster(params, X, target, split, monotone)
+        valid = split.valid
         raw = predict_booster(booster, encoder.transform(feature_frame(X[valid])))
         losses: dict = {}
         if method == "auto":

@@ -30,7 +30,7 @@ from training.models.base import (
     fit_booster,
     horizon_method,
     predict_booster,
-    validation_mask,
+    validation_split,
 )
 from training.models.history import FEW_ROWS, BtydModel, Summary, summary
 from training.models.tabular import TabularEncoder, feature_frame
@@ -148,18 +148,18 @@ class ClvModel(RegressorMixin, BaseEstimator):
         if not (spend > 0).any():
             raise ValueError("no customer has positive spend in the CLV label window")
         augmented = pd.concat([X, columns], axis=1)
-        valid = validation_mask(X)
+        split = validation_split(X, self.label_horizon_days)
         # Boosted from BG/NBD x Gamma-Gamma: the trees fit a factor on the BTYD expectation
         # (base score 1: no change), which extrapolates where trees alone stay flat.
         params = {**(self.params or {}), "base_score": 1.0}
         count = {**params, "objective": "count:poisson"}
         start = _log_offset(columns["btyd_expected_purchases"])
         self.encoder_, self.purchases_booster_ = fit_booster(
-            count, augmented, purchases, valid, base_margin=start
+            count, augmented, purchases, split, base_margin=start
         )
         tweedie = {**params, "objective": "reg:tweedie", "tweedie_variance_power": 1.3}
         start = _log_offset(columns["btyd_expected_spend"])
-        _, self.spend_booster_ = fit_booster(tweedie, augmented, spend, valid, base_margin=start)
+        _, self.spend_booster_ = fit_booster(tweedie, augmented, spend, split, base_margin=start)
 
     def _augment(self, X: Any, horizon_days: int, s: Summary | None = None) -> Any:
         """``X`` with the BTYD columns; ``s`` is ``X``'s summary if already at hand."""

@@ -17,11 +17,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from features.stages import STAGES
 from training.baselines import MarkovStageModel, step_matrix
 from training.models.base import (
+    Split,
     check_fitted,
     fit_booster,
     horizon_method,
     predict_booster,
-    validation_mask,
+    validation_split,
 )
 from training.models.tabular import feature_frame
 
@@ -52,16 +53,16 @@ class StageModel(ClassifierMixin, BaseEstimator):
             raise ValueError(f"next-stage labels have a single class ({seen}): nothing to learn")
         self.fitted_stages_ = seen
         target = np.array([seen.index(s) for s in labels])
-        valid = validation_mask(X)
-        if len(np.unique(target[~valid])) < len(seen):  # every class must be in the fit rows
-            valid = _last_fifth(len(target))
+        split = validation_split(X, self.label_horizon_days)
+        if len(np.unique(target[split.fit])) < len(seen):  # every class must be in the fit rows
+            split = Split.complement(_last_fifth(len(target)))
         params = {
             **(self.params or {}),
             "objective": "multi:softprob",
             "num_class": len(seen),
             "eval_metric": "mlogloss",
         }
-        self.encoder_, self.booster_ = fit_booster(params, X, target, valid)
+        self.encoder_, self.booster_ = fit_booster(params, X, target, split)
         self.markov_ = MarkovStageModel(STAGES).fit(X["stage"].astype(str), labels)
         self.classes_ = np.array(STAGES, dtype=object)
         self.feature_names_in_ = np.array(feature_frame(X).columns, dtype=object)
