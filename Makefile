@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/clm data generate --customers $(DEMO_SIZE) --seed 42 --out $(DEMO_DIR)
+	$(BIN)/clm data generate --customers $(DEMO_SIZE) --seed 42 --out $(DEMO_DIR) --force
 	$(BIN)/clm data validate --data $(DEMO_DIR)
 	$(BIN)/clm features build --data $(DEMO_DIR) --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)-features.parquet
 	$(BIN)/clm train all --data $(DEMO_DIR) --as-of $(DEMO_AS_OF)

@@ -123,6 +123,12 @@ def data_generate(
         str, typer.Option("--end", metavar="YYYY-MM-DD", help="Day after the last day of the log.")
     ] = "2026-01-01",
     fmt: Annotated[str, typer.Option("--format", help="File format: parquet or csv.")] = "parquet",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace table files in --out that clm data generate did not write."
+        ),
+    ] = False,
 ) -> None:
     """Write realistic sample transactions, events and customers."""
     from clm.commands import generate_sample
@@ -134,6 +140,7 @@ def data_generate(
         start=parse_date(start, "--start"),
         end=parse_date(end, "--end"),
         fmt=fmt,
+        replace=force,
     )
 
 

@@ -41,15 +41,19 @@ def _summary(title: str, rows: list[tuple[str, str]]) -> None:
     console.print(table)
 
 
+def _rows(count: int) -> str:
+    return f"{count:,} row{'' if count == 1 else 's'}"
+
+
 def generate_sample(
-    out: Path, *, customers: int, seed: int, start: date, end: date, fmt: str
+    out: Path, *, customers: int, seed: int, start: date, end: date, fmt: str, replace: bool = False
 ) -> None:
     if fmt not in ("parquet", "csv"):
         raise ClmError(f"--format {fmt}: expected parquet or csv")
     started = time.perf_counter()
     data = synthetic.generate(customers, seed=seed, start=start, end=end)
-    paths = synthetic.write(data, out, fmt=fmt)
-    rows = [(name, f"{getattr(data, name).num_rows:,} rows -> {p}") for name, p in paths.items()]
+    paths = synthetic.write(data, out, fmt=fmt, replace=replace)
+    rows = [(name, f"{_rows(getattr(data, name).num_rows)} -> {p}") for name, p in paths.items()]
     rows.append(("time", f"{time.perf_counter() - started:.1f} s"))
     _summary(f"Sample data: {customers:,} people, seed {seed}, {start} to {end}", rows)
 
@@ -65,7 +69,7 @@ def validate_data(location: Path, settings: ClmSettings) -> sources.Dataset:
         else []
     )
     rows = [
-        (table, f"{dataset.row_counts.get(table, 0):,} rows from {label}")
+        (table, f"{_rows(dataset.row_counts.get(table, 0))} from {label}")
         for table, label in dataset.sources.items()
     ]
     rows.append(("period", f"{first} .. {last}"))

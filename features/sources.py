@@ -14,6 +14,7 @@ import contextlib
 import csv
 import gzip
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -96,22 +97,57 @@ def attribute_name(column: str) -> str:
     return "attr_" + (re.sub(r"[^0-9a-zA-Z]+", "_", column).strip("_").lower() or "unnamed")
 
 
+def _table_suffix(name: str) -> str | None:
+    """The table suffix ``name`` ends with (``.csv.gz`` before ``.gz``), any case."""
+    lowered = name.lower()
+    return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if lowered.endswith(s)), None)
+
+
+# Files a user may have meant as tables, though they are not read: other spreadsheet forms.
+OTHER_FORMATS = (".xlsx", ".xls", ".json", ".jsonl", ".tsv", ".txt", ".gz", ".zip")
+
+
 def find_table_files(folder: Path) -> dict[str, Path]:
-    """The file of each contract table in ``folder`` (``transactions.csv``, ...)."""
+    """The file of each contract table in ``folder`` (``transactions.csv``, ``Events.parquet``:
+    names match in any case). A file that looks like a table but is not read (another name,
+    or another format) gets a warning that names it."""
     found: dict[str, Path] = {}
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     for table in CONTRACTS:
-        matches = [folder / f"{table}{suffix}" for suffix in SUFFIXES]
-        present = [m for m in matches if m.is_file()]
+        present = [
+            p for p in files if (s := _table_suffix(p.name)) and p.name[: -len(s)].lower() == table
+        ]
         if len(present) > 1:
             names = ", ".join(p.name for p in present)
             raise DataError(f"{folder}: more than one file for table {table} ({names}); keep one")
         if present:
             found[table] = present[0]
+    used = set(found.values())
+    tables = ", ".join(CONTRACTS)
+    for path in files:
+        if path in used:
+            continue
+        if _table_suffix(path.name):
+            warnings.warn(
+                f"{path}: not read (table files are named {tables}, with {', '.join(SUFFIXES)})",
+                UserWarning,
+                stacklevel=2,
+            )
+        elif (
+            path.name.lower().endswith(OTHER_FORMATS)
+            and path.stem.split(".")[0].lower() in CONTRACTS
+        ):
+            warnings.warn(
+                f"{path}: not read ({path.suffix} is not a table format; save it as "
+                f"{path.stem.split('.')[0]}.csv or .parquet)",
+                UserWarning,
+                stacklevel=2,
+            )
     return found
 
 
 def _csv_header(path: Path) -> list[str]:
-    opener = gzip.open if path.name.endswith(".gz") else open
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle), None)
@@ -232,7 +268,11 @@ def _attribute_exprs(con: duckdb.DuckDBPyConnection, raw: RawTable) -> dict[str,
 
 
 def _register(
-    con: duckdb.DuckDBPyConnection, location: Path, table: str, found: DatabaseTable | None
+    con: duckdb.DuckDBPyConnection,
+    location: Path,
+    table: str,
+    found: DatabaseTable | None,
+    files: dict[str, Path],
 ) -> tuple[str, Path | None]:
     """Register the raw table as view ``raw_<table>``; return its label and, for a CSV file,
     its path (an empty label when there is no such table)."""
@@ -246,10 +286,10 @@ def _register(
         except duckdb.Error as exc:
             raise DataError(f"{location.name}:{found.label}: not readable ({exc})") from exc
         return f"{location.name}:{found.label}", None
-    path = find_table_files(location).get(table)
+    path = files.get(table)
     if path is None:
         return "", None
-    if path.name.endswith((".csv", ".csv.gz")):
+    if path.name.lower().endswith((".csv", ".csv.gz")):
         _register_csv(con, path, view)
         return path.name, path
     _register_parquet(con, path, view)
@@ -300,6 +340,16 @@ def _database_tables(con: duckdb.DuckDBPyConnection, location: Path) -> dict[str
     return found
 
 
+def _expected(location: Path, table: str) -> str:
+    """What a missing table's file should be named, and what the folder holds instead."""
+    expected = f"expected {table}.csv or {table}.parquet"
+    if location.is_file():
+        return expected
+    seen = sorted(p.name for p in location.iterdir() if not p.name.startswith("."))
+    shown = ", ".join(seen[:10]) + (f" and {len(seen) - 10} more" if len(seen) > 10 else "")
+    return f"{expected}; the folder holds {shown or 'no file'}"
+
+
 def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) -> Dataset:
     """Read, validate and type the raw tables at ``location`` (a folder or a .duckdb file)."""
     location = Path(location)
@@ -329,6 +379,7 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
         except duckdb.Error as exc:
             raise DataError(f"{location}: not a DuckDB database ({exc})") from exc
         database = _database_tables(con, location)
+    files = find_table_files(location) if database is None else {}
     dataset = Dataset(con=con, sources={})
     used: set[str] = set()  # '*' mapping targets some table used
     for name, contract in CONTRACTS.items():
@@ -336,12 +387,10 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
             label, csv_path = "", None
         else:
             found = database[name] if database is not None else None
-            label, csv_path = _register(con, location, name, found)
+            label, csv_path = _register(con, location, name, found, files)
         if not label:
             if contract.required:
-                raise DataError(
-                    f"{location}: no {name} table (expected {name}.csv or {name}.parquet)"
-                )
+                raise DataError(f"{location}: no {name} table ({_expected(location, name)})")
             con.execute(f"CREATE TABLE {name} ({EMPTY_TABLES[name]})")
             continue
         used |= _load_table(dataset, contract, label, csv_path, columns)
@@ -399,6 +448,8 @@ def _load_table(
     for helper in raw_copies(raw):
         con.execute(f"ALTER TABLE {contract.name} DROP COLUMN {helper}")
     (count,) = one_row(con, f"SELECT count(*) FROM {contract.name}")
+    if count == 0 and contract.required:
+        raise DataError(f"{label}: no rows (a header only); {contract.name} needs at least one")
     dataset.row_counts[contract.name] = int(count)
     dataset.sources[contract.name] = label
     dataset.mappings[contract.name] = dict(raw.mapping)

@@ -30,9 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from clm.errors import DataError
 from features.sources import SUFFIXES
 
-__all__ = ["CHANNELS", "GeneratorParams", "SyntheticData", "generate", "write"]
+__all__ = ["CHANNELS", "MARKER", "GeneratorParams", "SyntheticData", "generate", "write"]
+
+# Written beside the tables: this folder's tables are sample data, and may be replaced.
+MARKER = ".clm-sample"
 
 CHANNELS = ("organic_search", "paid_search", "social", "referral", "email", "direct")
 REGIONS = ("north", "south", "east", "west", "central")
@@ -418,16 +422,34 @@ def generate(
     )
 
 
-def write(data: SyntheticData, out: Path, *, fmt: str = "parquet") -> dict[str, Path]:
-    """Write transactions, events and customers as ``fmt`` files into ``out``."""
+def write(
+    data: SyntheticData, out: Path, *, fmt: str = "parquet", replace: bool = False
+) -> dict[str, Path]:
+    """Write transactions, events and customers as ``fmt`` files into ``out``.
+
+    Table files already in ``out`` are replaced only when an earlier ``write`` put them there
+    (its marker file is beside them) or with ``replace``: anything else may be a user's own
+    data, and is refused with the files named.
+    """
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"format must be 'parquet' or 'csv', got {fmt!r}")
+    tables = ("transactions", "events", "customers")
+    if out.is_dir() and not replace and not (out / MARKER).exists():
+        names = {f"{name}{suffix}" for name in tables for suffix in SUFFIXES}
+        taken = sorted(p.name for p in out.iterdir() if p.name.lower() in names)
+        if taken:
+            raise DataError(
+                f"{out}: holds {', '.join(taken)}, not written by clm data generate; refusing "
+                "to replace them (choose another folder, or pass --force to replace them)"
+            )
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("Sample data written by clm data generate; it may be replaced.\n")
     written = {}
-    for name in ("transactions", "events", "customers"):
+    for name in tables:
         table: pa.Table = getattr(data, name)
-        for suffix in SUFFIXES:  # a table's file of another format would be read twice
-            (out / f"{name}{suffix}").unlink(missing_ok=True)
+        # A table's file of another format (or in another case) would be read twice.
+        for stale in (p for p in out.iterdir() if p.name.lower() in {name + s for s in SUFFIXES}):
+            stale.unlink()
         path = out / f"{name}.{fmt}"
         if fmt == "parquet":
             pq.write_table(table, path)

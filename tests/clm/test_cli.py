@@ -184,12 +184,33 @@ def test_output_options_are_checked_before_any_work_and_generate_keeps_other_fil
     assert not out.exists()
     out.mkdir()
     (out / "transactions.2019-backup.xlsx").write_text("mine")
-    (out / "events.parquet").write_text("an older sample, replaced by the csv")
-    made = clm("data", "generate", "--customers", "20", "--out", str(out), "--format", "csv")
-    assert made.returncode == 0, made.stderr
-    assert (out / "transactions.2019-backup.xlsx").read_text() == "mine"
+    (out / "Events.parquet").write_text("someone's own events")
+    # Table files it did not write may be a user's own data: refused, and left as they were.
+    refused = clm("data", "generate", "--customers", "20", "--out", str(out), "--format", "csv")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"error: {out}: holds Events.parquet, not written by clm data generate; refusing to "
+        "replace them (choose another folder, or pass --force to replace them)\n"
+    )
+    assert (out / "Events.parquet").read_text() == "someone's own events"
     assert sorted(p.name for p in out.iterdir()) == [
-        "customers.csv", "events.csv", "transactions.2019-backup.xlsx", "transactions.csv",
+        "Events.parquet",
+        "transactions.2019-backup.xlsx",
+    ]
+    forced = clm(
+        "data", "generate", "--customers", "20", "--out", str(out), "--format", "csv", "--force"
+    )  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    assert (out / "transactions.2019-backup.xlsx").read_text() == "mine"
+    listing = [".clm-sample", "customers.csv", "events.csv", "transactions.2019-backup.xlsx",
+               "transactions.csv"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == listing
+    # Its own sample is replaced without --force (the other format's files go).
+    again = clm("data", "generate", "--customers", "30", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".clm-sample", "customers.parquet", "events.parquet", "transactions.2019-backup.xlsx",
+        "transactions.parquet",
     ]  # fmt: skip
 
 

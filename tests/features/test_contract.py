@@ -170,12 +170,48 @@ def test_mapping_to_an_unknown_contract_column_is_refused(tmp_path: Path) -> Non
 
 def test_missing_transactions_and_ambiguous_files(tmp_path: Path) -> None:
     write_tables(tmp_path, events=[ev("a", "2024-01-01", "visit")])
-    with pytest.raises(DataError, match="no transactions table"):
+    (tmp_path / "orders.csv").write_text("customer_id,timestamp,amount\n")
+    with pytest.raises(DataError) as missing, pytest.warns(UserWarning, match="orders.csv: not"):
         load(tmp_path)
+    assert str(missing.value) == (
+        f"{tmp_path}: no transactions table (expected transactions.csv or transactions.parquet; "
+        "the folder holds events.csv, orders.csv)"
+    )
+    (tmp_path / "orders.csv").unlink()
     write_tables(tmp_path, transactions=good_transactions())
-    pd.DataFrame(good_transactions()).to_parquet(tmp_path / "transactions.parquet")
+    pd.DataFrame(good_transactions()).to_parquet(tmp_path / "Transactions.parquet")
     with pytest.raises(DataError, match="more than one file for table transactions"):
         load(tmp_path)
+
+
+def test_table_names_match_in_any_case_and_unread_look_alikes_are_named(tmp_path: Path) -> None:
+    write_tables(tmp_path, Transactions=good_transactions(), event=[ev("a", "2024-01-01", "x")])
+    (tmp_path / "EVENTS.CSV").write_text("customer_id,timestamp,event_type\na,2024-01-02,visit\n")
+    (tmp_path / "customers.xlsx").write_bytes(b"PK")
+    (tmp_path / "notes.md").write_text("not a table")
+    with pytest.warns(UserWarning) as caught:
+        dataset = load(tmp_path)
+    assert dataset.sources == {"transactions": "Transactions.csv", "events": "EVENTS.CSV"}
+    assert dataset.row_counts == {"transactions": 3, "events": 1}
+    assert sorted(str(w.message) for w in caught) == [
+        f"{tmp_path / 'customers.xlsx'}: not read (.xlsx is not a table format; save it as "
+        "customers.csv or .parquet)",
+        f"{tmp_path / 'event.csv'}: not read (table files are named transactions, events, "
+        "customers, with .parquet, .pq, .csv, .csv.gz)",
+    ]
+
+
+def test_a_transactions_file_with_a_header_only_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "transactions.csv").write_text("customer_id,timestamp,amount\n")
+    with pytest.raises(DataError) as empty:
+        load(tmp_path)
+    assert str(empty.value) == (
+        "transactions.csv: no rows (a header only); transactions needs at least one"
+    )
+    # An optional table may be empty.
+    write_tables(tmp_path, transactions=good_transactions())
+    (tmp_path / "events.csv").write_text("customer_id,timestamp,event_type\n")
+    assert load(tmp_path).row_counts["events"] == 0
 
 
 def test_duckdb_database_source(tmp_path: Path) -> None:
