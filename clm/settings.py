@@ -486,5 +486,11 @@ def parse_column_mapping(items: list[str]) -> dict[str, dict[str, str]]:
             raise ConfigError(
                 f"--column '{item}': unknown table '{table_key}' (expected {', '.join(TABLES)})"
             )
-        mapping.setdefault(table_key, {})[column] = source.strip()
+        entries = mapping.setdefault(table_key, {})
+        if entries.get(column, source.strip()) != source.strip():
+            raise ConfigError(
+                f"--column '{item}': {target.strip()} is already mapped to "
+                f"'{entries[column]}'; map each contract column once"
+            )
+        entries[column] = source.strip()
     return mapping

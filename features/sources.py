@@ -229,7 +229,17 @@ def _mapping_for(
         for target, source in columns.get("*", {}).items()
         if target in contract.column_names and (source in types or target not in types)
     }
-    return {**shared, **own}
+    mapping = {**shared, **own}
+    targets: dict[str, list[str]] = {}
+    for target, source in mapping.items():
+        targets.setdefault(source, []).append(target)
+    for source, named in targets.items():
+        if len(named) > 1:
+            raise DataError(
+                f"column mapping for {table}: column '{source}' is mapped to "
+                f"{' and '.join(sorted(named))}; a column maps to one contract column"
+            )
+    return mapping
 
 
 def _check_shared_mapping(columns: dict[str, dict[str, str]]) -> None:

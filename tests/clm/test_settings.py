@@ -87,6 +87,15 @@ def test_column_mapping_option() -> None:
         parse_column_mapping(["timestamp"])
     with pytest.raises(ConfigError, match="unknown table 'orders'"):
         parse_column_mapping(["orders.amount=x"])
+    # One contract column mapped twice: refused, naming both; the same mapping twice is one.
+    with pytest.raises(ConfigError) as twice:
+        parse_column_mapping(["customer_id=client", "customer_id=total"])
+    assert str(twice.value) == (
+        "--column 'customer_id=total': customer_id is already mapped to 'client'; map each "
+        "contract column once"
+    )
+    assert parse_column_mapping(["amount=total", "amount=total"]) == {"*": {"amount": "total"}}
+    assert parse_column_mapping(["amount=a", "events.amount=b"])["events"] == {"amount": "b"}
 
 
 def test_settings_are_plain_data() -> None:

@@ -162,6 +162,18 @@ def test_column_mapping_renames_and_errors_name_the_source_column(tmp_path: Path
     assert data.row_counts["transactions"] == 2
 
 
+def test_one_source_column_mapped_to_two_contract_columns_is_refused(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"client": ["a"], "order_date": ["2024-01-01"], "total": [1.0]})
+    write_tables(tmp_path, transactions=frame)
+    mapping = {"*": {"customer_id": "total", "timestamp": "order_date"}}
+    with pytest.raises(DataError) as both:
+        load(tmp_path, columns={**mapping, "transactions": {"amount": "total"}})
+    assert str(both.value) == (
+        "column mapping for transactions: column 'total' is mapped to amount and customer_id; "
+        "a column maps to one contract column"
+    )
+
+
 def test_mapping_to_an_unknown_contract_column_is_refused(tmp_path: Path) -> None:
     write_tables(tmp_path, transactions=good_transactions())
     with pytest.raises(DataError, match="'price' is not a contract column"):
