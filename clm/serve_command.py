@@ -47,6 +47,26 @@ def check(settings: ClmSettings, host: str) -> None:
     champion_versions(settings)
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a ``host:port`` this machine cannot listen on (another server holds it, or no
+    interface has the address), before the workers start and fail on it one by one."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ClmError(f"--host {host}: not an address of this machine ({exc.strerror})") from exc
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ClmError(
+                f"cannot serve on {host}:{port}: {exc.strerror} (another server may be on it: "
+                "stop it, or choose another port with --port)"
+            ) from exc
+
+
 def serve(
     settings: ClmSettings, host: str | None, port: int | None, workers: int | None,
     config: Path | None,
@@ -54,6 +74,7 @@ def serve(
     host = host or settings.serving.host
     port = port or settings.serving.port
     check(settings, host)
+    check_port(host, port)
     env = dict(os.environ)
     if config is not None:
         env["CLM_CONFIG"] = str(config.resolve())

@@ -327,6 +327,19 @@ def test_serve_refuses_a_public_address_without_a_token(deployment: Deployment) 
     assert "refusing to serve on 0.0.0.0 without an API token" in result.stderr
 
 
+def test_serve_refuses_a_port_in_use_in_one_line(deployment: Deployment) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = _serve(deployment.env, "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: cannot serve on 127.0.0.1:{port}: Address already in use (another server may "
+        "be on it: stop it, or choose another port with --port)\n"
+    )
+
+
 def test_serve_refuses_to_start_without_champions_or_store(
     deployment: Deployment, tmp_path: Path
 ) -> None:
