@@ -201,13 +201,18 @@ def _vectors(snapshot: pd.DataFrame, columns: list[str]) -> Iterable[str]:
 
 
 def _meta(
-    as_of: Any, columns: list[str], customers: int, new_customer: dict[str, Any]
+    snapshot: pd.DataFrame, as_of: Any, columns: list[str], new_customer: dict[str, Any]
 ) -> dict[str, Any]:
+    """What a reader needs besides the vectors: the cutoff, the columns and their kinds
+    (``whole_numbers``, ``flags``: for the service to check overrides), the new customer."""
+    kinds = Layout.of(snapshot, columns)
     return {
         "as_of": _plain(as_of),
         "columns": columns,
-        "customers": customers,
+        "customers": len(snapshot),
         "new_customer": {k: _plain(v) for k, v in new_customer.items()},
+        "whole_numbers": sorted(kinds.integers),
+        "flags": sorted(kinds.flags),
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -242,7 +247,7 @@ class SqliteStore(OnlineStore):
                         for cid, block in zip(ids, _blocks(snapshot, layout, columns), strict=True)
                     ),
                 )
-                meta = _meta(as_of, columns, len(ids), new_customer)
+                meta = _meta(snapshot, as_of, columns, new_customer)
                 meta["layout"] = layout.to_json()
                 con.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
@@ -357,7 +362,7 @@ class RedisStore(OnlineStore):
         ids, columns, as_of = _checked(snapshot)
         generation = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}-{os.urandom(4).hex()}"
         base = f"{self.prefix}:{generation}"
-        meta = _meta(as_of, columns, len(ids), new_customer)
+        meta = _meta(snapshot, as_of, columns, new_customer)
 
         def write_generation() -> None:
             pipe = self._redis.pipeline(transaction=False)

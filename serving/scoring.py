@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import math
 import operator
 import os
@@ -47,6 +48,11 @@ __all__ = [
     "load_champions",
     "shown",
 ]
+
+
+def _json(value: Any) -> str:
+    """A request value as it was written in JSON."""
+    return json.dumps(value)
 
 
 class BadInput(ValueError):
@@ -183,7 +189,10 @@ class Scorer:
         settings: ClmSettings,
         new_customer: Mapping[str, Any],
         present: Collection[str] | None = None,
+        kinds: tuple[Collection[str], Collection[str]] = ((), ()),
     ) -> None:
+        """``present``: the store's columns; ``kinds``: its whole-number and flag columns
+        (overrides of a whole number must be whole; only a flag takes true / false)."""
         self.champions = champions
         self.settings = settings.serving
         self.policy = Policy(settings.decision, STAGES)
@@ -209,6 +218,11 @@ class Scorer:
         self.defaults: dict[str, Any] = dict.fromkeys(absent, 0)
         self.new_customer.update(self.defaults)
         self.numeric = [c for c in self.columns if c not in self.text]
+        # Counts and zero-filled amounts are never missing (0 when there is none).
+        self.never_missing = frozenset(
+            c for c in self.numeric if self.new_customer.get(c) is not None
+        )
+        self.whole_numbers, self.flags = frozenset(kinds[0]), frozenset(kinds[1])
         self.text_columns = [c for c in self.columns if c in self.text]
         names = champions.churn.encoder_.feature_names_
         # Churn and stage are fitted on the same snapshot columns: one encoding serves both.
@@ -247,8 +261,19 @@ class Scorer:
                 continue
             if isinstance(value, str):
                 raise BadInput(f"{where}: expected a number, got {value!r}")
-            if value is None or isinstance(value, bool):
+            if value is None:
+                if name in self.never_missing:
+                    raise BadInput(
+                        f"{where}: expected a number (never missing: 0 for none), got null"
+                    )
                 continue
+            if isinstance(value, bool) != (name in self.flags):
+                wanted = "true or false" if name in self.flags else "a number"
+                raise BadInput(f"{where}: expected {wanted}, got {_json(value)}")
+            if isinstance(value, bool):
+                continue
+            if name in self.whole_numbers and value != int(value):
+                raise BadInput(f"{where}: expected a whole number, got {value!r}")
             if abs(value) >= MAX_NUMBER:
                 raise BadInput(f"{where}: expected a number under 10^15 in size, got {value!r}")
             bounds = self.bounds.get(name)

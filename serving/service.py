@@ -105,8 +105,9 @@ class Scoring:
         self.store = open_store(settings.serving.online_store)
         meta = self.store.meta()
         self.scorer = Scorer(
-            load_champions(settings), settings, meta["new_customer"], present=meta["columns"]
-        )
+            load_champions(settings), settings, meta["new_customer"], present=meta["columns"],
+            kinds=(meta.get("whole_numbers", ()), meta.get("flags", ())),
+        )  # fmt: skip
         self.max_customers = settings.serving.max_customers
         self.batcher: MicroBatcher[RequestRows, list[dict[str, Any]]] = MicroBatcher(
             self._score_many,

@@ -194,6 +194,12 @@ def test_bad_requests_get_4xx_naming_the_field(server: str, body: dict, named: s
         ({"last_nps": 11}, "expected a number from 0 to 10, got 11"),
         ({"email_open_rate_365d": 1.5}, "expected a number from 0 to 1, got 1.5"),
         ({"events_trend_30d_vs_prior_60d": -2}, "expected a number from -1 to 1, got -2"),
+        # Counts are whole numbers and never missing; only a flag is true or false.
+        ({"visit_events_7d": 2.5}, "expected a whole number, got 2.5"),
+        ({"visit_events_7d": True}, "expected a number, got true"),
+        ({"purchase_days": None}, "expected a number (never missing: 0 for none), got null"),
+        ({"total_spend": None}, "expected a number (never missing: 0 for none), got null"),
+        ({"days_since_last_purchase": False}, "expected a number, got false"),
     ],
 )
 def test_overrides_out_of_range_get_400_naming_the_field(
@@ -206,8 +212,10 @@ def test_overrides_out_of_range_get_400_naming_the_field(
 
 
 def test_overrides_at_the_edges_of_their_range_are_scored(server: str) -> None:
+    # A recency may be missing (no purchase yet); a whole number may be written 3.0.
     edges = {"last_nps": 10, "email_open_rate_365d": 0.0, "days_since_last_purchase": 10**14,
-             "nps_responses": 40, "nps_events_30d": 25}  # fmt: skip
+             "nps_responses": 40, "nps_events_30d": 25, "purchase_days": 3.0,
+             "days_since_first_purchase": None, "mean_purchase_spend": 12.5}  # fmt: skip
     response = score(server, [{"customer_id": "a", "features": edges}])
     assert response.status_code == 200, response.text
 
@@ -228,7 +236,7 @@ def test_requests_served_from_the_middleware_are_answered_as_the_fastapi_route_a
                         "customer_id": ids[0],
                         "features": {
                             "days_since_last_purchase": 12,
-                            "purchase_days": 3.5,
+                            "purchase_days": 3,
                             "stage": "retention",
                         },
                     },
