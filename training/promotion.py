@@ -164,6 +164,12 @@ def _decide(
         )
         return decision | {"promoted": False, "champion_measured_on": None, "reason": reason}
     decision |= {"champion_metrics": _finite(metrics), "champion_measured_on": basis}
+    if gate.metric not in metrics:  # logged by a version from before the gate metric
+        reason = (
+            f"champion v{champion} has no {gate.metric} ({basis}); not compared, so not "
+            f"promoted: promote v{version} with clm models promote if it should serve"
+        )
+        return decision | {"promoted": False, "reason": reason}
     won = beats(
         evaluation.metrics, metrics, gate.metric,
         greater_is_better=gate.greater_is_better, min_improvement=min_improvement,

@@ -46,7 +46,7 @@ class Gate:
 
 
 GATES = {
-    "churn": Gate("auc", True),
+    "churn": Gate("auc_buyers", True),
     "stage": Gate("log_loss", False),
     "clv": Gate("relative_mae", False),
 }

@@ -74,6 +74,12 @@ def test_churn_beats_recency_and_bgnbd_on_auc_and_log_loss(
         baseline = result.baselines[name]
         assert result.metrics["auc"] > baseline["auc"] + 0.005, name
         assert result.metrics["log_loss"] < baseline["log_loss"] - 0.01, name
+        # On the customers who had bought (the gate's), where ranking is harder.
+        assert result.metrics["auc_buyers"] > baseline["auc_buyers"] + 0.01, name
+        assert result.metrics["log_loss_buyers"] < baseline["log_loss_buyers"], name
+    buyers = fold[fold["purchase_days"] > 0]
+    assert result.metrics["base_rate_buyers"] == pytest.approx(buyers["label_churned"].mean())
+    assert result.metrics["auc_buyers"] < result.metrics["auc"]
     # Calibrated: the mean probability is the churn rate of the fold, within 3 points.
     assert abs(result.metrics["mean_probability"] - result.metrics["base_rate"]) < 0.03
 

@@ -60,9 +60,11 @@ def test_three_champions_with_metrics_baselines_plots_and_inputs(first_run: dict
         assert str(client.get_model_version_by_alias(name, "challenger").version) == "1"
     churn = client.get_run(result.models["churn"]["run_id"])
     metrics = churn.data.metrics
-    for key in ("auc", "log_loss", "baseline_recency_auc", "baseline_bgnbd_log_loss"):
+    for key in ("auc", "log_loss", "baseline_recency_auc", "baseline_bgnbd_log_loss",
+                "auc_buyers", "baseline_recency_auc_buyers"):  # fmt: skip
         assert key in metrics
     assert metrics["auc"] > metrics["baseline_recency_auc"]
+    assert metrics["auc_buyers"] > metrics["baseline_recency_auc_buyers"]
     assert churn.data.params["evaluation_cutoff"] == "2025-04-02"
     assert "calibrated xgboost trained on 90-day labels" in churn.data.params["method"]
     artifacts = _artifacts(client, churn.info.run_id)
@@ -137,9 +139,9 @@ def test_a_retrain_on_the_same_data_is_a_challenger_not_a_champion(
     decision = json.loads(
         Path(client.download_artifacts(outcome["run_id"], "promotion.json")).read_text()
     )
-    assert decision["gate_metric"] == "auc"
-    assert decision["champion_metrics"]["auc"] == pytest.approx(
-        decision["challenger_metrics"]["auc"]
+    assert decision["gate_metric"] == "auc_buyers"
+    assert decision["champion_metrics"]["auc_buyers"] == pytest.approx(
+        decision["challenger_metrics"]["auc_buyers"]
     )
     assert "does not beat" in decision["reason"]
     # By hand: promote version 2, then roll back to 1; nothing before 1.
@@ -238,4 +240,28 @@ def test_a_champion_that_cannot_score_the_new_features_is_not_compared(
     assert outcome["promoted"] is False
     assert "champion v1 cannot score this evaluation fold" in outcome["reason"]
     assert "clm models promote" in outcome["reason"] and len(outcome["reason"]) < 600
+    assert champion_version("clm-churn") == "1"
+
+
+def test_a_champion_logged_without_the_gate_metric_is_not_compared(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    settings = _settings(tmp_path)
+    first = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), settings)
+    # As a version logged before churn was gated on auc_buyers: its run lacks the metric.
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        for table in ("metrics", "latest_metrics"):
+            con.execute(f"DELETE FROM {table} WHERE key LIKE '%auc_buyers'")
+    run = MlflowClient().get_run(first.models["churn"]["run_id"])
+    assert "auc" in run.data.metrics and "auc_buyers" not in run.data.metrics
+    # Trained on this evaluation fold, so its logged metrics are what it is compared on.
+    again = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), settings)
+    outcome = again.models["churn"]
+    assert outcome["promoted"] is False
+    assert outcome["reason"].startswith(
+        "champion v1 has no auc_buyers (its own evaluation fold (it was trained on this one)); "
+        "not compared, so not promoted: promote v2 with clm models promote"
+    )
     assert champion_version("clm-churn") == "1"
