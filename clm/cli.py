@@ -6,6 +6,7 @@ traceback. Dates are ``YYYY-MM-DD``.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 import warnings
@@ -107,6 +108,8 @@ def root(
     """Customer lifecycle predictions."""
     state.config = config
     state.debug = debug
+    if not debug:  # MLflow's INFO and WARNING chatter (read before mlflow is imported)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 
 
 @data_app.command("generate")

@@ -12,7 +12,14 @@ from rich.table import Table
 from clm.errors import ClmError
 from clm.settings import ClmSettings
 from training.jobs import KINDS, TrainRequest, train
-from training.registry import MODEL_NAMES, configure_tracking, list_versions, promote, rollback
+from training.registry import (
+    GATES,
+    MODEL_NAMES,
+    configure_tracking,
+    list_versions,
+    promote,
+    rollback,
+)
 
 __all__ = ["list_models", "promote_model", "rollback_model", "train_models"]
 
@@ -46,11 +53,22 @@ def train_models(
     )
     result = train(request, settings, console=Console(stderr=True))
     table = Table(title=f"Training run {result.run_id}", title_justify="left")
-    for column in ("model", "version", "champion", "decision"):
+    for column in ("model", "version", "champion", "gate metric", "baselines", "decision"):
         table.add_column(column)
     for kind, outcome in result.models.items():
         promoted = "yes" if outcome["promoted"] else "no"
-        table.add_row(MODEL_NAMES[kind], outcome["version"], promoted, outcome["reason"])
+        metric = GATES[kind].metric
+        baselines = ", ".join(
+            f"{name} {figures[metric]:.4f}"
+            for name, figures in outcome.get("baselines", {}).items()
+            if metric in figures
+        )
+        value = outcome["metrics"].get(metric)
+        shown = f"{metric} {value:.4f}" if value is not None else metric
+        table.add_row(
+            MODEL_NAMES[kind], outcome["version"], promoted, shown, baselines or "-",
+            outcome["reason"],
+        )  # fmt: skip
     console.print(table)
 
 

@@ -272,7 +272,7 @@ def _train_one(
             )  # fmt: skip
             if kind == "clv":
                 mlflow.log_dict(compared, "clv_family_comparison.json")
-        return {"metrics": result.metrics, **decision}
+        return {"metrics": result.metrics, "baselines": result.baselines, **decision}
 
 
 def choose_clv_family(

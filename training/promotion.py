@@ -10,7 +10,9 @@ own run is used instead, and the decision says so.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import math
 import warnings
 from collections.abc import Iterator
@@ -131,7 +133,7 @@ def _champion_metrics(
     run = client.get_run(run_id) if run_id else None
     trained_to = run.data.params.get("as_of") if run else None
     if run and trained_to and date.fromisoformat(trained_to) > folds.evaluation:
-        return dict(run.data.metrics), "its own evaluation fold (it was trained on this one)"
+        return dict(run.data.metrics), "its logged metrics: it was trained on this fold"
     champion = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     output = champion.predict(feature_frame(fold), params={"horizon_days": folds.horizon_days})
     return TASKS[kind].metrics(output, fold), "this evaluation fold"
@@ -201,7 +203,8 @@ def log_and_register(
         mlflow.set_tag("clm.warnings", " | ".join(warnings)[:5000])
     uri = _log_model(kind, model, fold, horizon)
     name = MODEL_NAMES[kind]
-    version = str(mlflow.register_model(uri, name).version)
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered"
+        version = str(mlflow.register_model(uri, name).version)
     client = MlflowClient()
     client.set_registered_model_alias(name, "challenger", version)
     decision = _decide(

@@ -23,10 +23,13 @@ TOKEN = "test-token-123"
 class Deployment:
     data: Path
     env: dict[str, str]  # CLM_* and MLflow variables of the store and online store
+    trained: subprocess.CompletedProcess[str]  # what clm train all printed
 
 
-def _clm(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "clm", *args], check=True, env=env, capture_output=True)
+def _clm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clm", *args], check=True, env=env, capture_output=True, text=True
+    )
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +45,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
         "CLM_TRAINING__TRACKING_URI": f"sqlite:///{root}/mlflow.db",
         "CLM_SERVING__ONLINE_STORE": f"sqlite:///{root}/online.db",
     }
-    _clm("train", "all", "--data", str(data), "--as-of", AS_OF, env=env)
+    trained = _clm("train", "all", "--data", str(data), "--as-of", AS_OF, env=env)
     _clm("features", "materialize", "--data", str(data), "--as-of", AS_OF, env=env)
-    return Deployment(data, env)
+    return Deployment(data, env, trained)
 
 
 @pytest.fixture(scope="session")

@@ -335,6 +335,20 @@ def test_serve_refuses_a_public_address_without_a_token(deployment: Deployment) 
     assert "refusing to serve on 0.0.0.0 without an API token" in result.stderr
 
 
+def test_train_prints_each_gate_metric_beside_its_baselines_and_no_mlflow_chatter(
+    deployment: Deployment,
+) -> None:
+    out, err = deployment.trained.stdout, deployment.trained.stderr
+    # stderr: the progress of each step, and nothing of MLflow's (INFO lines, "Successfully
+    # registered model"); with this sample, no warning either.
+    assert err.strip() and all(line.startswith("done ") for line in err.splitlines()), err
+    flat = " ".join(out.split())
+    for name in ("auc_buyers", "recency", "bgnbd", "log_loss", "markov", "relative_mae"):
+        assert name in flat, name
+    for model in ("clm-churn", "clm-stage", "clm-clv"):
+        assert f"{model} │ 1 │ yes" in flat, model
+
+
 def test_serve_refuses_a_port_in_use_in_one_line(deployment: Deployment) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -261,7 +261,7 @@ def test_a_champion_logged_without_the_gate_metric_is_not_compared(
     outcome = again.models["churn"]
     assert outcome["promoted"] is False
     assert outcome["reason"].startswith(
-        "champion v1 has no auc_buyers (its own evaluation fold (it was trained on this one)); "
+        "champion v1 has no auc_buyers (its logged metrics: it was trained on this fold); "
         "not compared, so not promoted: promote v2 with clm models promote"
     )
     assert champion_version("clm-churn") == "1"
