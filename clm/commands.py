@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,8 @@ def write_report(
         scores=scored,
         scores_source=str(scores) if scores is not None else None,
     )
+    for note in report.notes:  # on the page, and here: a partial scores file, say
+        warnings.warn(note, UserWarning, stacklevel=2)
     page = render(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")

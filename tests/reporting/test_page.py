@@ -131,6 +131,28 @@ def test_top_at_risk_are_high_risk_and_most_valuable_first(built: Path) -> None:
     assert "champion CLV model" in page
 
 
+def test_a_partial_scores_file_is_warned_about_on_the_command_line(
+    built: Path, sample_dir: Path
+) -> None:
+    scores = pd.read_parquet(built / "scores.parquet").head(4)
+    scores.to_csv(built / "few.csv", index=False)
+    result = clm(
+        "report", "--data", str(sample_dir), "--as-of", AS_OF, "--out", str(built / "few.html"),
+        "--scores", str(built / "few.csv"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    known = len(pd.read_parquet(built / "features.parquet"))
+    lines = result.stderr.splitlines()
+    assert (
+        f"warning: {known - 4:,} customer(s) known at {AS_OF} are not in {built / 'few.csv'}; "
+        "they are left out of the CLV figures"
+    ) in lines
+    assert any(
+        line.startswith("warning: ") and "does not record the cutoff" in line for line in lines
+    )
+    assert "are not in" in (built / "few.html").read_text()
+
+
 def test_without_scores_clv_comes_from_btyd(built: Path) -> None:
     page = (built / "plain.html").read_text()
     assert '<section id="scores">' not in page
