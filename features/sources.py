@@ -417,7 +417,46 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
                 f"column mapping {target}={source}: no table has a column '{source}' "
                 f"(tables read: {', '.join(dataset.sources.values())})"
             )
+    _warn_unmatched_customers(dataset)
     return dataset
+
+
+def _warn_unmatched_customers(dataset: Dataset) -> None:
+    """Customer rows no transaction or event names, and without a signup date, are never
+    known at any cutoff: say so (ids written differently across tables, as ``007`` and ``7``,
+    end up here)."""
+    if not dataset.row_counts.get("customers"):
+        return
+    # The candidates (no signup date) are the small side: the logs are filtered by them.
+    rows = dataset.con.execute(
+        """
+        WITH candidates AS (
+            SELECT _row, customer_id FROM customers WHERE signup_date IS NULL
+        ),
+        named AS (
+            SELECT customer_id FROM transactions
+            WHERE customer_id IN (SELECT customer_id FROM candidates)
+            UNION
+            SELECT customer_id FROM events
+            WHERE customer_id IN (SELECT customer_id FROM candidates)
+        )
+        SELECT c._row, c.customer_id, count(*) OVER () AS n
+        FROM candidates c ANTI JOIN named USING (customer_id)
+        ORDER BY c._row
+        LIMIT 3
+        """
+    ).fetchall()
+    if rows:
+        shown = ", ".join(f"{cid!r} (row {row})" for row, cid, _ in rows)
+        count = int(rows[0][2])
+        warnings.warn(
+            f"{dataset.sources['customers']}: {count:,} customer row{'s' if count > 1 else ''} "
+            f"match no transaction or event and have no signup_date ({shown}"
+            f"{', ...' if count > len(rows) else ''}): never scored; check that ids are "
+            "written the same way in every table",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _load_table(

@@ -503,3 +503,26 @@ def test_a_float_id_of_2_to_the_53_or_more_is_named(tmp_path: Path) -> None:
     ).to_parquet(tmp_path / "transactions.parquet")
     with pytest.raises(DataError, match=r"1 value\(s\) not a whole number below 2\^53 in size"):
         load(tmp_path)
+
+
+def test_customer_rows_no_log_names_and_without_signup_are_warned_about(tmp_path: Path) -> None:
+    write_tables(
+        tmp_path,
+        transactions=[tx("007", "2024-01-03", 5.0), tx("8", "2024-01-04", 3.0)],
+        events=[ev("10", "2024-01-05", "visit")],
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": [7.0, 8.0, 9.0, 10.0, 11.0, 12.0],
+            "signup_date": [None, None, None, None, "2024-01-01", None],
+        }
+    )
+    customers.to_parquet(tmp_path / "customers.parquet")
+    with pytest.warns(UserWarning) as caught:
+        dataset = load(tmp_path)
+    assert [str(w.message) for w in caught] == [
+        "customers.parquet: 3 customer rows match no transaction or event and have no "
+        "signup_date ('7' (row 1), '9' (row 3), '12' (row 6)): never scored; check that ids "
+        "are written the same way in every table"
+    ]
+    assert dataset.row_counts["customers"] == 6  # kept, not dropped
