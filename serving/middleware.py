@@ -143,7 +143,7 @@ def _replay(body: bytes, receive: Any) -> Any:
 
 
 async def _reply(send: Any, status: int, message: str, headers: list | None = None) -> None:
-    body = json.dumps({"error": message}).encode()
+    body = json.dumps({"detail": message}).encode()  # as FastAPI's errors
     await send(
         {
             "type": "http.response.start",
@@ -173,7 +173,7 @@ class GuardMiddleware:
         fast: Mapping[tuple[str, str], FastRoute] | None = None,
     ) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode() if token else None
+        self.expected = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.fast = dict(fast or {})
 
@@ -212,8 +212,11 @@ class GuardMiddleware:
     ) -> None:
         path: str = scope.get("path", "")
         if self.expected is not None and path.startswith(PROTECTED):
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            # The scheme is case-insensitive (RFC 9110 11.1); the token is compared as given.
+            scheme, _, given = headers.get(b"authorization", b"").strip().partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(
+                given.strip(b" "), self.expected
+            ):
                 await _reply(
                     send,
                     401,

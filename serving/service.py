@@ -76,8 +76,8 @@ class ErrorBody(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "A value the service cannot score (named)."},
-    401: {"description": "Missing or wrong Authorization: Bearer token."},
-    413: {"description": "Request body over serving.max_body_bytes."},
+    401: {"model": ErrorBody, "description": "Missing or wrong Authorization: Bearer token."},
+    413: {"model": ErrorBody, "description": "Request body over serving.max_body_bytes."},
 }
 
 
@@ -293,8 +293,12 @@ async def score(body: ScoreRequest) -> Response:
     responses={**ERRORS, 404: {"model": ErrorBody, "description": "Unknown customer id."}},
 )
 async def customer(customer_id: str) -> CustomerView:
-    """The stored features of one customer and their score now."""
-    return await _current().customer(customer_id)
+    """The stored features of one customer and their score now (surrounding spaces in the
+    id are trimmed, as in ``POST /score`` and the data)."""
+    trimmed = customer_id.strip(" ")
+    if not trimmed:
+        raise HTTPException(404, f"customer id {customer_id!r} is empty once trimmed")
+    return await _current().customer(trimmed)
 
 
 async def score_json(body: bytes) -> bytes | None:

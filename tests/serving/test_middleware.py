@@ -41,10 +41,13 @@ def call(
     method: str = "POST",
     content_type: bytes | None = b"application/json",
     token: str | None = TOKEN,
+    authorization: str | None = None,
 ) -> tuple[int, bytes, dict[bytes, bytes]]:
     headers = [] if content_type is None else [(b"content-type", content_type)]
-    if token is not None:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
+    if authorization is None and token is not None:
+        authorization = f"Bearer {token}"
+    if authorization is not None:
+        headers.append((b"authorization", authorization.encode()))
     scope = {"type": "http", "method": method, "path": path, "headers": headers}
     messages = [
         {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
@@ -101,11 +104,23 @@ def test_a_fast_route_answers_json_bodies_itself_and_hands_on_the_rest_with_thei
     assert len(answered) == 3
 
 
+def test_the_bearer_scheme_is_read_in_any_case_and_the_token_exactly() -> None:
+    middleware = guard(App(), [], limit=20)
+    # The scheme in any case; the token exactly.
+    answers = {
+        f"bearer {TOKEN}": 200, f"BEARER  {TOKEN}": 200, f"Bearer {TOKEN.upper()}": 401,
+        TOKEN: 401, f"Basic {TOKEN}": 401, f"Bearer {TOKEN}x": 401, "Bearer": 401,
+    }  # fmt: skip
+    for header, expected in answers.items():
+        assert call(middleware, [b"[1]"], authorization=header)[0] == expected, header
+
+
 def test_a_fast_route_is_behind_the_token_and_the_body_limit() -> None:
     app, answered = App(), []
     middleware = guard(app, answered, limit=20)
     status, body, headers = call(middleware, [b"[1]"], token=None)
     assert status == 401 and headers[b"www-authenticate"] == b"Bearer"
+    assert json.loads(body) == {"detail": "missing or wrong Authorization: Bearer token"}
     status, _, _ = call(middleware, [b"[1]"], token="wrong")
     assert status == 401
     status, body, _ = call(middleware, [b"[" + b"1, " * 5, b"2, " * 5 + b"3]"])

@@ -132,6 +132,14 @@ def test_customer_endpoint_returns_features_and_score(server: str, snapshot) -> 
     assert missing.status_code == 404 and "nobody-42" in missing.text
     slashed = httpx.get(f"{server}/customers/shop%2F42", headers=AUTH)  # an id with a '/'
     assert slashed.status_code == 404 and "customer 'shop/42' is not" in slashed.text
+    # Surrounding spaces are trimmed, as in POST /score and the data.
+    spaced = httpx.get(f"{server}/customers/%20{customer.customer_id}%20", headers=AUTH)
+    assert spaced.status_code == 200, spaced.text
+    assert spaced.json()["score"]["customer_id"] == customer.customer_id
+    blank = httpx.get(f"{server}/customers/%20%20", headers=AUTH)
+    assert blank.status_code == 404 and blank.json() == {
+        "detail": "customer id '  ' is empty once trimmed"
+    }
 
 
 def test_metrics_name_routes_never_customers_and_stay_bounded(server: str, snapshot) -> None:
@@ -306,8 +314,12 @@ def test_bodies_over_one_mib_get_413(server: str) -> None:
 
 def test_token_is_required_on_scoring_endpoints_only(server: str) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-        assert score(server, [{"customer_id": "a"}], headers=headers).status_code == 401
+        refused = score(server, [{"customer_id": "a"}], headers=headers)
+        assert refused.status_code == 401
+        assert refused.json() == {"detail": "missing or wrong Authorization: Bearer token"}
         assert httpx.get(f"{server}/customers/a", headers=headers).status_code == 401
+    lower = {"Authorization": f"bearer {TOKEN}"}  # the scheme is case-insensitive
+    assert score(server, [{"customer_id": "a"}], headers=lower).status_code == 200
     assert httpx.get(f"{server}/readyz").status_code == 200
     assert httpx.get(f"{server}/metrics").status_code == 200
     assert score(server, [{"customer_id": "a"}]).status_code == 200
