@@ -482,7 +482,8 @@ def score_batch(
     spill = request.budget is not None
     output = _Output(request.out, champions.versions, request.as_of, spill, carried)
     try:
-        with Progress(console=console, transient=True) as progress:
+        # Off a terminal the bar would only leave an empty line on stderr.
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
             task = progress.add_task("scoring", total=len(rows))
             for start in range(0, len(rows), CHUNK_ROWS):
                 chunk = rows.iloc[start : start + CHUNK_ROWS]

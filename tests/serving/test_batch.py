@@ -189,6 +189,7 @@ def test_clm_score_prints_a_summary(deployment: Deployment, tmp_path: Path) -> N
     for label in ("customers", "churn risk", "actions", "cut by budget", "expected value"):
         assert label in result.stdout
     assert (tmp_path / "s.csv").exists()
+    assert result.stderr == ""  # off a terminal no progress bar, not even its empty line
 
 
 def test_a_transactions_only_folder_trains_and_scores_end_to_end(
