@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,9 +49,32 @@ __all__ = ["score_with_spark", "spark_session"]
 TABLES = ("transactions", "events", "customers")
 
 
+# Spark's own log: errors only, on stderr (its default prints WARN lines, progress bars and
+# where its profile came from on every run).
+LOG4J2 = """\
+rootLogger.level = error
+rootLogger.appenderRef.console.ref = console
+logger.repl.name = org.apache.spark.repl.Main
+logger.repl.level = error
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+"""
+
+
 def spark_session(settings: ClmSettings) -> Any:
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    if settings.spark.master.startswith("local"):  # no other address to look up and bind
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # PySpark 4 warns that pandas 3 is not fully supported; the Spark engine's output is
+    # tested equal to the local engine's with the pinned pandas.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+    log_config = Path(tempfile.gettempdir()) / f"clm-spark-log4j2-{os.getuid()}.properties"
+    if not log_config.is_file() or log_config.read_text() != LOG4J2:
+        log_config.write_text(LOG4J2)
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -65,6 +89,8 @@ def spark_session(settings: ClmSettings) -> Any:
         .config("spark.sql.shuffle.partitions", str(spark.shuffle_partitions))
         .config("spark.driver.memory", spark.driver_memory)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log_config}")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .getOrCreate()
     )
