@@ -159,9 +159,9 @@ def csv_record_lines(path: Path, rows: Iterable[int]) -> dict[int, int]:
     sees them). Read on the error path only, up to the last record asked for."""
     wanted = set(rows)
     last, found = max(wanted, default=0), {}
-    opener = gzip.open if path.name.endswith(".gz") else open
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(handle)  # the separator does not move a record's first line
         next(reader, None)  # the header
         record, start = 0, reader.line_num + 1
         for fields in reader:

@@ -146,11 +146,27 @@ def find_table_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _csv_header(path: Path) -> list[str]:
+# Separators of CSV exports, in the order they are tried on the header line: a European
+# spreadsheet writes ';' (its decimal separator being the comma), others a tab or '|'.
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def csv_delimiter(path: Path) -> str:
+    """The separator of a CSV file: the first of DELIMITERS its header line holds."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
-            header = next(csv.reader(handle), None)
+            first = handle.readline()
+    except UnicodeDecodeError:
+        return ","  # the header check names the encoding
+    return next((d for d in DELIMITERS if d in first), ",")
+
+
+def _csv_header(path: Path, delimiter: str = ",") -> list[str]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle, delimiter=delimiter), None)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path.name}: not UTF-8 text ({exc}); save the file as UTF-8") from exc
     if not header:
@@ -176,13 +192,14 @@ def _csv_header(path: Path) -> list[str]:
 
 
 def _register_csv(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None:
-    header = _csv_header(path)
+    delimiter = csv_delimiter(path)
+    header = _csv_header(path, delimiter)
     try:
         table = pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(encoding="utf8"),
             # A quoted value may hold a line break (csv_record_lines counts lines the same way).
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, delimiter=delimiter),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in header},
                 strings_can_be_null=False,

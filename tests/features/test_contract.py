@@ -526,3 +526,20 @@ def test_customer_rows_no_log_names_and_without_signup_are_warned_about(tmp_path
         "are written the same way in every table"
     ]
     assert dataset.row_counts["customers"] == 6  # kept, not dropped
+
+
+def test_semicolon_and_tab_separated_exports_are_read(tmp_path: Path) -> None:
+    for delimiter in (";", "\t"):
+        text = delimiter.join(["customer_id", "timestamp", "amount"]) + "\n"
+        text += delimiter.join(["a", "2024-01-01", "5.5"]) + "\n"
+        text += delimiter.join(['"b,c"', "2024-01-02", "-2"]) + "\n"
+        (tmp_path / "transactions.csv").write_text(text)
+        dataset = load(tmp_path)
+        rows = dataset.con.execute(
+            "SELECT customer_id, amount FROM transactions ORDER BY _row"
+        ).fetchall()
+        assert rows == [("a", 5.5), ("b,c", -2.0)], delimiter
+    # A decimal comma is named as a bad amount, with its row and line.
+    (tmp_path / "transactions.csv").write_text("customer_id;timestamp;amount\na;2024-01-01;25,00\n")
+    with pytest.raises(DataError, match=r"column 'amount'.*row 1 \(line 2\) '25,00'"):
+        load(tmp_path)
