@@ -157,6 +157,12 @@ class FeatureSettings(_Section):
     activity_window_days: int = Field(
         365, ge=1, description="Window for the number of channels used (omnichannel)."
     )
+    stale_after_days: int = Field(
+        31,
+        ge=0,
+        description="A cutoff more days than this after the data's last record gets a warning "
+        "(the export may be stale, or the date wrong).",
+    )
 
     @field_validator("purchase_windows_days", "event_windows_days")
     @classmethod

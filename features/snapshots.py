@@ -10,6 +10,7 @@ prefixed ``label_`` (``label_churned`` and ``label_days_to_purchase`` over the c
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Iterable, Sequence
 from datetime import date, timedelta
 
@@ -252,6 +253,15 @@ def _check_cutoff(dataset: Dataset, as_of: date, settings: ClmSettings, labels: 
         raise DataError(
             f"as_of {as_of:%Y-%m-%d} is not after the first record ({first:%Y-%m-%d}); "
             "no customer is known before it"
+        )
+    stale = (cutoff - as_of_datetime(last.date())).days - 1
+    if stale > settings.features.stale_after_days:
+        warnings.warn(
+            f"as_of {as_of:%Y-%m-%d} is {stale:,} days after the data's last record "
+            f"({last:%Y-%m-%d}): every customer looks inactive since then; check the date or "
+            "the export (features.stale_after_days)",
+            UserWarning,
+            stacklevel=4,
         )
     if labels:
         horizon = max(

@@ -60,6 +60,9 @@ class Dataset:
     csv_paths: dict[str, Path] = field(default_factory=dict)  # table -> its CSV file, if one
     mappings: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> its mapping
     _channels: list[str] | None = field(default=None, init=False, repr=False)
+    _range: tuple[datetime | None, datetime | None] | None = field(
+        default=None, init=False, repr=False
+    )
 
     def has(self, table: str) -> bool:
         return table in self.sources
@@ -83,13 +86,15 @@ class Dataset:
         return self._channels
 
     def date_range(self) -> tuple[datetime | None, datetime | None]:
-        """The first and last timestamp over transactions and events."""
-        first, last = one_row(
-            self.con,
-            "SELECT min(ts), max(ts) FROM (SELECT ts FROM transactions UNION ALL "
-            "SELECT ts FROM events) AS t",
-        )
-        return first, last
+        """The first and last timestamp over transactions and events (read once)."""
+        if self._range is None:
+            first, last = one_row(
+                self.con,
+                "SELECT min(ts), max(ts) FROM (SELECT ts FROM transactions UNION ALL "
+                "SELECT ts FROM events) AS t",
+            )
+            self._range = (first, last)
+        return self._range
 
 
 def attribute_name(column: str) -> str:

@@ -141,7 +141,7 @@ def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert "Customer lifecycle report" in (repo / "data" / "report.html").read_text()
     shop = pd.read_csv(repo / "data" / "shop-features.csv")
     assert sorted(shop["customer_id"]) == ["A1", "B7"]
-    assert "refused, as it should be" in outputs[2]
+    assert "refused, as it should be" in outputs[2] and "warning:" not in outputs[2]
     assert "column 'order_date' (mapped to timestamp)" in outputs[2] and "'yesterday'" in outputs[2]
     # Two JSON bodies back to back (curl adds no newline), then the status of the call
     # without the token.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from features.rollups import ROLLUPS
 from features.snapshots import build_snapshot, build_snapshots, snapshot_sql
 from features.sources import load
 from features.sql import to_spark
+from tests.helpers import tx, write_tables
 
 AS_OF = date(2025, 1, 1)
 
@@ -107,6 +109,28 @@ def test_snapshots_at_many_cutoffs_share_columns_and_carry_labels(sample_dir: Pa
 def test_cutoff_before_the_data_is_an_error(sample_dir: Path) -> None:
     with pytest.raises(DataError, match="is not after the first record"):
         build_snapshot(load(sample_dir), as_of=date(2020, 1, 1), settings=ClmSettings())
+
+
+def test_a_cutoff_long_after_the_data_is_warned_about(tmp_path: Path) -> None:
+    write_tables(tmp_path, transactions=[tx("a", "2024-01-01", 5.0), tx("b", "2024-03-10", 2.0)])
+    dataset = load(tmp_path)
+    settings = ClmSettings()
+    with pytest.warns(UserWarning) as caught:
+        late = build_snapshot(dataset, as_of=date(2024, 5, 1), settings=settings)
+    assert [str(w.message) for w in caught] == [
+        "as_of 2024-05-01 is 51 days after the data's last record (2024-03-10): every "
+        "customer looks inactive since then; check the date or the export "
+        "(features.stale_after_days)"
+    ]
+    assert len(late) == 2  # still built
+    # Within features.stale_after_days (31) of the last record: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_snapshot(dataset, as_of=date(2024, 4, 11), settings=settings)
+        quiet = settings.model_copy(
+            update={"features": settings.features.model_copy(update={"stale_after_days": 60})}
+        )
+        build_snapshot(dataset, as_of=date(2024, 5, 1), settings=quiet)
 
 
 def test_a_transactions_only_folder_works_end_to_end(
