@@ -22,16 +22,24 @@ from clm.settings import ClmSettings, load_settings, parse_column_mapping
 
 __all__ = ["app", "main"]
 
+HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     help="Customer lifecycle predictions: sample data, point-in-time features, models, scores.",
     no_args_is_help=True,
+    context_settings=HELP,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Sample data and validation of your own data.", no_args_is_help=True)
-features_app = typer.Typer(help="Point-in-time features.", no_args_is_help=True)
-config_app = typer.Typer(help="Settings.", no_args_is_help=True)
-models_app = typer.Typer(help="Registered models and their aliases.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Sample data and validation of your own data.", no_args_is_help=True, context_settings=HELP
+)
+features_app = typer.Typer(
+    help="Point-in-time features.", no_args_is_help=True, context_settings=HELP
+)
+config_app = typer.Typer(help="Settings.", no_args_is_help=True, context_settings=HELP)
+models_app = typer.Typer(
+    help="Registered models and their aliases.", no_args_is_help=True, context_settings=HELP
+)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(config_app, name="config")

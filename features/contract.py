@@ -335,6 +335,14 @@ def check_columns(table: RawTable) -> None:
     ]
     if missing:
         found = ", ".join(c for c in table.types if c != "_row") or "none"
+        # A mapping to a column the file lacks (a typo, most often) is named on its own.
+        mapped = [m for m in missing if table.source(m) != m]
+        if mapped:
+            target = mapped[0]
+            raise DataError(
+                f"{table.label}: column mapping {target}={table.source(target)}: no column "
+                f"'{table.source(target)}' (columns found: {found})"
+            )
         names = ", ".join(f"'{table.source(m)}'" for m in missing)
         raise DataError(
             f"{table.label}: required column {names} missing (columns found: {found}); "

@@ -279,12 +279,17 @@ def _attribute_exprs(con: duckdb.DuckDBPyConnection, raw: RawTable) -> dict[str,
     """Customer attributes: numeric when every non-empty value is a number, else a category."""
     used = {raw.source(c) for c in raw.contract.column_names} | {"_row"}
     out: dict[str, tuple[str, str]] = {}
+    origin: dict[str, str] = {}  # attribute name -> the column it came from
     for column, duck_type in raw.types.items():
         if column in used:
             continue
         name = attribute_name(column)
         if name in out:
-            raise DataError(f"{raw.label}: columns {column!r} and another both become {name}")
+            raise DataError(
+                f"{raw.label}: columns {origin[name]!r} and {column!r} both become {name}; "
+                "rename one"
+            )
+        origin[name] = column
         quoted = '"' + column.replace('"', '""') + '"'
         text = clean_text(quoted)
         (non_numeric,) = one_row(

@@ -59,10 +59,11 @@ def test_every_command_documents_every_option() -> None:
             command = command.commands[name]  # type: ignore[attr-defined]
         for param in command.params:
             assert param.help, f"clm {' '.join(path)} {param.opts[0]} has no help"  # type: ignore[attr-defined]
-    result = clm("features", "build", "--help")
-    assert result.returncode == 0
-    for option in ("--data", "--as-of", "--out", "--column", "--labels"):
-        assert option in result.stdout
+    for flag in ("--help", "-h"):
+        result = clm("features", "build", flag)
+        assert result.returncode == 0
+        for option in ("--data", "--as-of", "--out", "--column", "--labels"):
+            assert option in result.stdout
 
 
 @pytest.mark.slow
@@ -115,6 +116,12 @@ def test_column_mapping_on_the_command_line(tmp_path: Path) -> None:
     failed = clm(*args)
     assert failed.returncode == 1
     assert failed.stderr.startswith("error: transactions.csv: required column")
+    typo = clm(*args, "--column", "customer_id=clientt", "--column", "timestamp=order_date")
+    assert typo.returncode == 1
+    assert typo.stderr == (
+        "error: transactions.csv: column mapping customer_id=clientt: no column 'clientt' "
+        "(columns found: client, order_date, total)\n"
+    )
     mapped = clm(
         *args,
         "--column",

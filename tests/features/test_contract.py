@@ -543,3 +543,19 @@ def test_semicolon_and_tab_separated_exports_are_read(tmp_path: Path) -> None:
     (tmp_path / "transactions.csv").write_text("customer_id;timestamp;amount\na;2024-01-01;25,00\n")
     with pytest.raises(DataError, match=r"column 'amount'.*row 1 \(line 2\) '25,00'"):
         load(tmp_path)
+
+
+def test_two_attribute_columns_that_name_one_feature_are_both_named(tmp_path: Path) -> None:
+    write_tables(
+        tmp_path,
+        transactions=good_transactions(),
+        customers=pd.DataFrame(
+            {"customer_id": ["a"], "loyalty_tier": ["x"], "Loyalty Tier": ["y"]}
+        ),
+    )
+    with pytest.raises(DataError) as clash:
+        load(tmp_path)
+    assert str(clash.value) == (
+        "customers.csv: columns 'loyalty_tier' and 'Loyalty Tier' both become "
+        "attr_loyalty_tier; rename one"
+    )
