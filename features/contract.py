@@ -31,6 +31,7 @@ __all__ = [
     "check_columns",
     "clean_text",
     "column_label",
+    "csv_delimiter",
     "internal_name",
     "quote_name",
     "raw_copies",
@@ -153,6 +154,24 @@ def row_places(csv_path: Path | None, rows: list[int]) -> dict[int, str]:
     return {r: f"row {r} (line {lines[r]})" if r in lines else f"row {r}" for r in rows}
 
 
+# Separators of CSV exports, in the order they are tried on the header line: a European
+# spreadsheet writes ';' (its decimal separator being the comma), others a tab or '|'.
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def csv_delimiter(path: Path) -> str:
+    """The separator of a CSV file: of DELIMITERS, the one that splits its header line into
+    the most fields (a quoted name may hold another), the first on a tie."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
+            first = handle.readline()
+    except UnicodeDecodeError:
+        return ","  # the header check names the encoding
+    fields = {d: len(next(csv.reader([first], delimiter=d), [])) for d in DELIMITERS}
+    return max(DELIMITERS, key=lambda d: (fields[d], -DELIMITERS.index(d)))
+
+
 def csv_record_lines(path: Path, rows: Iterable[int]) -> dict[int, int]:
     """The line of the file each of these records starts on (records 1-based after the
     header; blank lines are no records and a quoted value may span lines, as the reader
@@ -161,7 +180,8 @@ def csv_record_lines(path: Path, rows: Iterable[int]) -> dict[int, int]:
     last, found = max(wanted, default=0), {}
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)  # the separator does not move a record's first line
+        # The separator matters: a quoted line break is only seen as quoted with the right one.
+        reader = csv.reader(handle, delimiter=csv_delimiter(path))
         next(reader, None)  # the header
         record, start = 0, reader.line_num + 1
         for fields in reader:

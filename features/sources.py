@@ -31,6 +31,7 @@ from features.contract import (
     check_columns,
     clean_text,
     column_label,
+    csv_delimiter,
     quote_name,
     raw_copies,
     row_places,
@@ -149,22 +150,6 @@ def find_table_files(folder: Path) -> dict[str, Path]:
                 stacklevel=2,
             )
     return found
-
-
-# Separators of CSV exports, in the order they are tried on the header line: a European
-# spreadsheet writes ';' (its decimal separator being the comma), others a tab or '|'.
-DELIMITERS = (",", ";", "\t", "|")
-
-
-def csv_delimiter(path: Path) -> str:
-    """The separator of a CSV file: the first of DELIMITERS its header line holds."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
-            first = handle.readline()
-    except UnicodeDecodeError:
-        return ","  # the header check names the encoding
-    return next((d for d in DELIMITERS if d in first), ",")
 
 
 def _csv_header(path: Path, delimiter: str = ",") -> list[str]:

@@ -20,6 +20,7 @@ The true parameters come back in :attr:`SyntheticData.truth` so tests can check 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -427,23 +428,27 @@ def write(
 ) -> dict[str, Path]:
     """Write transactions, events and customers as ``fmt`` files into ``out``.
 
-    Table files already in ``out`` are replaced only when an earlier ``write`` put them there
-    (its marker file is beside them) or with ``replace``: anything else may be a user's own
-    data, and is refused with the files named.
+    A table file already in ``out`` is replaced only when an earlier ``write`` wrote it and
+    it is unchanged since (the marker file beside it records each file's size and time), or
+    with ``replace``: any other may be a user's own data, and is refused with its name.
     """
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"format must be 'parquet' or 'csv', got {fmt!r}")
     tables = ("transactions", "events", "customers")
-    if out.is_dir() and not replace and not (out / MARKER).exists():
-        names = {f"{name}{suffix}" for name in tables for suffix in SUFFIXES}
-        taken = sorted(p.name for p in out.iterdir() if p.name.lower() in names)
+    names = {f"{name}{suffix}" for name in tables for suffix in SUFFIXES}
+    if out.is_dir() and not replace:
+        ours = _written(out)
+        taken = sorted(
+            p.name
+            for p in out.iterdir()
+            if p.name.lower() in names and ours.get(p.name) != _stamp(p)
+        )
         if taken:
             raise DataError(
                 f"{out}: holds {', '.join(taken)}, not written by clm data generate; refusing "
                 "to replace them (choose another folder, or pass --force to replace them)"
             )
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("Sample data written by clm data generate; it may be replaced.\n")
     written = {}
     for name in tables:
         table: pa.Table = getattr(data, name)
@@ -456,7 +461,24 @@ def write(
         else:
             pacsv.write_csv(_iso(table), path)
         written[name] = path
+    stamps = {p.name: _stamp(p) for p in written.values()}
+    (out / MARKER).write_text(json.dumps({"written_by": "clm data generate", "files": stamps}))
     return written
+
+
+def _stamp(path: Path) -> list[int]:
+    """What says a file is unchanged since it was written: its size and modification time."""
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns]
+
+
+def _written(out: Path) -> dict[str, list[int]]:
+    """The files an earlier ``write`` put in ``out``, with their stamps (none if unknown)."""
+    try:
+        files = json.loads((out / MARKER).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return files if isinstance(files, dict) else {}
 
 
 def _iso(table: pa.Table) -> pa.Table:

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -166,18 +167,31 @@ def _decide(
         )
         return decision | {"promoted": False, "champion_measured_on": None, "reason": reason}
     decision |= {"champion_metrics": _finite(metrics), "champion_measured_on": basis}
-    if gate.metric not in metrics:  # logged by a version from before the gate metric
-        reason = (
-            f"champion v{champion} has no {gate.metric} ({basis}); not compared, so not "
-            f"promoted: promote v{version} with clm models promote if it should serve"
+    metric, why = gate.metric, ""
+    lacking = [
+        side
+        for side, figures in (
+            ("challenger", evaluation.metrics),
+            (f"champion v{champion}", metrics),
         )
-        return decision | {"promoted": False, "reason": reason}
+        if metric not in figures
+    ]
+    if lacking:
+        fallback = gate.fallback
+        if fallback is None or any(fallback not in f for f in (evaluation.metrics, metrics)):
+            reason = (
+                f"{' and '.join(lacking)} has no {metric} ({basis}); not compared, so not "
+                f"promoted: promote v{version} with clm models promote if it should serve"
+            )
+            return decision | {"promoted": False, "reason": reason}
+        metric, why = fallback, f"; {' and '.join(lacking)} has no {gate.metric}"
+        decision["gate_metric"] = metric
     won = beats(
-        evaluation.metrics, metrics, gate.metric,
+        evaluation.metrics, metrics, metric,
         greater_is_better=gate.greater_is_better, min_improvement=min_improvement,
     )  # fmt: skip
     verdict = "beats" if won else "does not beat"
-    reason = f"challenger {verdict} champion v{champion} on {gate.metric} ({basis})"
+    reason = f"challenger {verdict} champion v{champion} on {metric} ({basis}{why})"
     return decision | {"promoted": won, "reason": reason}
 
 
@@ -203,7 +217,9 @@ def log_and_register(
         mlflow.set_tag("clm.warnings", " | ".join(warnings)[:5000])
     uri = _log_model(kind, model, fold, horizon)
     name = MODEL_NAMES[kind]
-    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered"
+    # MLflow prints "Successfully registered model" to stderr (kept with --debug).
+    quiet = os.environ.get("MLFLOW_LOGGING_LEVEL", "").upper() == "ERROR"
+    with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
         version = str(mlflow.register_model(uri, name).version)
     client = MlflowClient()
     client.set_registered_model_alias(name, "challenger", version)

@@ -43,10 +43,13 @@ class Gate:
 
     metric: str
     greater_is_better: bool
+    # Compared on instead when a side lacks ``metric`` (a fold whose buyers are all one
+    # class, a version logged before the metric existed).
+    fallback: str | None = None
 
 
 GATES = {
-    "churn": Gate("auc_buyers", True),
+    "churn": Gate("auc_buyers", True, fallback="auc"),
     "stage": Gate("log_loss", False),
     "clv": Gate("relative_mae", False),
 }

@@ -219,6 +219,11 @@ def test_output_options_are_checked_before_any_work_and_generate_keeps_other_fil
         ".clm-sample", "customers.parquet", "events.parquet", "transactions.2019-backup.xlsx",
         "transactions.parquet",
     ]  # fmt: skip
+    # A file put there since, or changed since, is not its own: refused.
+    (out / "transactions.parquet").write_bytes(b"someone's real transactions")
+    mine = clm("data", "generate", "--customers", "30", "--out", str(out))
+    assert mine.returncode == 1 and "holds transactions.parquet, not written by" in mine.stderr
+    assert (out / "transactions.parquet").read_bytes() == b"someone's real transactions"
 
 
 def test_config_show_never_prints_secrets(tmp_path: Path) -> None:

@@ -539,6 +539,12 @@ def test_semicolon_and_tab_separated_exports_are_read(tmp_path: Path) -> None:
             "SELECT customer_id, amount FROM transactions ORDER BY _row"
         ).fetchall()
         assert rows == [("a", 5.5), ("b,c", -2.0)], delimiter
+    # A quoted name may hold another separator; a quoted line break moves the lines on.
+    (tmp_path / "transactions.csv").write_text(
+        'customer_id;"amount, EUR";timestamp\n"a\nb";1;2024-01-01\nc;x;2024-01-02\n'
+    )
+    with pytest.raises(DataError, match=r"row 2 \(line 4\) 'x'"):
+        load(tmp_path, columns={"transactions": {"amount": "amount, EUR"}})
     # A decimal comma is named as a bad amount, with its row and line.
     (tmp_path / "transactions.csv").write_text("customer_id;timestamp;amount\na;2024-01-01;25,00\n")
     with pytest.raises(DataError, match=r"column 'amount'.*row 1 \(line 2\) '25,00'"):

@@ -140,6 +140,28 @@ def test_fits_validate_on_held_out_customers_and_never_fit_their_outcomes(
     np.testing.assert_array_equal(rows.fit, ~rows.valid)
 
 
+def test_a_validation_fifth_too_small_or_of_one_class_falls_back_to_the_latest_cutoff() -> None:
+    ids = [f"c{i}" for i in range(400)]
+    X = pd.DataFrame(
+        {"customer_id": ids * 2, "as_of": [date(2024, 1, 1)] * 400 + [date(2024, 6, 1)] * 400}
+    )
+    latest = (X["as_of"] == date(2024, 6, 1)).to_numpy()
+    split = validation_split(X, 90)
+    assert split.valid.sum() >= 50 and not (split.valid & ~latest).any()
+    # A binary target of one class among the held-out rows: the whole latest cutoff instead.
+    target = np.where(split.valid, 0, np.arange(len(X)) % 2)
+    fallback = validation_split(X, 90, target)
+    np.testing.assert_array_equal(fallback.valid, latest)
+    np.testing.assert_array_equal(fallback.fit, ~latest)
+    # Too few customers for 50 held-out rows: the same; with one cutoff, every fifth row.
+    small = X[X["customer_id"].isin(ids[:60])].reset_index(drop=True)
+    np.testing.assert_array_equal(
+        validation_split(small, 90).valid, (small["as_of"] == date(2024, 6, 1)).to_numpy()
+    )
+    one = small[small["as_of"] == date(2024, 6, 1)].reset_index(drop=True)
+    np.testing.assert_array_equal(validation_split(one, 90).valid, np.arange(len(one)) % 5 == 0)
+
+
 def test_churn_model_follows_the_scikit_learn_contract(churn_model: ChurnModel) -> None:
     fresh = clone(churn_model)
     assert fresh.get_params()["label_horizon_days"] == 90

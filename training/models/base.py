@@ -39,8 +39,10 @@ def held_out_customers(ids: pd.Series, part: int = 0) -> np.ndarray:
     """One fifth of the customers (``part`` 0-4), the same ones at every cutoff and in every
     run (by id). Part 0 is the model choice's; part 1 the fit's own validation, so that a fit
     on the customers outside part 0 still has its validation customers."""
-    text = ids.astype(str)
-    return np.fromiter((zlib.crc32(i.encode()) % 5 == part for i in text), bool, len(text))
+    # Each distinct id hashed once: snapshots at several cutoffs repeat every customer.
+    codes, uniques = pd.factorize(ids.astype(str))
+    parts = np.fromiter((zlib.crc32(i.encode()) % 5 for i in uniques), np.int64, len(uniques))
+    return parts[codes] == part
 
 
 @dataclass(frozen=True)
@@ -55,30 +57,46 @@ class Split:
         return cls(~valid, valid)
 
 
-def validation_split(X: pd.DataFrame, label_horizon_days: int) -> Split:
+# Fewer validation rows than this (or one class of ``target``) and the split falls back.
+MIN_VALIDATION_ROWS = 50
+
+
+def validation_split(
+    X: pd.DataFrame, label_horizon_days: int, target: np.ndarray | None = None
+) -> Split:
     """Validate on a fifth of the customers at the latest cutoff; fit the rest, purged.
 
     A held-out customer's row at an earlier cutoff is fitted only when its label window
     ``[as_of, as_of + label_horizon_days)`` ends by the latest cutoff: a row whose labels run
     into the validation window would carry that customer's validation outcome into the fit.
     Other customers' rows are fitted at every cutoff, the latest included. Without
-    ``customer_id``, every fifth row is held out; with too few customers for a held-out fifth
-    at the latest cutoff, the latest cutoff is the validation fold and the earlier ones fitted.
+    ``customer_id``, every fifth row is held out. With too few customers for a held-out fifth
+    (under MIN_VALIDATION_ROWS rows, no fitted row, or, given ``target``, one class only), the
+    latest cutoff is the validation fold and the earlier ones fitted; with one cutoff, every
+    fifth row is held out.
     """
     n = len(X)
+    every_fifth = Split.complement(np.arange(n) % 5 == 0)
     if "customer_id" not in X.columns:
-        return Split.complement(np.arange(n) % 5 == 0)
+        return every_fifth
     held = held_out_customers(X["customer_id"], part=1)
-    if "as_of" not in X.columns or X["as_of"].nunique() < 2:
-        return Split.complement(held)
+    several = "as_of" in X.columns and X["as_of"].nunique() > 1
+    if not several:
+        split = Split.complement(held)
+        return split if _usable(split, target) else every_fifth
     as_of = pd.to_datetime(X["as_of"])
     latest_day = as_of.max()
     latest = (as_of == latest_day).to_numpy()
     labels_end = (as_of + pd.Timedelta(days=label_horizon_days) <= latest_day).to_numpy()
     split = Split(~held | (labels_end & ~latest), latest & held)
-    if not split.valid.any() or not split.fit.any():
-        return Split.complement(latest)
-    return split
+    return split if _usable(split, target) else Split.complement(latest)
+
+
+def _usable(split: Split, target: np.ndarray | None) -> bool:
+    """Enough validation rows (of both classes, for a binary target) and some to fit."""
+    if split.valid.sum() < MIN_VALIDATION_ROWS or not split.fit.any():
+        return False
+    return target is None or len(np.unique(target[split.valid])) > 1
 
 
 def check_fitted(model: Any) -> None:

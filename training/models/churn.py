@@ -140,7 +140,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 f"churn labels have a single class ({int(target[0]) if len(target) else '-'} "
                 "for every customer): nothing to learn; use more customers or another horizon"
             )
-        split = validation_split(X, self.label_horizon_days)
+        split = validation_split(X, self.label_horizon_days, target)
         valid = split.valid
         ids = X.loc[valid, "customer_id"] if "customer_id" in X else pd.Series(range(valid.sum()))
         self.encoder_, self.booster_, self.calibration_, self.calibrator_, losses = (
