@@ -254,7 +254,7 @@ def _check_cutoff(dataset: Dataset, as_of: date, settings: ClmSettings, labels: 
             f"as_of {as_of:%Y-%m-%d} is not after the first record ({first:%Y-%m-%d}); "
             "no customer is known before it"
         )
-    stale = (cutoff - as_of_datetime(last.date())).days - 1
+    stale = (cutoff - as_of_datetime(last.date())).days
     if stale > settings.features.stale_after_days:
         warnings.warn(
             f"as_of {as_of:%Y-%m-%d} is {stale:,} days after the data's last record "

@@ -439,21 +439,16 @@ def _warn_unmatched_customers(dataset: Dataset) -> None:
     end up here)."""
     if not dataset.row_counts.get("customers"):
         return
-    # The candidates (no signup date) are the small side: the logs are filtered by them.
+    (undated,) = one_row(dataset.con, "SELECT count(*) FROM customers WHERE signup_date IS NULL")
+    if not undated:  # every row is known from its signup date on (no scan of the logs)
+        return
     rows = dataset.con.execute(
         """
-        WITH candidates AS (
-            SELECT _row, customer_id FROM customers WHERE signup_date IS NULL
-        ),
-        named AS (
-            SELECT customer_id FROM transactions
-            WHERE customer_id IN (SELECT customer_id FROM candidates)
-            UNION
-            SELECT customer_id FROM events
-            WHERE customer_id IN (SELECT customer_id FROM candidates)
-        )
         SELECT c._row, c.customer_id, count(*) OVER () AS n
-        FROM candidates c ANTI JOIN named USING (customer_id)
+        FROM customers c
+        WHERE c.signup_date IS NULL
+          AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.customer_id = c.customer_id)
+          AND NOT EXISTS (SELECT 1 FROM events e WHERE e.customer_id = c.customer_id)
         ORDER BY c._row
         LIMIT 3
         """
@@ -461,9 +456,10 @@ def _warn_unmatched_customers(dataset: Dataset) -> None:
     if rows:
         shown = ", ".join(f"{cid!r} (row {row})" for row, cid, _ in rows)
         count = int(rows[0][2])
+        verbs = ("s match", "have") if count > 1 else (" matches", "has")
         warnings.warn(
-            f"{dataset.sources['customers']}: {count:,} customer row{'s' if count > 1 else ''} "
-            f"match no transaction or event and have no signup_date ({shown}"
+            f"{dataset.sources['customers']}: {count:,} customer row{verbs[0]} no transaction "
+            f"or event and {verbs[1]} no signup_date ({shown}"
             f"{', ...' if count > len(rows) else ''}): never scored; check that ids are "
             "written the same way in every table",
             UserWarning,

@@ -81,6 +81,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _kinds(meta: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The store's whole-number and flag columns (a SQLite store written before they were
+    recorded has them in its layout)."""
+    layout = meta.get("layout") or {}
+    whole = meta.get("whole_numbers", layout.get("integers", []))
+    return whole, meta.get("flags", layout.get("flags", []))
+
+
 @bentoml.service(
     name="clm",
     workers=SETTINGS.serving.worker_count(),
@@ -106,7 +114,7 @@ class Scoring:
         meta = self.store.meta()
         self.scorer = Scorer(
             load_champions(settings), settings, meta["new_customer"], present=meta["columns"],
-            kinds=(meta.get("whole_numbers", ()), meta.get("flags", ())),
+            kinds=_kinds(meta),
         )  # fmt: skip
         self.max_customers = settings.serving.max_customers
         self.batcher: MicroBatcher[RequestRows, list[dict[str, Any]]] = MicroBatcher(

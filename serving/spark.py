@@ -64,6 +64,17 @@ appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
 """
 
 
+def _log_profile() -> Path:
+    """LOG4J2 in a folder of this user's own (not a name in the shared temp folder that
+    another user could create first), written atomically; its path."""
+    folder = Path(tempfile.mkdtemp(prefix="clm-spark-log-"))  # mode 0700
+    path = folder / "log4j2.properties"
+    partial = folder / ".log4j2.properties.partial"
+    partial.write_text(LOG4J2)
+    os.replace(partial, path)
+    return path
+
+
 def spark_session(settings: ClmSettings) -> Any:
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
@@ -72,18 +83,23 @@ def spark_session(settings: ClmSettings) -> Any:
     # PySpark 4 warns that pandas 3 is not fully supported; the Spark engine's output is
     # tested equal to the local engine's with the pinned pandas.
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
-    log_config = Path(tempfile.gettempdir()) / f"clm-spark-log4j2-{os.getuid()}.properties"
-    if not log_config.is_file() or log_config.read_text() != LOG4J2:
-        log_config.write_text(LOG4J2)
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise DataError(
             "--engine spark needs PySpark: pip install 'clm[spark]' (make install does)"
         ) from None
+    log_config = _log_profile()
+    try:
+        return _builder(SparkSession, settings, log_config).getOrCreate()
+    finally:  # read by the JVM as it starts
+        shutil.rmtree(log_config.parent, ignore_errors=True)
+
+
+def _builder(session: Any, settings: ClmSettings, log_config: Path) -> Any:
     spark = settings.spark
     return (
-        SparkSession.builder.master(spark.master)
+        session.builder.master(spark.master)
         .appName("clm-score")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(spark.shuffle_partitions))
@@ -92,7 +108,6 @@ def spark_session(settings: ClmSettings) -> Any:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log_config}")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
     )
 
 

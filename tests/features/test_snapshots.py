@@ -118,7 +118,7 @@ def test_a_cutoff_long_after_the_data_is_warned_about(tmp_path: Path) -> None:
     with pytest.warns(UserWarning) as caught:
         late = build_snapshot(dataset, as_of=date(2024, 5, 1), settings=settings)
     assert [str(w.message) for w in caught] == [
-        "as_of 2024-05-01 is 51 days after the data's last record (2024-03-10): every "
+        "as_of 2024-05-01 is 52 days after the data's last record (2024-03-10): every "
         "customer looks inactive since then; check the date or the export "
         "(features.stale_after_days)"
     ]
@@ -126,7 +126,7 @@ def test_a_cutoff_long_after_the_data_is_warned_about(tmp_path: Path) -> None:
     # Within features.stale_after_days (31) of the last record: no warning.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        build_snapshot(dataset, as_of=date(2024, 4, 11), settings=settings)
+        build_snapshot(dataset, as_of=date(2024, 4, 10), settings=settings)  # 31 days
         quiet = settings.model_copy(
             update={"features": settings.features.model_copy(update={"stale_after_days": 60})}
         )
