@@ -30,7 +30,8 @@ CACHE = Path(__file__).parent / ".cache"
 AS_OF = date(2025, 7, 1)
 SHOWN = {
     "churn": ("auc", "log_loss", "baseline_recency_auc", "baseline_recency_log_loss",
-              "baseline_bgnbd_auc", "baseline_bgnbd_log_loss"),
+              "baseline_bgnbd_auc", "baseline_bgnbd_log_loss", "auc_buyers",
+              "baseline_recency_auc_buyers", "baseline_bgnbd_auc_buyers"),
     "stage": ("log_loss", "macro_f1", "baseline_markov_log_loss", "baseline_markov_macro_f1"),
     "clv": ("mae", "normalized_gini", "top_decile_capture", "baseline_bgnbd_gamma_gamma_mae",
             "baseline_bgnbd_gamma_gamma_normalized_gini"),
