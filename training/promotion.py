@@ -5,7 +5,9 @@ current champion on the same evaluation fold, by the gate metric of the kind
 (:data:`training.registry.GATES`) and the margin ``training.promotion_min_improvement``.
 A champion whose own training labels reached into this fold (its ``as_of`` is after the
 fold's cutoff) would be judged on data it has seen; then its out-of-sample metric from its
-own run is used instead, and the decision says so.
+own run is used instead, and the decision says so. When either side lacks the gate metric
+(a fold whose buyers are one class, a version logged before the metric), the two are
+compared on the gate's fallback (churn: every customer's AUC), and the reason says why.
 """
 
 from __future__ import annotations
@@ -178,13 +180,14 @@ def _decide(
     ]
     if lacking:
         fallback = gate.fallback
+        who = f"{' and '.join(lacking)} {'have' if len(lacking) > 1 else 'has'} no {metric}"
         if fallback is None or any(fallback not in f for f in (evaluation.metrics, metrics)):
             reason = (
-                f"{' and '.join(lacking)} has no {metric} ({basis}); not compared, so not "
-                f"promoted: promote v{version} with clm models promote if it should serve"
+                f"{who} ({basis}); not compared, so not promoted: promote v{version} with "
+                "clm models promote if it should serve"
             )
             return decision | {"promoted": False, "reason": reason}
-        metric, why = fallback, f"; {' and '.join(lacking)} has no {gate.metric}"
+        metric, why = fallback, f"; {who}"
         decision["gate_metric"] = metric
     won = beats(
         evaluation.metrics, metrics, metric,
