@@ -50,11 +50,6 @@ __all__ = [
 ]
 
 
-def _json(value: Any) -> str:
-    """A request value as it was written in JSON."""
-    return json.dumps(value)
-
-
 class BadInput(ValueError):
     """A request the caller must fix; the message names the customer and the field."""
 
@@ -269,7 +264,7 @@ class Scorer:
                 continue
             if isinstance(value, bool) != (name in self.flags):
                 wanted = "true or false" if name in self.flags else "a number"
-                raise BadInput(f"{where}: expected {wanted}, got {_json(value)}")
+                raise BadInput(f"{where}: expected {wanted}, got {json.dumps(value)}")  # as sent
             if isinstance(value, bool):
                 continue
             if name in self.whole_numbers and value != int(value):
