@@ -240,7 +240,8 @@ def score(
         Path | None,
         typer.Option(
             "--customers",
-            help="CSV/Parquet list with a customer_id column (default: every known customer).",
+            help="CSV/Parquet list with a customer_id column, or its mapped name "
+            "(default: every known customer).",
         ),
     ] = None,
     horizon_days: Annotated[

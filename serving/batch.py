@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from clm.errors import DataError
-from clm.settings import ClmSettings
+from clm.settings import TABLES, ClmSettings
 from features.contract import MAX_WHOLE_ID, row_places
 from features.snapshots import (
     build_snapshot,
@@ -89,8 +89,11 @@ class BatchSummary:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def read_customer_list(path: Path) -> pd.DataFrame:
-    """A CSV or Parquet list with a ``customer_id`` column (other columns are carried)."""
+def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV or Parquet list with a ``customer_id`` column (other columns are carried).
+
+    ``id_names``: the columns the data's mapping reads as ``customer_id``; a list without a
+    ``customer_id`` column may name its ids so (a list exported from the same system)."""
     if not path.is_file():
         raise DataError(f"{path}: customer list not found")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
@@ -104,7 +107,10 @@ def read_customer_list(path: Path) -> pd.DataFrame:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", pd.errors.ParserWarning)
                 frame = pd.read_csv(
-                    path, dtype={"customer_id": str}, keep_default_na=False, index_col=False
+                    path,
+                    dtype=dict.fromkeys(("customer_id", *id_names), str),
+                    keep_default_na=False,
+                    index_col=False,
                 )
         else:
             frame = pd.read_parquet(path)
@@ -114,9 +120,19 @@ def read_customer_list(path: Path) -> pd.DataFrame:
         message = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{path}: not a readable customer list ({message})") from exc
     if "customer_id" not in frame.columns:
-        raise DataError(
-            f"{path}: no customer_id column (found {', '.join(map(str, frame.columns[:10]))})"
-        )
+        mapped = [name for name in id_names if name in frame.columns]
+        if len(mapped) > 1:
+            raise DataError(
+                f"{path}: columns {' and '.join(map(repr, mapped))} are both mapped to "
+                "customer_id; keep one or name it customer_id"
+            )
+        if not mapped:
+            also = f" or {' / '.join(map(repr, id_names))} (mapped)" if id_names else ""
+            raise DataError(
+                f"{path}: no customer_id column{also} "
+                f"(found {', '.join(map(str, frame.columns[:10]))})"
+            )
+        frame = frame.rename(columns={mapped[0]: "customer_id"})
     if frame.empty:
         raise DataError(f"{path}: the customer list has no rows (expected one customer a row)")
 
@@ -141,6 +157,13 @@ def read_customer_list(path: Path) -> pd.DataFrame:
         )
     frame["customer_id"] = ids.astype(str)
     return frame
+
+
+def _mapped_id_names(settings: ClmSettings) -> tuple[str, ...]:
+    """The source names the column mapping gives ``customer_id`` (every table first)."""
+    columns = settings.data.columns
+    names = (columns.get(table, {}).get("customer_id") for table in ("*", *TABLES))
+    return tuple(dict.fromkeys(name for name in names if name and name != "customer_id"))
 
 
 def _ragged_row(path: Path) -> str:
@@ -441,7 +464,7 @@ def score_batch(
     # The list is checked before any slow work (features, models, Spark).
     listing = None
     if request.customers is not None:
-        listing = read_customer_list(request.customers)
+        listing = read_customer_list(request.customers, _mapped_id_names(settings))
         _check_carried(listing, request.customers, request.out, settings.serving.reasons)
     if request.engine == "spark":
         from serving.spark import score_with_spark

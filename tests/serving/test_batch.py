@@ -324,3 +324,31 @@ def test_data_without_an_event_type_the_champions_use_scores_with_zero_counts(
     )
     assert scored["customer_id"].tolist() == full["customer_id"].tolist()
     np.testing.assert_allclose(scored["churn_probability"], churn["churn_probability"], atol=1e-6)
+
+
+def test_a_list_may_name_its_ids_as_the_column_mapping_does(tmp_path: Path) -> None:
+    from serving.batch import _mapped_id_names, read_customer_list
+
+    mapped = ClmSettings(data={"columns": {"transactions": {"customer_id": "client"}}})  # type: ignore[arg-type]
+    names = _mapped_id_names(mapped)
+    assert names == ("client",)
+    listing = tmp_path / "list.csv"
+    listing.write_text("client,campaign\n007,a\n12,b\n")
+    frame = read_customer_list(listing, names)
+    assert frame.columns.tolist() == ["customer_id", "campaign"]
+    assert frame["customer_id"].tolist() == ["007", "12"]  # read as text, zeros kept
+    with pytest.raises(DataError, match=r"no customer_id column \(found client, campaign\)"):
+        read_customer_list(listing, ())
+    listing.write_text("id,campaign\n1,a\n")
+    with pytest.raises(DataError, match=r"no customer_id column or 'client' \(mapped\)"):
+        read_customer_list(listing, names)
+    # A customer_id column wins over the mapped name; two mapped names present is ambiguous.
+    listing.write_text("customer_id,client\n1,2\n")
+    assert read_customer_list(listing, names)["customer_id"].tolist() == ["1"]
+    both = ClmSettings(
+        data={"columns": {"*": {"customer_id": "client"}, "customers": {"customer_id": "id"}}}  # type: ignore[arg-type]
+    )
+    assert _mapped_id_names(both) == ("client", "id")
+    listing.write_text("client,id\n1,2\n")
+    with pytest.raises(DataError, match="'client' and 'id' are both mapped to customer_id"):
+        read_customer_list(listing, _mapped_id_names(both))
