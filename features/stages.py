@@ -32,9 +32,11 @@ from clm.settings import StageSettings
 from features.rollups import ensure_rollups
 from features.sql import FeatureQuery, date_literal, events_per_customer, text_list, ts_literal
 
-__all__ = ["STAGES", "signal_columns", "stage_query", "stages_at"]
+__all__ = ["PROSPECT_STAGES", "STAGES", "signal_columns", "stage_query", "stages_at"]
 
 STAGES = ("awareness", "consideration", "purchase", "retention", "advocacy", "churned")
+# The stages before a first purchase: a prospect cannot stop buying, so it has no churn risk.
+PROSPECT_STAGES = ("awareness", "consideration")
 
 
 def signal_columns(s: StageSettings) -> list[str]:

@@ -35,7 +35,7 @@ STAGE_COLOURS = {
 }
 MIN_BASE = 20  # customers a conversion rate needs before the channel heatmap shows it
 NPS_COLOURS = {"detractors": "#de2d26", "passives": "#bdbdbd", "promoters": "#31a354"}
-RISK_COLOURS = {"low": "#74c476", "medium": "#fd8d3c", "high": "#de2d26"}
+RISK_COLOURS = {"low": "#74c476", "medium": "#fd8d3c", "high": "#de2d26", "prospect": "#9e9ac8"}
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 0;
@@ -574,7 +574,7 @@ def _scores_section(report: Report) -> list[Part]:
             "chart-risk-stage",
             "Churn risk bands by stage",
             "each bar is a stage split into low, medium and high churn risk (thresholds in "
-            "serving.risk_medium / risk_high).",
+            "serving.risk_medium / risk_high); people who have not bought yet are prospects.",
         ),
         Chart(
             action_bar,

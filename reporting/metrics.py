@@ -41,7 +41,7 @@ _RANK = {"awareness": 0, "consideration": 1, "purchase": 2, "retention": 3, "adv
 _RANK["churned"] = 2
 _BUYING = ("purchase", "retention", "advocacy")
 SCORE_COLUMNS = ("customer_id", "stage", "churn_probability", "churn_risk", "clv", "action")
-RISK_BANDS = ("low", "medium", "high")
+RISK_BANDS = ("low", "medium", "high", "prospect")
 
 # R and F scores (1-5, 5 = most recent / most frequent) -> segment; first match wins.
 _SEGMENTS: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (
@@ -505,7 +505,9 @@ def read_scores(
     clv = pd.to_numeric(scores["clv"], errors="coerce")
     finite = pd.Series(np.isfinite(clv.to_numpy(dtype=float)), index=clv.index)
     _refuse_rows(path, "clv", ~finite, "a finite number")
-    _refuse_rows(path, "churn_risk", ~scores["churn_risk"].isin(RISK_BANDS), "low, medium or high")
+    _refuse_rows(
+        path, "churn_risk", ~scores["churn_risk"].isin(RISK_BANDS), "low, medium, high or prospect"
+    )
     _refuse_rows(path, "stage", ~scores["stage"].isin(STAGES), f"a stage ({', '.join(STAGES)})")
     if actions is not None:
         _refuse_rows(

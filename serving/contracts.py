@@ -80,8 +80,10 @@ class ScoreResult(BaseModel):
     churn_probability: float = Field(
         description="P(no purchase in the churn horizon), calibrated.", examples=[0.42]
     )
-    churn_risk: Literal["low", "medium", "high"] = Field(
-        description="Band of churn_probability (serving.risk_medium / risk_high)."
+    churn_risk: Literal["low", "medium", "high", "prospect"] = Field(
+        description="Band of churn_probability (serving.risk_medium / risk_high) for a "
+        "customer who has bought; 'prospect' for one who has not (stage awareness or "
+        "consideration), whose churn_probability is the chance of no first purchase."
     )
     next_stage: str = Field(
         description="Most likely stage after the stage horizon.", examples=["retention"]

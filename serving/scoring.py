@@ -31,14 +31,16 @@ from features.contract import MAX_NUMBER
 from features.engagement import per_type_suffixes
 from features.online import Layout, Vector
 from features.snapshots import absent_event_type_columns
-from features.stages import STAGES
+from features.stages import PROSPECT_STAGES, STAGES
 from serving.decision import Policy
 
 # A request this large predicts by the models' lookup tables, not tree walks (from
 # training.models.native.FOREST_ROWS = 16 rows on): the start-up passes build them.
 WARM_ROWS = 64
+PROSPECT = "prospect"  # the churn_risk of someone who has not bought yet
 
 __all__ = [
+    "PROSPECT",
     "BadInput",
     "Champions",
     "Scorer",
@@ -384,6 +386,7 @@ class Scorer:
         decisions = self.policy.decide(stage, churn, value["clv"])
         medium, high = self.settings.risk_medium, self.settings.risk_high
         risk = np.where(churn >= high, "high", np.where(churn >= medium, "medium", "low"))
+        risk = np.where(np.isin(stage, PROSPECT_STAGES), PROSPECT, risk)
         top = largest(contributions, min(self.settings.reasons, contributions.shape[1]))
         return Scores(
             stage=stage,

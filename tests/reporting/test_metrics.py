@@ -262,7 +262,7 @@ def test_scores_values_are_checked(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"'clv': 1 value\(s\) not a finite number: row\(s\) 2"):
         read_scores(_scores(tmp_path / "a.csv", clv=[1.0, "abc"]))
     with pytest.raises(
-        DataError, match=r"'churn_risk': 1 value\(s\) not low, medium or high: row\(s\) 1"
+        DataError, match=r"'churn_risk': 1 value\(s\) not low, medium, high or prospect: row\(s\) 1"
     ):
         read_scores(_scores(tmp_path / "b.csv", churn_risk=["High", "low"]))
     with pytest.raises(DataError, match=r"'stage': 1 value\(s\) not a stage"):

@@ -79,7 +79,13 @@ def built(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             "stage": snapshot["stage"],
             "churn_probability": probability,
             "churn_risk": np.select(
-                [probability >= 0.6, probability >= 0.3], ["high", "medium"], "low"
+                [
+                    snapshot["stage"].isin(["awareness", "consideration"]),
+                    probability >= 0.6,
+                    probability >= 0.3,
+                ],
+                ["prospect", "high", "medium"],
+                "low",
             ),
             "clv": rng.gamma(1.0, 100.0, len(snapshot)),
             "action": rng.choice(["none", "win_back", "vip_outreach"], len(snapshot)),
@@ -126,7 +132,9 @@ def test_top_at_risk_are_high_risk_and_most_valuable_first(built: Path) -> None:
     scores = pd.read_parquet(built / "scores.parquet")
     top = tables(page)["top-at-risk"]
     assert len(top) == 25
-    expected = scores[scores["churn_probability"] >= 0.6].nlargest(25, "clv")["customer_id"]
+    buyers = ~scores["stage"].isin(["awareness", "consideration"])  # prospects are not at risk
+    high = scores[buyers & (scores["churn_probability"] >= 0.6)]
+    expected = high.nlargest(25, "clv")["customer_id"]
     assert top["customer_id"].tolist() == expected.tolist()
     assert "champion CLV model" in page
 

@@ -51,6 +51,9 @@ def test_every_known_customer_is_scored_like_the_registered_models(
     np.testing.assert_allclose(everyone["clv"], clv["clv"], rtol=1e-5)
     assert set(everyone["action"]) > {"none"}
     assert everyone["reason_1"].notna().all()
+    prospects = everyone["stage"].isin(["awareness", "consideration"])
+    assert ((everyone["churn_risk"] == "prospect") == prospects).all()
+    assert set(everyone.loc[~prospects, "churn_risk"]) == {"low", "medium", "high"}
 
 
 def test_parquet_metadata_and_rows_name_the_model_versions(

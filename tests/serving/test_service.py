@@ -80,7 +80,10 @@ def test_result_fields_reasons_risk_bands_and_actions(server: str, snapshot) -> 
     for r in results:
         p = r["churn_probability"]
         band = "high" if p >= settings.serving.risk_high else "medium"
-        assert r["churn_risk"] == (band if p >= settings.serving.risk_medium else "low")
+        band = band if p >= settings.serving.risk_medium else "low"
+        # Someone who has not bought cannot stop buying: a prospect, whatever the probability.
+        prospect = r["stage"] in ("awareness", "consideration")
+        assert r["churn_risk"] == ("prospect" if prospect else band)
         assert sum(r["next_stage_probabilities"].values()) == pytest.approx(1, abs=1e-5)
         assert r["action"] in {*settings.decision.actions, "none"}
         assert (r["action"] == "none") == (r["action_value"] == 0)
@@ -90,7 +93,7 @@ def test_result_fields_reasons_risk_bands_and_actions(server: str, snapshot) -> 
         for reason in r["reasons"]:
             assert (reason["direction"] == "raises risk") == (reason["contribution"] > 0)
         assert set(r["model_versions"]) == {"clm-churn", "clm-stage", "clm-clv"}
-    assert {r["churn_risk"] for r in results} == {"low", "medium", "high"}
+    assert {r["churn_risk"] for r in results} == {"low", "medium", "high", "prospect"}
     assert len({r["action"] for r in results}) >= 2
 
 
