@@ -44,7 +44,8 @@ from features.snapshots import (
     fill_absent_event_types,
     new_customer_row,
 )
-from features.sources import load
+from features.sources import Dataset, load
+from features.sql import as_of_datetime
 from features.stages import STAGES
 from serving.decision import NO_ACTION, Decisions, apply_budget
 from serving.scoring import Scorer, Scores, load_champions
@@ -164,6 +165,27 @@ def _mapped_id_names(settings: ClmSettings) -> tuple[str, ...]:
     columns = settings.data.columns
     names = (columns.get(table, {}).get("customer_id") for table in ("*", *TABLES))
     return tuple(dict.fromkeys(name for name in names if name and name != "customer_id"))
+
+
+def warn_long_horizons(dataset: Dataset, request: BatchRequest) -> None:
+    """A horizon asked for that is longer than the history before the cutoff: the models
+    extrapolate it (the training section says how) past any span the data shows."""
+    first, _ = dataset.date_range()
+    if first is None:
+        return
+    history = (as_of_datetime(request.as_of) - first).days
+    asked = (
+        ("--horizon-days", request.horizon_days),
+        ("--clv-horizon-days", request.clv_horizon_days),
+    )
+    for option, days in asked:
+        if days is not None and days > history:
+            warnings.warn(
+                f"{option} {days:,} is longer than the {history:,} days of history before "
+                "--as-of: the models extrapolate it past any span the data shows",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _ragged_row(path: Path) -> str:
@@ -478,6 +500,7 @@ def score_batch(
         loading = pool.submit(load_champions, settings, settings.training.n_jobs)
         dataset = load(request.data, columns=settings.data.columns)
         timings["load"] = time.perf_counter() - started
+        warn_long_horizons(dataset, request)
         types = event_types_before(dataset, as_of=request.as_of, settings=settings)
         snapshot = build_snapshot(
             dataset, as_of=request.as_of, settings=settings, event_types=types

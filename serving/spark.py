@@ -173,12 +173,13 @@ def score_with_spark(
     and the model versions."""
     from pyspark.sql import functions as F
 
-    from serving.batch import output_metadata
+    from serving.batch import output_metadata, warn_long_horizons
     from serving.scoring import champion_versions
 
     _, versions = champion_versions(settings)
     session = spark_session(settings)
     dataset = load(request.data, columns=settings.data.columns)
+    warn_long_horizons(dataset, request)
     types = event_types_before(dataset, as_of=request.as_of, settings=settings)
     new_customer = new_customer_row(
         dataset, as_of=request.as_of, settings=settings, event_types=types

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -102,9 +103,15 @@ def test_budget_keeps_the_most_valuable_costly_actions(
 def test_longer_horizon_lowers_the_chance_of_no_purchase(
     deployment: Deployment, everyone: pd.DataFrame, tmp_path: Path
 ) -> None:
-    longer = run(deployment, tmp_path / "h.parquet", horizon_days=180)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 180 days is well inside the history: no warning
+        longer = run(deployment, tmp_path / "h.parquet", horizon_days=180)
     assert (longer["churn_probability"] <= everyone["churn_probability"] + 1e-9).all()
     assert longer["churn_probability"].mean() < everyone["churn_probability"].mean() - 0.01
+    # Longer than the history before the cutoff (2023-01-01 to 2025-07-01): scored, and said.
+    with pytest.warns(UserWarning, match="--clv-horizon-days 5,000 is longer than the 9"):
+        far = run(deployment, tmp_path / "far.parquet", clv_horizon_days=5000)
+    assert (far["expected_purchases"] >= everyone["expected_purchases"] - 1e-9).all()
 
 
 @pytest.mark.parametrize(
