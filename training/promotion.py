@@ -2,12 +2,19 @@
 
 The gate compares the challenger (the model fitted without the evaluation fold) with the
 current champion on the same evaluation fold, by the gate metric of the kind
-(:data:`training.registry.GATES`) and the margin ``training.promotion_min_improvement``.
-A champion whose own training labels reached into this fold (its ``as_of`` is after the
-fold's cutoff) would be judged on data it has seen; then its out-of-sample metric from its
-own run is used instead, and the decision says so. When either side lacks the gate metric
-(a fold whose buyers are one class, a version logged before the metric), the two are
-compared on the gate's fallback (churn: every customer's AUC), and the reason says why.
+(:data:`training.registry.GATES`) and the margin ``training.promotion_min_improvement``:
+
+* a champion fitted only on cutoffs before the fold's is scored on it. When its training
+  labels ran past the fold's cutoff (a retrain less than a horizon later), the overlap can
+  only favour it, and the reason gives the days;
+* a champion evaluated on this very fold (same cutoff and label horizon: a retrain on the
+  same --as-of) is compared by the out-of-sample metrics its own run logged there;
+* a champion fitted on the fold's cutoff or later (a backfill, a longer horizon) has seen
+  the fold: the two are not compared and the challenger is not promoted.
+
+When either side lacks the gate metric (a fold whose buyers are one class, a version logged
+before the metric), the two are compared on the gate's fallback (churn: every customer's
+AUC), and the reason says why. The reason gives both figures and the fold.
 """
 
 from __future__ import annotations
@@ -129,17 +136,45 @@ def _log_model(kind: str, model: Any, fold: pd.DataFrame, horizon: int) -> str:
 def _champion_metrics(
     kind: str, version: str, fold: pd.DataFrame, folds: Folds
 ) -> tuple[dict[str, float], str]:
-    """The champion's metrics on this fold, or its own logged ones if it has seen the fold."""
+    """The champion's metrics on this fold and how they were measured; NotComparable when
+    it was fitted on the fold's cutoff or later (see the module doc)."""
     client = MlflowClient()
     name = MODEL_NAMES[kind]
     run_id = client.get_model_version(name, version).run_id
     run = client.get_run(run_id) if run_id else None
-    trained_to = run.data.params.get("as_of") if run else None
-    if run and trained_to and date.fromisoformat(trained_to) > folds.evaluation:
-        return dict(run.data.metrics), "its logged metrics: it was trained on this fold"
+    params = run.data.params if run else {}
+    here = f"the evaluation fold at {folds.evaluation}"
+
+    def day(key: str) -> date | None:
+        value = params.get(key)
+        return date.fromisoformat(value) if value else None
+
+    cutoffs = [date.fromisoformat(c) for c in params.get("cutoffs", "").split(",") if c]
+    if day("evaluation_cutoff") == folds.evaluation and params.get("label_horizon_days") == str(
+        folds.horizon_days
+    ):
+        logged = dict(run.data.metrics) if run else {}
+        return logged, f"both on {here}; the champion's from its own run"
+    if cutoffs and max(cutoffs) >= folds.evaluation:
+        raise NotComparable(
+            f"champion v{version} was fitted on cutoffs up to {max(cutoffs)}, not before "
+            f"{here}: it has seen the fold"
+        )
+    basis = f"both on {here}"
+    trained_to = day("as_of")
+    if trained_to and trained_to > folds.evaluation:
+        overlap = (trained_to - folds.evaluation).days
+        basis += (
+            f"; the champion's training labels reach {overlap} days into the fold's label window, "
+            "which can only favour the champion"
+        )
     champion = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     output = champion.predict(feature_frame(fold), params={"horizon_days": folds.horizon_days})
-    return TASKS[kind].metrics(output, fold), "this evaluation fold"
+    return TASKS[kind].metrics(output, fold), basis
+
+
+class NotComparable(Exception):
+    """The champion cannot be measured on the challenger's evaluation fold."""
 
 
 def _decide(
@@ -160,6 +195,12 @@ def _decide(
         return decision | {"promoted": True, "reason": "first version"}
     try:
         metrics, basis = _champion_metrics(kind, champion, fold, folds)
+    except NotComparable as error:
+        reason = (
+            f"{error}; not compared, so not promoted: promote v{version} with clm models "
+            "promote if it should serve"
+        )
+        return decision | {"promoted": False, "champion_measured_on": None, "reason": reason}
     except Exception as error:  # e.g. features added or renamed since it was trained
         first = " ".join(str(error).split())[:300]
         reason = (
@@ -194,7 +235,8 @@ def _decide(
         greater_is_better=gate.greater_is_better, min_improvement=min_improvement,
     )  # fmt: skip
     verdict = "beats" if won else "does not beat"
-    reason = f"challenger {verdict} champion v{champion} on {metric} ({basis}{why})"
+    figures = f"{evaluation.metrics[metric]:.4f} against {metrics[metric]:.4f}"
+    reason = f"challenger {verdict} champion v{champion} on {metric}: {figures} ({basis}{why})"
     return decision | {"promoted": won, "reason": reason}
 
 

@@ -256,12 +256,59 @@ def test_a_champion_logged_without_the_gate_metric_is_compared_on_the_fallback(
             con.execute(f"DELETE FROM {table} WHERE key LIKE '%auc_buyers'")
     run = MlflowClient().get_run(first.models["churn"]["run_id"])
     assert "auc" in run.data.metrics and "auc_buyers" not in run.data.metrics
-    # Trained on this evaluation fold, so its logged metrics are what it is compared on.
+    # Evaluated on this very fold, so its logged metrics are what it is compared on.
     again = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), settings)
     outcome = again.models["churn"]
     assert outcome["promoted"] is False  # the same model: a tie never promotes
+    auc = run.data.metrics["auc"]
     assert outcome["reason"] == (
-        "challenger does not beat champion v1 on auc (its logged metrics: it was trained on "
-        "this fold; champion v1 has no auc_buyers)"
+        f"challenger does not beat champion v1 on auc: {auc:.4f} against {auc:.4f} (both on "
+        "the evaluation fold at 2025-04-02; the champion's from its own run; champion v1 has "
+        "no auc_buyers)"
+    )
+    assert champion_version("clm-churn") == "1"
+
+
+def test_a_retrain_a_month_later_scores_the_champion_on_the_new_fold(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    first = train(TrainRequest(data=sample_dir, as_of=date(2025, 6, 1), kinds=("churn",)), settings)
+    logged = MlflowClient().get_run(first.models["churn"]["run_id"]).data.metrics
+    # v1 was evaluated on 2025-03-03 and fitted on cutoffs up to it; its labels run to
+    # 2025-06-01, 60 days into the new fold's (2025-04-02 to 2025-07-01).
+    again = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), settings)
+    outcome = again.models["churn"]
+    decision = json.loads(
+        Path(MlflowClient().download_artifacts(outcome["run_id"], "promotion.json")).read_text()
+    )
+    assert decision["champion_measured_on"] == (
+        "both on the evaluation fold at 2025-04-02; the champion's training labels reach 60 "
+        "days into the fold's label window, which can only favour the champion"
+    )
+    # Measured anew on the challenger's fold, not taken from v1's own run.
+    assert decision["champion_metrics"]["auc_buyers"] != pytest.approx(logged["auc_buyers"])
+    figures = (
+        f"{decision['challenger_metrics']['auc_buyers']:.4f} against "
+        f"{decision['champion_metrics']['auc_buyers']:.4f}"
+    )
+    assert f"champion v1 on auc_buyers: {figures} (both on the evaluation fold" in outcome["reason"]
+    assert outcome["promoted"] == (
+        decision["challenger_metrics"]["auc_buyers"] > decision["champion_metrics"]["auc_buyers"]
+    )
+
+
+def test_a_backfill_is_not_compared_with_a_champion_that_has_seen_its_fold(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), settings)
+    older = train(TrainRequest(data=sample_dir, as_of=date(2025, 3, 1), kinds=("churn",)), settings)
+    outcome = older.models["churn"]
+    assert outcome["promoted"] is False
+    assert outcome["reason"] == (
+        "champion v1 was fitted on cutoffs up to 2025-04-02, not before the evaluation fold at "
+        "2024-12-01: it has seen the fold; not compared, so not promoted: promote v2 with clm "
+        "models promote if it should serve"
     )
     assert champion_version("clm-churn") == "1"
