@@ -45,6 +45,7 @@ __all__ = [
     "absent_event_type_columns",
     "build_snapshot",
     "build_snapshots",
+    "check_trained_event_types",
     "event_types_before",
     "fill_absent_event_types",
     "new_customer_row",
@@ -138,16 +139,61 @@ def absent_event_type_columns(
     data with an event type (referrals, say) meets data with none of it before the cutoff,
     where every customer's counts and trends of that type are 0. Other missing columns are
     left out (for the caller to refuse)."""
+    return [n for n in wanted if n not in present and _event_type_of(n, settings) is not None]
+
+
+def _event_type_of(name: str, settings: ClmSettings) -> str | None:
+    """The event type (as its column names spell it) of a per-event-type column, else None."""
     suffixes = ["_" + s for s in per_type_suffixes(settings.features)]
-    absent = []
-    for name in wanted:
-        if name in present:
-            continue
-        suffix = next((s for s in suffixes if name.endswith(s)), None)
-        fragment = name[: -len(suffix)] if suffix else ""
-        if fragment and identifier(fragment) == fragment:
-            absent.append(name)
-    return absent
+    suffix = next((s for s in suffixes if name.endswith(s)), None)
+    fragment = name[: -len(suffix)] if suffix else ""
+    return fragment if fragment and identifier(fragment) == fragment else None
+
+
+def check_trained_event_types(
+    wanted: Iterable[str],
+    dataset: Dataset,
+    *,
+    as_of: date,
+    settings: ClmSettings,
+    event_types: list[str],
+) -> None:
+    """Models trained with event types (``wanted``: their feature names) meet this data:
+    with no events at all before ``as_of`` (a lost events file) every engagement feature
+    would read 0, so that is refused; types the data lacks are warned about (their counts
+    are 0 for everyone). ``event_types``: :func:`event_types_before`'s answer."""
+    names = set(wanted)
+    suffixes = per_type_suffixes(settings.features)
+    # A type has every per-type column ("events_trend_..." is the all-events trend).
+    trained = {
+        t
+        for n in names
+        if (t := _event_type_of(n, settings)) is not None
+        and all(f"{t}_{suffix}" in names for suffix in suffixes)
+    }
+    if not trained:
+        return
+    if settings.features.event_types is None:
+        seen = set(event_types)
+    else:  # configured types are counted whether the data has them or not
+        rows = dataset.con.sql(
+            f"SELECT DISTINCT event_type FROM events WHERE ts < {ts_literal(as_of)}"
+        ).fetchall()
+        seen = {r[0] for r in rows}
+    if not seen:
+        raise DataError(
+            f"the data has no events before {as_of:%Y-%m-%d}, but the champions were trained "
+            f"with events ({', '.join(sorted(trained)[:5])}, ...): every customer would look "
+            "never engaged. Add the events table, or retrain on this data"
+        )
+    lacking = sorted(trained - {identifier(t) for t in seen})
+    if lacking:
+        warnings.warn(
+            f"the data has no {', '.join(lacking)} events before {as_of:%Y-%m-%d}; the "
+            "champions were trained with them, and score their counts as 0 for everyone",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def fill_absent_event_types(

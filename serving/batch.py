@@ -40,6 +40,7 @@ from clm.settings import TABLES, ClmSettings
 from features.contract import MAX_WHOLE_ID, row_places
 from features.snapshots import (
     build_snapshot,
+    check_trained_event_types,
     event_types_before,
     fill_absent_event_types,
     new_customer_row,
@@ -511,6 +512,9 @@ def score_batch(
         timings["features"] = time.perf_counter() - started - timings["load"]
         champions = loading.result()
     scorer = Scorer(champions, settings, new_customer)
+    check_trained_event_types(
+        scorer.columns, dataset, as_of=request.as_of, settings=settings, event_types=types
+    )
     scoring_started = time.perf_counter()
     rows, known, carried = _rows_to_score(listing, snapshot, new_customer)
     names = scorer.columns

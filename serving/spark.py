@@ -34,6 +34,7 @@ from clm.errors import DataError
 from clm.settings import ClmSettings
 from features.rollups import ROLLUPS
 from features.snapshots import (
+    check_trained_event_types,
     event_types_before,
     fill_absent_event_types,
     new_customer_row,
@@ -184,6 +185,10 @@ def score_with_spark(
     new_customer = new_customer_row(
         dataset, as_of=request.as_of, settings=settings, event_types=types
     )
+    check_trained_event_types(
+        _signature_inputs(versions), dataset, as_of=request.as_of, settings=settings,
+        event_types=types,
+    )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="clm-spark-") as tmp:
         _register(session, dataset, Path(tmp))
         sql = snapshot_sql(
@@ -230,6 +235,18 @@ def score_with_spark(
         summary = _summary(scored, total, cut)
         _write(scored, request.out, output_metadata(dict(versions), request.as_of))
     return summary, versions
+
+
+def _signature_inputs(versions: dict[str, str]) -> list[str]:
+    """The features the champions were logged with (their MLflow signatures: no unpickling
+    on the driver, whose workers load the models)."""
+    import mlflow
+
+    names: list[str] = []
+    for name, version in versions.items():
+        signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+        names += signature.inputs.input_names() if signature is not None else []
+    return names
 
 
 def _apply_budget(session: Any, scored: Any, settings: ClmSettings, budget: int) -> tuple[Any, int]:

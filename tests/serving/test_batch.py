@@ -362,3 +362,26 @@ def test_a_list_may_name_its_ids_as_the_column_mapping_does(tmp_path: Path) -> N
     listing.write_text("client,id\n1,2\n")
     with pytest.raises(DataError, match="'client' and 'id' are both mapped to customer_id"):
         read_customer_list(listing, _mapped_id_names(both))
+
+
+def test_scoring_data_without_the_events_the_champions_know_is_refused_or_warned(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    folder = tmp_path / "lost-events"
+    folder.mkdir()
+    for table in ("transactions", "customers"):
+        name = f"{table}.parquet"
+        (folder / name).write_bytes((deployment.data / name).read_bytes())
+    out = tmp_path / "s.parquet"
+    # A lost events file: every customer would look never engaged, and the scores move.
+    request = BatchRequest(data=folder, as_of=date(2025, 7, 1), out=out)
+    with pytest.raises(DataError, match=r"no events before 2025-07-01, but the champions were"):
+        score_batch(request, settings(deployment))
+    assert not out.exists()
+    # One event type gone: scored (its counts are 0 for everyone), and said.
+    events = pd.read_parquet(deployment.data / "events.parquet")
+    assert "review" in set(events["event_type"])
+    events[events["event_type"] != "review"].to_parquet(folder / "events.parquet")
+    with pytest.warns(UserWarning, match=r"the data has no review events before 2025-07-01"):
+        score_batch(request, settings(deployment))
+    assert len(pd.read_parquet(out)) > 500
