@@ -118,6 +118,9 @@ def test_pyfunc_returns_probabilities_and_takes_a_horizon(
     p365 = churn.predict(features, params={"horizon_days": 365})["churn_probability"].to_numpy()
     assert np.all(p365 <= p90 + 1e-9)  # no purchase in a year implies none in 90 days
     assert p365.mean() < p90.mean() - 0.01
+    for bad in (0, -5):  # no answer for these: refused, not the trained horizon or 1.0
+        with pytest.raises(Exception, match=r"horizon_days: .* whole number of days >= 1"):
+            churn.predict(features, params={"horizon_days": bad})
     stage = mlflow.pyfunc.load_model("models:/clm-stage@champion").predict(features)
     assert {"next_stage", "probability_advocacy", "probability_churned"} <= set(stage.columns)
     clv = mlflow.pyfunc.load_model("models:/clm-clv@champion").predict(features)

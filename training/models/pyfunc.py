@@ -8,9 +8,11 @@ DataFrame of what a user wants (probabilities, not class labels): ``churn_probab
 
 from __future__ import annotations
 
+import numbers
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.models.signature import ModelSignature
@@ -32,7 +34,19 @@ class EstimatorPyfunc(PythonModel):
         # schema) and, unlike no hint, does not warn about on every import of this module.
         horizon = (params or {}).get("horizon_days")
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return self.estimator.predict_frame(frame, horizon_days=int(horizon) if horizon else None)
+        return self.estimator.predict_frame(frame, horizon_days=_horizon(horizon))
+
+
+def _horizon(value: Any) -> int | None:
+    """``params["horizon_days"]``: None (the trained horizon) or a whole number of days >= 1
+    (0 or a negative horizon has no answer: it would give the trained one, or 1.0)."""
+    if value is None:
+        return None
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    number = float(value) if real else -1.0
+    if not (number >= 1 and number.is_integer()):
+        raise ValueError(f"params horizon_days: {value!r} (expected a whole number of days >= 1)")
+    return int(number)
 
 
 def input_example(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
