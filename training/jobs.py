@@ -25,11 +25,18 @@ from clm.errors import DataError
 from clm.settings import ClmSettings, LabelSettings
 from features.snapshots import build_snapshot, build_snapshots
 from features.sources import Dataset, load
+from training.evaluate import beats
 from training.models.base import held_out_customers
 from training.models.tabular import xgb_params
 from training.promotion import log_and_register, promote_passed
-from training.registry import configure_tracking
-from training.splits import Folds, backtest_folds, longest_purged_horizon, tuning_needs
+from training.registry import GATES, configure_tracking
+from training.splits import (
+    Folds,
+    backtest_folds,
+    longest_purged_horizon,
+    purged_history_days,
+    tuning_needs,
+)
 from training.tasks import TASKS, make_estimator
 from training.tune import tune, tuning_steps
 
@@ -103,10 +110,14 @@ def plan_folds(
             first_day=first_day, as_of=as_of, horizon_days=horizon,
             min_history_days=t.min_history_days, **options,
         )  # fmt: skip
-    except DataError:
+    except DataError as error:
         longest = longest_purged_horizon((as_of - first_day).days, t.min_history_days)
         if longest < MIN_TRAINED_HORIZON_DAYS:
-            raise
+            shortest = purged_history_days(MIN_TRAINED_HORIZON_DAYS, t.min_history_days)
+            raise DataError(
+                f"{error}; or at least {shortest} days to train on {MIN_TRAINED_HORIZON_DAYS}-day "
+                f"labels and extrapolate to {horizon} days"
+            ) from None
     warnings.append(
         f"the history ({(as_of - first_day).days} days) cannot label a {horizon}-day horizon "
         f"with {t.min_history_days} days of history and two cutoffs whose label windows do not "
@@ -183,10 +194,30 @@ def train(
         finally:
             promote_passed(list(result.models.values()), failed=failed)
         for warning in result.warnings:
-            console.print(f"[yellow]warning:[/] {warning}")
+            console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)  # one line
         mlflow.log_text("\n".join(result.warnings) or "none", "warnings.txt")
         mlflow.log_metrics({f"time_{_slug(k)}_s": v for k, v in timings.items()})
     return result
+
+
+def _losing_to_baselines(
+    kind: str, metrics: dict[str, float], baselines: dict[str, dict[str, float]]
+) -> list[str]:
+    """A model no better than a baseline on its gate metric is still registered (and, as a
+    first version, promoted): said, so that nobody serves it unawares."""
+    gate = GATES[kind]
+    said = []
+    for name, figures in baselines.items():
+        metric = gate.metric if gate.metric in metrics and gate.metric in figures else gate.fallback
+        if metric is None or metric not in metrics or metric not in figures:
+            continue
+        if not beats(metrics, figures, metric, greater_is_better=gate.greater_is_better,
+                     min_improvement=0.0):  # fmt: skip
+            said.append(
+                f"{kind}: the model does not beat the {name} baseline on {metric} "
+                f"({metrics[metric]:.4f} against {figures[metric]:.4f} on the evaluation fold)"
+            )
+    return said
 
 
 def _tunable(
@@ -260,6 +291,10 @@ def _train_one(
             if kind == "clv":
                 model, compared = choose_clv_family(model, training, folds, settings, params)
             result = task.evaluate(model, training, evaluation)
+            # The CLV family "btyd" is its baseline: a tie with it says nothing.
+            same = {"bgnbd_gamma_gamma"} if getattr(model, "family", None) == "btyd" else set()
+            baselines = {k: v for k, v in result.baselines.items() if k not in same}
+            warnings += _losing_to_baselines(kind, result.metrics, baselines)
         with steps.step(f"{kind}: refit on all folds"):
             final = make_estimator(kind, folds.horizon_days, horizon, settings, params)
             final.set_params(**({"family": model.family} if kind == "clv" else {}))

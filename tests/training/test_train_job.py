@@ -81,6 +81,25 @@ def test_three_champions_with_metrics_baselines_plots_and_inputs(first_run: dict
         assert key in clv.data.metrics
     parent = client.get_run(result.run_id)
     assert any(k.startswith("time_") for k in parent.data.metrics)
+    # Each model beats its baselines here, so no warning says otherwise.
+    assert not [w for w in result.warnings if "does not beat" in w], result.warnings
+
+
+def test_a_model_that_loses_to_a_baseline_is_said_to() -> None:
+    from training.jobs import _losing_to_baselines
+
+    baselines = {"markov": {"log_loss": 0.5261}, "uniform": {"log_loss": 1.79}}
+    assert _losing_to_baselines("stage", {"log_loss": 0.6718}, baselines) == [
+        "stage: the model does not beat the markov baseline on log_loss (0.6718 against "
+        "0.5261 on the evaluation fold)"
+    ]
+    assert _losing_to_baselines("stage", {"log_loss": 0.2}, baselines) == []
+    # Churn is gated on buyers; without that figure on a side, on every customer's AUC.
+    said = _losing_to_baselines("churn", {"auc": 0.9437}, {"bgnbd": {"auc": 0.9502}})
+    assert said == [
+        "churn: the model does not beat the bgnbd baseline on auc (0.9437 against 0.9502 on "
+        "the evaluation fold)"
+    ]
 
 
 def test_the_served_clv_model_fits_bgnbd_on_the_customers_at_as_of(
@@ -177,7 +196,12 @@ def test_bad_cutoffs_are_clear_errors(first_run: dict, sample_dir: Path) -> None
         train(TrainRequest(data=sample_dir, as_of=date(2027, 1, 1)), settings)
     with pytest.raises(DataError, match=r"not after the first record"):
         train(TrainRequest(data=sample_dir, as_of=date(2022, 1, 1)), settings)
-    with pytest.raises(DataError, match=r"too little history for a 90-day horizon"):
+    # Both minimums: for the horizon, and for the shortest labels that are extrapolated.
+    with pytest.raises(
+        DataError,
+        match=r"too little history for a 90-day horizon .* at least 270 days; or at least 118 "
+        r"days to train on 14-day labels and extrapolate to 90 days$",
+    ):
         train(TrainRequest(data=sample_dir, as_of=date(2023, 4, 1)), settings)
 
 
