@@ -81,7 +81,7 @@ def _known(name: str) -> str:
 
 
 def list_models(settings: ClmSettings) -> None:
-    configure_tracking(settings.training)
+    configure_tracking(settings.training, create=False)
     table = Table(title="Registered models", title_justify="left")
     for column in ("name", "version", "aliases", "gate metric", "value", "created (UTC)"):
         table.add_column(column)
@@ -94,12 +94,12 @@ def list_models(settings: ClmSettings) -> None:
 
 
 def promote_model(name: str, version: str, settings: ClmSettings) -> None:
-    configure_tracking(settings.training)
+    configure_tracking(settings.training, create=False)
     promote(_known(name), version)
     console.print(f"{_known(name)} version {version} is now @champion")
 
 
 def rollback_model(name: str, settings: ClmSettings) -> None:
-    configure_tracking(settings.training)
+    configure_tracking(settings.training, create=False)
     version = rollback(_known(name))
     console.print(f"{_known(name)}: @champion is back on version {version}")

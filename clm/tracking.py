@@ -7,11 +7,14 @@ the local store: a SQLite database with an artifact folder beside it under ``mlf
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
+from clm.errors import ClmError
 from clm.settings import TrainingSettings
 
-__all__ = ["LOCAL_STORE", "MODEL_NAMES", "sqlite_path", "tracking_uri"]
+__all__ = ["LOCAL_STORE", "MODEL_NAMES", "check_sqlite_store", "sqlite_path", "tracking_uri"]
 
 MODEL_NAMES = {"churn": "clm-churn", "stage": "clm-stage", "clv": "clm-clv"}
 LOCAL_STORE = Path("mlflow")
@@ -21,6 +24,28 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI, else None."""
     prefix = "sqlite:///"
     return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+def check_sqlite_store(database: Path, *, create: bool) -> None:
+    """One clear line, at once, for a SQLite store that cannot be opened (MLflow retries for
+    about two minutes, then prints SQLAlchemy's error). ``create``: a command that writes
+    (clm train) may create it; the others need it to exist and never create an empty one."""
+    if not create and not database.is_file():
+        raise ClmError(f"no MLflow store at {database}: run clm train first")
+    try:
+        if create:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        mode = "rwc" if create else "ro"
+        con = sqlite3.connect(f"file:{quote(str(database))}?mode={mode}", uri=True)
+        try:
+            con.execute("PRAGMA schema_version").fetchone()
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as error:
+        raise ClmError(
+            f"cannot open the MLflow store {database} ({error}); check training.tracking_uri "
+            "or MLFLOW_TRACKING_URI"
+        ) from None
 
 
 HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}

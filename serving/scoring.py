@@ -18,7 +18,6 @@ import operator
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numba
@@ -26,7 +25,7 @@ import numpy as np
 
 from clm.errors import ClmError
 from clm.settings import ClmSettings
-from clm.tracking import MODEL_NAMES, tracking_uri
+from clm.tracking import MODEL_NAMES, check_sqlite_store, sqlite_path, tracking_uri
 from features.contract import MAX_NUMBER
 from features.engagement import per_type_suffixes
 from features.online import Layout, Vector
@@ -98,10 +97,9 @@ def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:
     """The tracking URI and the version each ``@champion`` alias points at; a clear error
     names the store or the models that are missing."""
     uri, _ = tracking_uri(settings.training)
-    if uri.startswith("sqlite:///"):
-        database = uri.removeprefix("sqlite:///")
-        if not Path(database).is_file():
-            raise ClmError(f"no MLflow store at {database}: run clm train first")
+    database = sqlite_path(uri)
+    if database is not None:
+        check_sqlite_store(database, create=False)
     # MLflow is imported here, not at module level: it takes seconds, which batch scoring
     # spends while DuckDB builds the features.
     import mlflow

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from clm.errors import ClmError
 from clm.settings import TrainingSettings
-from clm.tracking import MODEL_NAMES, sqlite_path, tracking_uri
+from clm.tracking import MODEL_NAMES, check_sqlite_store, sqlite_path, tracking_uri
 
 __all__ = [
     "GATES",
@@ -55,16 +55,18 @@ GATES = {
 }
 
 
-def configure_tracking(settings: TrainingSettings, experiment: str | None = None) -> str:
+def configure_tracking(
+    settings: TrainingSettings, experiment: str | None = None, *, create: bool = True
+) -> str:
     """Point MLflow at the store from settings, ``MLFLOW_TRACKING_URI`` or ``mlflow/``.
 
     Returns the tracking URI. The local default is a SQLite database with an artifact folder
-    beside it, so no server is needed.
+    beside it, so no server is needed. ``create=False``: a SQLite store must exist already.
     """
     uri, artifacts = tracking_uri(settings)
     database = sqlite_path(uri)
     if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite_store(database, create=create)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = experiment or settings.experiment

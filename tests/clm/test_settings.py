@@ -124,6 +124,32 @@ def test_artifacts_go_beside_a_sqlite_store(
     assert artifacts == (tmp_path / "mlflow" / "artifacts").as_uri()
 
 
+def test_a_sqlite_store_that_cannot_be_opened_fails_at_once_and_reads_never_create_one(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from clm.errors import ClmError
+    from clm.tracking import check_sqlite_store
+
+    missing = tmp_path / "typo" / "m.db"
+    with pytest.raises(ClmError, match=f"no MLflow store at {missing}: run clm train first"):
+        check_sqlite_store(missing, create=False)
+    assert not missing.parent.exists()  # a read never creates the store (or its folder)
+    check_sqlite_store(missing, create=True)  # clm train may
+    assert missing.is_file()
+    check_sqlite_store(missing, create=False)
+    # A file that is no database, and a place no file can be made: our error, not
+    # MLflow's after two minutes of retries.
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database " * 100)
+    for path in (junk, Path("/proc/clm-store.db")):
+        with pytest.raises(ClmError, match=f"cannot open the MLflow store {path} .*tracking_uri"):
+            check_sqlite_store(path, create=True)
+    with sqlite3.connect(missing) as con:  # still an empty, usable database
+        assert con.execute("PRAGMA schema_version").fetchone() == (0,)
+
+
 def test_service_workers_default_to_one_per_usable_core(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
