@@ -206,6 +206,9 @@ def show_settings(settings: ClmSettings) -> None:
             if key == "online_store":
                 value = shown_url(value)
             print(f"{key} = {_toml_value(value)}")
+        if section == "serving" and "api_token" not in values and os.environ.get("CLM_API_TOKEN"):
+            print(f"# {fields['api_token'].description}")
+            print("# api_token = (set by CLM_API_TOKEN; not shown)")
         for key, value in values.items():
             if isinstance(value, dict):
                 for table, mapping in value.items():

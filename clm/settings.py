@@ -9,6 +9,7 @@ Nothing happens at import time.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from clm.errors import ConfigError
 
@@ -473,7 +479,23 @@ def load_settings(config: Path | None = None, **overrides: Any) -> ClmSettings:
             setattr(settings, section, type(getattr(settings, section))(**current))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origin)) from exc
+    except SettingsError as exc:  # a CLM_* value that is not JSON where JSON is needed
+        raise ConfigError(_describe_environment(exc)) from exc
     return settings
+
+
+def _describe_environment(error: SettingsError) -> str:
+    """pydantic-settings names only the section ("features") of the variable it could not
+    parse: name the variables too, and the form."""
+    found = re.search(r'field "(\w+)"', str(error))
+    section = found.group(1) if found else ""
+    names = sorted(k for k in os.environ if k.upper().startswith(f"CLM_{section.upper()}__"))
+    cause = f" ({error.__cause__})" if error.__cause__ else ""
+    return (
+        f"{', '.join(names) or 'a CLM_ variable'}: cannot be read for [{section}]{cause}; "
+        "lists and tables are written as JSON, e.g. CLM_FEATURES__PURCHASE_WINDOWS_DAYS="
+        "'[30, 90, 365]'"
+    )
 
 
 def parse_column_mapping(items: list[str]) -> dict[str, dict[str, str]]:

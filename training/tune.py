@@ -87,6 +87,7 @@ def tune(
             f"{', '.join(map(str, folds.training))}; raise training.folds"
         )
     seed = settings.training.seed
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # before "A new study created"
     study = optuna.create_study(
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),
@@ -115,7 +116,6 @@ def tune(
                 raise
             return value if math.isfinite(value) else math.inf
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=trials or settings.training.trials)
     best = base | study.best_trial.params
     mlflow.log_params({f"tuned_{k}": v for k, v in study.best_trial.params.items()})

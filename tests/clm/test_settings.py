@@ -178,3 +178,31 @@ def test_service_workers_default_to_one_per_usable_core(
         assert usable_cores(quota) == 2
     quota.write_text("garbage\n")
     assert usable_cores(quota) == cores
+
+
+def test_a_clm_variable_that_is_not_json_is_named_with_the_form(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLM_FEATURES__PURCHASE_WINDOWS_DAYS", "7,14")
+    with pytest.raises(
+        ConfigError,
+        match=r"^CLM_FEATURES__PURCHASE_WINDOWS_DAYS: cannot be read for \[features\] .*"
+        r"written as JSON, e.g. CLM_FEATURES__PURCHASE_WINDOWS_DAYS='\[30, 90, 365\]'$",
+    ):
+        load_settings()
+    monkeypatch.setenv("CLM_FEATURES__PURCHASE_WINDOWS_DAYS", "[7, 14]")
+    assert load_settings().features.purchase_windows_days == [7, 14]
+
+
+def test_config_show_says_a_token_from_clm_api_token_is_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clm.commands import show_settings
+
+    monkeypatch.delenv("CLM_API_TOKEN", raising=False)
+    show_settings(ClmSettings())
+    assert "api_token" not in capsys.readouterr().out
+    monkeypatch.setenv("CLM_API_TOKEN", "tok-98765")
+    show_settings(ClmSettings())
+    out = capsys.readouterr().out
+    assert "# api_token = (set by CLM_API_TOKEN; not shown)" in out and "tok-98765" not in out
