@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import warnings
 from datetime import date, timedelta
@@ -24,6 +25,7 @@ from features.online import shown_url
 from features.snapshots import event_types_before, snapshot_table
 
 __all__ = [
+    "OUTPUT_WIDTH",
     "build_features",
     "generate_sample",
     "show_settings",
@@ -32,7 +34,9 @@ __all__ = [
     "write_table",
 ]
 
-console = Console()
+# Off a terminal (a log, a pipe) rich would wrap and cut tables at 80 columns.
+OUTPUT_WIDTH = None if sys.stdout.isatty() else 200
+console = Console(width=OUTPUT_WIDTH)
 
 
 def _summary(title: str, rows: list[tuple[str, str]]) -> None:

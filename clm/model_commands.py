@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from clm.commands import OUTPUT_WIDTH
 from clm.errors import ClmError
 from clm.settings import ClmSettings
 from training.jobs import KINDS, TrainRequest, train
@@ -23,7 +24,7 @@ from training.registry import (
 
 __all__ = ["list_models", "promote_model", "rollback_model", "train_models"]
 
-console = Console()
+console = Console(width=OUTPUT_WIDTH)
 
 
 def train_models(
@@ -83,13 +84,18 @@ def _known(name: str) -> str:
 def list_models(settings: ClmSettings) -> None:
     configure_tracking(settings.training, create=False)
     table = Table(title="Registered models", title_justify="left")
-    for column in ("name", "version", "aliases", "gate metric", "value", "created (UTC)"):
+    columns = ("name", "version", "aliases", "gate metric", "value", "evaluated on", "as of",
+               "horizon (days)", "created (UTC)")  # fmt: skip
+    for column in columns:
         table.add_column(column)
     rows = list_versions()
     for row in rows:
         value = "-" if row["metric"] is None else f"{row['metric']:.4f}"
         aliases = ", ".join(row["aliases"]) or "-"
-        table.add_row(row["name"], row["version"], aliases, row["gate"], value, row["created"])
+        table.add_row(
+            row["name"], row["version"], aliases, row["gate"], value, row["evaluated_on"],
+            row["as_of"], row["horizon"], row["created"],
+        )  # fmt: skip
     console.print(table if rows else "no registered clm models yet: run clm train")
 
 

@@ -306,10 +306,26 @@ def score_frame(ids: np.ndarray, known: np.ndarray, s: Scores, reasons: list[str
     return out
 
 
-def output_metadata(versions: dict[str, str], as_of: date) -> dict[bytes, str]:
-    """What a Parquet output records beside its rows: the model versions and the cutoff
-    (``clm report --scores`` refuses scores of another cutoff)."""
-    return {b"clm.model_versions": json.dumps(versions), b"clm.as_of": as_of.isoformat()}
+def output_metadata(request: BatchRequest, versions: dict[str, str]) -> dict[bytes, str]:
+    """What a Parquet output records beside its rows: the model versions, the cutoff
+    (``clm report --scores`` refuses scores of another cutoff) and each model's horizon in
+    days (the trained one unless --horizon-days / --clv-horizon-days asked for another)."""
+    from mlflow import MlflowClient  # the store champion_versions pointed MLflow at
+
+    client = MlflowClient()
+    asked = {"clm-churn": request.horizon_days, "clm-stage": request.horizon_days}
+    asked["clm-clv"] = request.clv_horizon_days
+    horizons = {}
+    for name, version in versions.items():
+        run_id = client.get_model_version(name, version).run_id
+        trained = client.get_run(run_id).data.params.get("horizon_days") if run_id else None
+        days = asked.get(name) or trained
+        horizons[name] = int(days) if days is not None else None
+    return {
+        b"clm.model_versions": json.dumps(versions),
+        b"clm.as_of": request.as_of.isoformat(),
+        b"clm.horizon_days": json.dumps(horizons),
+    }
 
 
 class _Output:
@@ -327,14 +343,13 @@ class _Output:
 
     def __init__(
         self,
-        out: Path,
+        request: BatchRequest,
         versions: dict[str, str],
-        as_of: date,
         spill: bool,
         carried: pd.DataFrame | None = None,
     ) -> None:
-        self.out = out
-        self.metadata = output_metadata(versions, as_of)
+        out = self.out = request.out
+        self.metadata = output_metadata(request, versions)
         self.partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
         self.spill = out.with_name(f".{out.name}.{os.getpid()}.spill") if spill else None
         self.carried = carried
@@ -530,7 +545,7 @@ def score_batch(
     # What the budget needs of every row: the action and its value (a few bytes a customer).
     actions, values = [], []
     spill = request.budget is not None
-    output = _Output(request.out, champions.versions, request.as_of, spill, carried)
+    output = _Output(request, champions.versions, spill, carried)
     try:
         # Off a terminal the bar would only leave an empty line on stderr.
         with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:

@@ -233,7 +233,7 @@ def score_with_spark(
             )
             scored = scored.join(session.createDataFrame(extra), "customer_id", "left")
         summary = _summary(scored, total, cut)
-        _write(scored, request.out, output_metadata(dict(versions), request.as_of))
+        _write(scored, request.out, output_metadata(request, dict(versions)))
     return summary, versions
 
 

@@ -136,7 +136,8 @@ def _check_registered(client: MlflowClient, name: str) -> None:
 
 
 def list_versions() -> list[dict[str, Any]]:
-    """Every version of the clm models: name, version, aliases, gate metrics, creation time."""
+    """Every version of the clm models: name, version, aliases, gate metric, what it was
+    trained for (as_of, the evaluation cutoff its metric is from, the horizon), creation time."""
     client = _client()
     rows = []
     for kind, name in MODEL_NAMES.items():
@@ -148,7 +149,9 @@ def list_versions() -> list[dict[str, Any]]:
         for alias, version in model.aliases.items():
             aliases.setdefault(str(version), []).append(alias)
         for version in client.search_model_versions(f"name = '{name}'"):
-            metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+            run = client.get_run(version.run_id) if version.run_id else None
+            metrics = run.data.metrics if run else {}
+            params = run.data.params if run else {}
             created = datetime.fromtimestamp(version.creation_timestamp / 1000, tz=UTC)
             rows.append(
                 {
@@ -157,6 +160,9 @@ def list_versions() -> list[dict[str, Any]]:
                     "aliases": sorted(aliases.get(str(version.version), [])),
                     "gate": GATES[kind].metric,
                     "metric": metrics.get(GATES[kind].metric),
+                    "as_of": params.get("as_of", "-"),
+                    "evaluated_on": params.get("evaluation_cutoff", "-"),
+                    "horizon": params.get("horizon_days", "-"),
                     "created": created.strftime("%Y-%m-%d %H:%M"),
                 }
             )

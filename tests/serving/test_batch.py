@@ -62,8 +62,11 @@ def test_parquet_metadata_and_rows_name_the_model_versions(
 ) -> None:
     out = tmp_path / "s.parquet"
     run(deployment, out)
-    versions = json.loads(pq.read_schema(out).metadata[b"clm.model_versions"])
+    metadata = pq.read_schema(out).metadata
+    versions = json.loads(metadata[b"clm.model_versions"])
     assert set(versions) == {"clm-churn", "clm-stage", "clm-clv"}
+    trained = {"clm-churn": 90, "clm-stage": 90, "clm-clv": 365}
+    assert json.loads(metadata[b"clm.horizon_days"]) == trained
     frame = pd.read_parquet(out)
     assert (frame["version_churn"] == versions["clm-churn"]).all()
     # The columns are those output_fields lists (the Spark schema is built from it), in order.
@@ -107,6 +110,8 @@ def test_longer_horizon_lowers_the_chance_of_no_purchase(
         warnings.simplefilter("error")  # 180 days is well inside the history: no warning
         longer = run(deployment, tmp_path / "h.parquet", horizon_days=180)
     assert (longer["churn_probability"] <= everyone["churn_probability"] + 1e-9).all()
+    horizons = json.loads(pq.read_schema(tmp_path / "h.parquet").metadata[b"clm.horizon_days"])
+    assert horizons == {"clm-churn": 180, "clm-stage": 180, "clm-clv": 365}  # as asked
     assert longer["churn_probability"].mean() < everyone["churn_probability"].mean() - 0.01
     # Longer than the history before the cutoff (2023-01-01 to 2025-07-01): scored, and said.
     with pytest.warns(UserWarning, match="--clv-horizon-days 5,000 is longer than the 9"):

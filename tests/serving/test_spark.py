@@ -44,6 +44,8 @@ def test_spark_scores_equal_the_local_engine_for_every_customer(
     # clm report --scores reads it.
     metadata = pq.read_schema(out / "_common_metadata").metadata
     assert json.loads(metadata[b"clm.model_versions"]) == dict(champion_versions(settings)[1])
+    trained = {"clm-churn": 90, "clm-stage": 90, "clm-clv": 365}
+    assert json.loads(metadata[b"clm.horizon_days"]) == trained
     assert read_scores(out, date(2025, 7, 1)).attrs["as_of"] == "2025-07-01"
     with pytest.raises(DataError, match="scored as of 2025-07-01, not --as-of 2025-08-01"):
         read_scores(out, date(2025, 8, 1))
