@@ -233,14 +233,16 @@ def _tunable(
         if not tuning_steps(folds):
             h = _horizon(kind, request, settings)
             needed_folds, needed_days = tuning_needs(h, t.fold_step_days, t.min_history_days)
+            needs = [f"training.folds >= {needed_folds} (now {t.folds})"]
+            needs = needs if t.folds < needed_folds else []  # only what is not met yet
+            needs.append(f"{needed_days} days of history before --as-of")
             refused[kind] = (
                 f"the {kind} model has no two training cutoffs at least {h} days apart (its "
                 f"label horizon) before its evaluation fold (it has "
                 f"{', '.join(str(c) for c in folds.training)}): tuning scores a cutoff with a "
                 f"model fitted on cutoffs whose labels end by it. With training.fold_step_days "
                 f"{t.fold_step_days} and training.min_history_days {t.min_history_days} that "
-                f"takes training.folds >= {needed_folds} (now {t.folds}) and {needed_days} "
-                f"days of history before --as-of"
+                f"takes {' and '.join(needs)}"
             )
     if len(refused) == len(plans):
         raise DataError(f"--tune: {'; '.join(refused.values())}")

@@ -144,3 +144,10 @@ def test_tuning_without_two_purged_training_cutoffs_is_refused_before_any_run(
     ):
         train(request, settings)
     assert mlflow.search_runs(search_all_experiments=True).empty  # nothing was logged
+    # Enough folds (the default 4), too little history: only the history is asked for.
+    enough = ClmSettings(training={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"})  # type: ignore[arg-type]
+    young = TrainRequest(
+        data=sample_dir, as_of=date(2023, 9, 1), kinds=("churn",), tune=True, trials=2
+    )
+    with pytest.raises(DataError, match=r"that takes 390 days of history before --as-of$"):
+        train(young, enough)
