@@ -8,6 +8,7 @@ Nothing happens at import time.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -489,7 +490,16 @@ def _describe_environment(error: SettingsError) -> str:
     parse: name the variables too, and the form."""
     found = re.search(r'field "(\w+)"', str(error))
     section = found.group(1) if found else ""
-    names = sorted(k for k in os.environ if k.upper().startswith(f"CLM_{section.upper()}__"))
+    names = sorted(k for k in os.environ if k.upper().startswith(f"CLM_{section.upper()}"))
+
+    def unreadable(name: str) -> bool:  # a whole section, or a list or table field, not JSON
+        try:
+            json.loads(os.environ[name])
+        except ValueError:
+            return True
+        return False
+
+    names = [n for n in names if unreadable(n)] or names
     cause = f" ({error.__cause__})" if error.__cause__ else ""
     return (
         f"{', '.join(names) or 'a CLM_ variable'}: cannot be read for [{section}]{cause}; "

@@ -21,9 +21,14 @@ LOCAL_STORE = Path("mlflow")
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+    """The database file of a ``sqlite:///`` URI, else None: decoded as SQLAlchemy (so
+    MLflow) decodes it (``my%20dir`` is ``my dir``; a ``?timeout=20`` query is no part)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    from sqlalchemy.engine import make_url  # MLflow's own dependency
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
 
 
 def check_sqlite_store(database: Path, *, create: bool) -> None:
@@ -35,6 +40,10 @@ def check_sqlite_store(database: Path, *, create: bool) -> None:
     try:
         if create:
             database.parent.mkdir(parents=True, exist_ok=True)
+            # SQLite would open a write-protected file read-only, and the first write fail.
+            target = database if database.exists() else database.parent
+            if not os.access(target, os.W_OK):
+                raise OSError(f"{target} is not writable")
         mode = "rwc" if create else "ro"
         con = sqlite3.connect(f"file:{quote(str(database))}?mode={mode}", uri=True)
         try:

@@ -183,7 +183,8 @@ def check_trained_event_types(
     if not seen:
         raise DataError(
             f"the data has no events before {as_of:%Y-%m-%d}, but the champions were trained "
-            f"with events ({', '.join(sorted(trained)[:5])}, ...): every customer would look "
+            f"with events ({', '.join(sorted(trained)[:5])}{', ...' if len(trained) > 5 else ''}"
+            "): every customer would look "
             "never engaged. Add the events table, or retrain on this data"
         )
     lacking = sorted(trained - {identifier(t) for t in seen})

@@ -24,7 +24,7 @@ from clm.settings import ClmSettings
 from features.snapshots import build_snapshot
 from features.sources import Dataset, attribute_name
 from features.sql import text_list, ts_literal
-from features.stages import STAGES, stages_at
+from features.stages import PROSPECT_STAGES, STAGES, stages_at
 
 __all__ = [
     "FUNNEL",
@@ -573,7 +573,8 @@ def _score_sections(report: Report, scores: pd.DataFrame, settings: ClmSettings,
         .sort_values("expected_value", ascending=False)
     )
     report.value_by_action = by_action.reset_index()
-    at_risk = scores[scores["churn_risk"] == "high"]
+    # A score file from before the prospect band says "high" for some people who never bought.
+    at_risk = scores[(scores["churn_risk"] == "high") & ~scores["stage"].isin(PROSPECT_STAGES)]
     keep = [
         c
         for c in ("customer_id", "stage", "churn_probability", "clv", "action", "action_value")

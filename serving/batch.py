@@ -175,6 +175,8 @@ def warn_long_horizons(dataset: Dataset, request: BatchRequest) -> None:
     if first is None:
         return
     history = (as_of_datetime(request.as_of) - first).days
+    if history <= 0:  # nothing before the cutoff: the snapshot refuses it
+        return
     asked = (
         ("--horizon-days", request.horizon_days),
         ("--clv-horizon-days", request.clv_horizon_days),
@@ -311,14 +313,19 @@ def output_metadata(request: BatchRequest, versions: dict[str, str]) -> dict[byt
     (``clm report --scores`` refuses scores of another cutoff) and each model's horizon in
     days (the trained one unless --horizon-days / --clv-horizon-days asked for another)."""
     from mlflow import MlflowClient  # the store champion_versions pointed MLflow at
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
     asked = {"clm-churn": request.horizon_days, "clm-stage": request.horizon_days}
     asked["clm-clv"] = request.clv_horizon_days
     horizons = {}
     for name, version in versions.items():
-        run_id = client.get_model_version(name, version).run_id
-        trained = client.get_run(run_id).data.params.get("horizon_days") if run_id else None
+        trained = None
+        try:  # a run deleted since: the horizon is unknown (null), the scores are not
+            run_id = client.get_model_version(name, version).run_id
+            trained = client.get_run(run_id).data.params.get("horizon_days") if run_id else None
+        except MlflowException:
+            pass
         days = asked.get(name) or trained
         horizons[name] = int(days) if days is not None else None
     return {
@@ -493,6 +500,12 @@ def score_batch(
         raise DataError(f"--out {request.out}: expected a .parquet or .csv file name")
     if request.engine not in ("local", "spark"):
         raise DataError(f"--engine {request.engine}: expected local or spark")
+    for option, days in (
+        ("--horizon-days", request.horizon_days),
+        ("--clv-horizon-days", request.clv_horizon_days),
+    ):
+        if days is not None and not days >= 1:
+            raise DataError(f"{option} {days}: expected a whole number of days >= 1")
     if request.engine == "spark" and request.out.suffix != ".parquet":
         raise DataError(f"--out {request.out}: the Spark engine writes partitioned .parquet")
     if request.engine == "local" and request.out.is_dir():

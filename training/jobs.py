@@ -167,7 +167,7 @@ def train(
         )
         for kind in request.kinds
     }
-    tuned = _tunable(plans, request, settings, planned) if request.tune else set()
+    tuned = _tunable(plans, request, settings, planned, first_day) if request.tune else set()
     with mlflow.start_run(run_name=f"train {request.as_of:%Y-%m-%d}") as run:
         result = TrainResult(run.info.run_id, timings=timings)
         result.warnings += planned
@@ -221,7 +221,11 @@ def _losing_to_baselines(
 
 
 def _tunable(
-    plans: dict[str, Folds], request: TrainRequest, settings: ClmSettings, warnings: list[str]
+    plans: dict[str, Folds],
+    request: TrainRequest,
+    settings: ClmSettings,
+    warnings: list[str],
+    first_day: date,
 ) -> set[str]:
     """The kinds ``--tune`` can tune, known before any work. Tuning walks forward over the
     training cutoffs, each scored by a model fitted on the ones whose labels end by it; a kind
@@ -233,9 +237,12 @@ def _tunable(
         if not tuning_steps(folds):
             h = _horizon(kind, request, settings)
             needed_folds, needed_days = tuning_needs(h, t.fold_step_days, t.min_history_days)
-            needs = [f"training.folds >= {needed_folds} (now {t.folds})"]
-            needs = needs if t.folds < needed_folds else []  # only what is not met yet
-            needs.append(f"{needed_days} days of history before --as-of")
+            history = (request.as_of - first_day).days
+            needs = []  # only what is not met yet
+            if t.folds < needed_folds:
+                needs.append(f"training.folds >= {needed_folds} (now {t.folds})")
+            if history < needed_days or not needs:
+                needs.append(f"{needed_days} days of history before --as-of (it has {history})")
             refused[kind] = (
                 f"the {kind} model has no two training cutoffs at least {h} days apart (its "
                 f"label horizon) before its evaluation fold (it has "

@@ -164,8 +164,9 @@ def _champion_metrics(
     trained_to = day("as_of")
     if trained_to and trained_to > folds.evaluation:
         overlap = (trained_to - folds.evaluation).days
+        reach = f"{overlap} days into" if overlap < folds.horizon_days else "over all of"
         basis += (
-            f"; the champion's training labels reach {overlap} days into the fold's label window, "
+            f"; the champion's training labels reach {reach} the fold's label window, "
             "which can only favour the champion"
         )
     champion = mlflow.pyfunc.load_model(f"models:/{name}/{version}")

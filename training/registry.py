@@ -61,7 +61,8 @@ def configure_tracking(
     """Point MLflow at the store from settings, ``MLFLOW_TRACKING_URI`` or ``mlflow/``.
 
     Returns the tracking URI. The local default is a SQLite database with an artifact folder
-    beside it, so no server is needed. ``create=False``: a SQLite store must exist already.
+    beside it, so no server is needed. ``create=False`` (the registry commands): a SQLite
+    store must exist already, and no experiment is set up in it.
     """
     uri, artifacts = tracking_uri(settings)
     database = sqlite_path(uri)
@@ -69,6 +70,10 @@ def configure_tracking(
         check_sqlite_store(database, create=create)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if not create:  # the registry only: nothing is written to the store
+        if database is None:  # a server that is down says so here, not as "no models"
+            MlflowClient().search_registered_models(max_results=1)
+        return uri
     name = experiment or settings.experiment
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=artifacts)

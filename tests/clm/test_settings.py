@@ -150,6 +150,34 @@ def test_a_sqlite_store_that_cannot_be_opened_fails_at_once_and_reads_never_crea
         assert con.execute("PRAGMA schema_version").fetchone() == (0,)
 
 
+def test_a_sqlite_uri_is_decoded_as_mlflow_decodes_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    from clm.settings import TrainingSettings
+    from clm.tracking import check_sqlite_store, sqlite_path
+    from training.registry import configure_tracking
+
+    store = tmp_path / "my dir" / "m.db"
+    store.parent.mkdir()
+    sqlite3.connect(store).close()
+    encoded = f"sqlite:///{str(store.parent).replace(' ', '%20')}/m.db"
+    assert sqlite_path(encoded) == store
+    assert sqlite_path(f"sqlite:///{store}?timeout=20") == store
+    assert sqlite_path("sqlite:///:memory:") is None and sqlite_path("http://x") is None
+    check_sqlite_store(sqlite_path(encoded), create=False)  # type: ignore[arg-type]
+    # The registry commands set up no experiment: the store is left as it was.
+    import mlflow
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        configure_tracking(TrainingSettings(tracking_uri=encoded), create=False)
+    finally:  # MLflow's URIs are process-wide
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    with sqlite3.connect(store) as con:
+        assert con.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+
+
 def test_service_workers_default_to_one_per_usable_core(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

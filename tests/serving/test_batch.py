@@ -193,6 +193,10 @@ def test_the_list_and_the_output_are_checked_before_any_slow_work(tmp_path: Path
     folder.mkdir()
     with pytest.raises(DataError, match="a folder"):
         score_batch(BatchRequest(data=absent, as_of=date(2025, 7, 1), out=folder), ClmSettings())
+    # A horizon of 0 days has no answer (the models would give the trained one).
+    zero = BatchRequest(data=absent, as_of=date(2025, 7, 1), out=tmp_path / "o.csv", horizon_days=0)
+    with pytest.raises(DataError, match=r"--horizon-days 0: expected a whole number of days >= 1"):
+        score_batch(zero, ClmSettings())
 
 
 def test_clm_score_prints_a_summary(deployment: Deployment, tmp_path: Path) -> None:
