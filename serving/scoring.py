@@ -44,6 +44,7 @@ __all__ = [
     "Champions",
     "Scorer",
     "Scores",
+    "champion_features",
     "champion_versions",
     "largest",
     "load_champions",
@@ -91,6 +92,18 @@ def _set_threads(estimator: Any, threads: int) -> None:
         for item in value if isinstance(value, tuple) else (value,):
             if isinstance(item, xgb.Booster):
                 item.set_param({"nthread": threads or (os.cpu_count() or 1)})
+
+
+def champion_features(versions: Mapping[str, str]) -> list[str]:
+    """The features the champions were logged with, from their MLflow signatures (no
+    unpickling: Spark's driver and clm features materialize never load the models)."""
+    import mlflow
+
+    names: list[str] = []
+    for name, version in versions.items():
+        signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+        names += [str(n) for n in signature.inputs.input_names()] if signature else []
+    return names
 
 
 def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:

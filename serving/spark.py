@@ -175,7 +175,7 @@ def score_with_spark(
     from pyspark.sql import functions as F
 
     from serving.batch import output_metadata, warn_long_horizons
-    from serving.scoring import champion_versions
+    from serving.scoring import champion_features, champion_versions
 
     _, versions = champion_versions(settings)
     session = spark_session(settings)
@@ -186,7 +186,7 @@ def score_with_spark(
         dataset, as_of=request.as_of, settings=settings, event_types=types
     )
     check_trained_event_types(
-        _signature_inputs(versions), dataset, as_of=request.as_of, settings=settings,
+        champion_features(versions), dataset, as_of=request.as_of, settings=settings,
         event_types=types,
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="clm-spark-") as tmp:
@@ -235,18 +235,6 @@ def score_with_spark(
         summary = _summary(scored, total, cut)
         _write(scored, request.out, output_metadata(request, dict(versions)))
     return summary, versions
-
-
-def _signature_inputs(versions: dict[str, str]) -> list[str]:
-    """The features the champions were logged with (their MLflow signatures: no unpickling
-    on the driver, whose workers load the models)."""
-    import mlflow
-
-    names: list[str] = []
-    for name, version in versions.items():
-        signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
-        names += signature.inputs.input_names() if signature is not None else []
-    return names
 
 
 def _apply_budget(session: Any, scored: Any, settings: ClmSettings, budget: int) -> tuple[Any, int]:

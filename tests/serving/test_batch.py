@@ -387,6 +387,16 @@ def test_scoring_data_without_the_events_the_champions_know_is_refused_or_warned
     with pytest.raises(DataError, match=r"no events before 2025-07-01, but the champions were"):
         score_batch(request, settings(deployment))
     assert not out.exists()
+    # The service scores from the online store: materializing this data is refused alike.
+    store = tmp_path / "online.db"
+    env = {**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{store}"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "clm", "features", "materialize", "--data", str(folder),
+         "--as-of", AS_OF],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "no events before 2025-07-01" in refused.stderr
+    assert not store.exists()
     # One event type gone: scored (its counts are 0 for everyone), and said.
     events = pd.read_parquet(deployment.data / "events.parquet")
     assert "review" in set(events["event_type"])
