@@ -76,6 +76,14 @@ class BatchRequest:
     budget: int | None = None
     engine: str = "local"
 
+    def horizons_asked(self) -> list[tuple[str, int]]:
+        """The horizons asked for other than the trained ones, by option."""
+        asked = (
+            ("--horizon-days", self.horizon_days),
+            ("--clv-horizon-days", self.clv_horizon_days),
+        )
+        return [(option, days) for option, days in asked if days is not None]
+
 
 @dataclass
 class BatchSummary:
@@ -177,12 +185,8 @@ def warn_long_horizons(dataset: Dataset, request: BatchRequest) -> None:
     history = (as_of_datetime(request.as_of) - first).days
     if history <= 0:  # nothing before the cutoff: the snapshot refuses it
         return
-    asked = (
-        ("--horizon-days", request.horizon_days),
-        ("--clv-horizon-days", request.clv_horizon_days),
-    )
-    for option, days in asked:
-        if days is not None and days > history:
+    for option, days in request.horizons_asked():
+        if days > history:
             warnings.warn(
                 f"{option} {days:,} is longer than the {history:,} days of history before "
                 "--as-of: the models extrapolate it past any span the data shows",
@@ -500,11 +504,8 @@ def score_batch(
         raise DataError(f"--out {request.out}: expected a .parquet or .csv file name")
     if request.engine not in ("local", "spark"):
         raise DataError(f"--engine {request.engine}: expected local or spark")
-    for option, days in (
-        ("--horizon-days", request.horizon_days),
-        ("--clv-horizon-days", request.clv_horizon_days),
-    ):
-        if days is not None and not days >= 1:
+    for option, days in request.horizons_asked():
+        if not days >= 1:
             raise DataError(f"{option} {days}: expected a whole number of days >= 1")
     if request.engine == "spark" and request.out.suffix != ".parquet":
         raise DataError(f"--out {request.out}: the Spark engine writes partitioned .parquet")
