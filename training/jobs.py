@@ -106,10 +106,12 @@ def plan_folds(
     t = settings.training
     options = {"folds": t.folds, "step_days": t.fold_step_days}
     try:
-        return backtest_folds(
+        folds = backtest_folds(
             first_day=first_day, as_of=as_of, horizon_days=horizon,
             min_history_days=t.min_history_days, **options,
         )  # fmt: skip
+        _warn_fewer_cutoffs(folds, first_day, settings, warnings)
+        return folds
     except DataError as error:
         longest = longest_purged_horizon((as_of - first_day).days, t.min_history_days)
         if longest < MIN_TRAINED_HORIZON_DAYS:
@@ -124,10 +126,31 @@ def plan_folds(
         f"overlap; trained on {longest}-day "
         f"labels and extrapolated to {horizon} days (see each model's method)"
     )
-    return backtest_folds(
+    folds = backtest_folds(
         first_day=first_day, as_of=as_of, horizon_days=longest,
         min_history_days=t.min_history_days, **options,
     )  # fmt: skip
+    _warn_fewer_cutoffs(folds, first_day, settings, warnings)
+    return folds
+
+
+def _warn_fewer_cutoffs(
+    folds: Folds, first_day: date, settings: ClmSettings, warnings: list[str]
+) -> None:
+    """Say when cutoffs were left out for too little history (once per horizon)."""
+    t = settings.training
+    kept, asked = len(folds.training), t.folds - 1
+    if kept >= asked:
+        return
+    earliest = first_day + timedelta(days=t.min_history_days)
+    warning = (
+        f"{folds.horizon_days}-day labels: {kept} of the {asked} training cutoffs "
+        f"(training.folds {t.folds}, {t.fold_step_days} days apart) have the "
+        f"{t.min_history_days} days of history (training.min_history_days) a cutoff needs; "
+        f"the others, before {earliest:%Y-%m-%d}, are left out"
+    )
+    if warning not in warnings:
+        warnings.append(warning)
 
 
 def _snapshots(dataset: Dataset, folds: Folds, settings: ClmSettings) -> pd.DataFrame:
