@@ -110,15 +110,17 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
     if suffix not in (".parquet", ".csv", ".csv.gz"):
         raise DataError(f"{path}: expected a .csv, .csv.gz or .parquet customer list")
     is_csv = suffix != ".parquet"
+    wanted = {name.casefold() for name in ("customer_id", *id_names)}
     try:
         if is_csv:
+            header = pd.read_csv(path, nrows=0, index_col=False).columns
             # index_col=False: a first row with one field too many is no index column (pandas
             # would shift every id one column); it warns, and the warning is an error here.
             with warnings.catch_warnings():
                 warnings.simplefilter("error", pd.errors.ParserWarning)
                 frame = pd.read_csv(
                     path,
-                    dtype=dict.fromkeys(("customer_id", *id_names), str),
+                    dtype={name: str for name in header if str(name).casefold() in wanted},
                     keep_default_na=False,
                     index_col=False,
                 )
@@ -129,6 +131,7 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
     except Exception as exc:  # any reader's error: named with the file
         message = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{path}: not a readable customer list ({message})") from exc
+    frame = frame.rename(columns=_id_columns_by_case(frame.columns, ("customer_id", *id_names)))
     if "customer_id" not in frame.columns:
         mapped = [name for name in id_names if name in frame.columns]
         if len(mapped) > 1:
@@ -167,6 +170,19 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
         )
     frame["customer_id"] = ids.astype(str)
     return frame
+
+
+def _id_columns_by_case(columns: pd.Index, names: tuple[str, ...]) -> dict[str, str]:
+    """Renames of a list's columns that spell an id name in another case (``Customer_ID``),
+    as the data's columns are matched; none when the exact name is there."""
+    renames = {}
+    for name in names:
+        if name in columns:
+            continue
+        spelled = [c for c in columns if str(c).casefold() == name.casefold()]
+        if len(spelled) == 1:
+            renames[spelled[0]] = name
+    return renames
 
 
 def _mapped_id_names(settings: ClmSettings) -> tuple[str, ...]:

@@ -371,6 +371,16 @@ def test_a_list_may_name_its_ids_as_the_column_mapping_does(tmp_path: Path) -> N
     listing.write_text("client,id\n1,2\n")
     with pytest.raises(DataError, match="'client' and 'id' are both mapped to customer_id"):
         read_customer_list(listing, _mapped_id_names(both))
+    # The id column in another case, as data columns are matched (and still read as text).
+    listing.write_text("Customer_ID,segment\n007,a\n")
+    frame = read_customer_list(listing)
+    assert frame.columns.tolist() == ["customer_id", "segment"]
+    assert frame["customer_id"].tolist() == ["007"]
+    listing.write_text("CLIENT,segment\n007,a\n")
+    assert read_customer_list(listing, names)["customer_id"].tolist() == ["007"]
+    parquet = tmp_path / "list.parquet"
+    pd.DataFrame({"CUSTOMER_ID": ["C1", "C2"], "n": [1, 2]}).to_parquet(parquet)
+    assert read_customer_list(parquet).columns.tolist() == ["customer_id", "n"]
 
 
 def test_scoring_data_without_the_events_the_champions_know_is_refused_or_warned(
