@@ -178,7 +178,6 @@ def score_with_spark(
     from serving.scoring import champion_features, champion_versions
 
     _, versions = champion_versions(settings)
-    session = spark_session(settings)
     dataset = load(request.data, columns=settings.data.columns)
     warn_long_horizons(dataset, request)
     types = event_types_before(dataset, as_of=request.as_of, settings=settings)
@@ -189,6 +188,7 @@ def score_with_spark(
         champion_features(versions), dataset, as_of=request.as_of, settings=settings,
         event_types=types,
     )  # fmt: skip
+    session = spark_session(settings)  # after the checks: bad data is refused at once
     with tempfile.TemporaryDirectory(prefix="clm-spark-") as tmp:
         _register(session, dataset, Path(tmp))
         sql = snapshot_sql(

@@ -397,6 +397,11 @@ def test_scoring_data_without_the_events_the_champions_know_is_refused_or_warned
     with pytest.raises(DataError, match=r"no events before 2025-07-01, but the champions were"):
         score_batch(request, settings(deployment))
     assert not out.exists()
+    # Spark refuses it alike, before it starts.
+    on_spark = BatchRequest(data=folder, as_of=date(2025, 7, 1), out=out, engine="spark")
+    with pytest.raises(DataError, match=r"no events before 2025-07-01, but the champions were"):
+        score_batch(on_spark, settings(deployment))
+    assert not out.exists()
     # The service scores from the online store: materializing this data is refused alike.
     store = tmp_path / "online.db"
     env = {**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{store}"}
