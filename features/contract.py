@@ -47,7 +47,8 @@ MAX_WHOLE_ID = 2**53  # a number column read as ids: whole numbers below this (e
 
 EXPECTED: dict[Kind, str] = {
     "id": "a non-empty string",
-    "timestamp": "an ISO date or datetime such as 2024-03-01 or 2024-03-01T14:30:00Z",
+    "timestamp": "an ISO date or datetime from 1900 to 2199 such as 2024-03-01 or "
+    "2024-03-01T14:30:00Z",
     "number": "a finite number under 10^15 in size such as 19.99 (negative for a refund)",
     "string": "text",
 }
@@ -272,6 +273,18 @@ def _whole_number_text(col: str) -> str:
     )
 
 
+EARLIEST_MOMENT = "TIMESTAMP '1900-01-01 00:00:00'"
+LATEST_MOMENT = "TIMESTAMP '2199-12-31 23:59:59.999999'"
+
+
+def _offset_text(text: str) -> str:
+    """ISO text with an offset written after a space, as Shopify writes it
+    (``2024-03-01 14:30:00 -0500``), joined to the time so that DuckDB reads the offset."""
+    spaced = f"({text} LIKE '% +%' OR {text} LIKE '% -%')"  # cheap: the regex runs rarely
+    joined = f"regexp_replace({text}, '(\\d:\\d\\d(?:\\.\\d+)?) ([+-]\\d\\d:?\\d\\d)$', '\\1\\2')"
+    return f"CASE WHEN {spaced} THEN {joined} ELSE {text} END"
+
+
 def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
     """The SQL that turns the raw column into its contract type (NULL where it cannot)."""
     source = table.source(spec.name)
@@ -290,12 +303,19 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
     if spec.kind == "timestamp":
         # A TIMESTAMPTZ holds UTC microseconds: read them as naive UTC (cheaper than a cast).
         if _is_text(duck_type):
-            return f"make_timestamp(epoch_us(TRY_CAST({clean_text(col)} AS TIMESTAMPTZ)))"
-        if duck_type.upper() in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
-            return f"make_timestamp(epoch_us({col}))"
-        if duck_type.upper().startswith(("TIMESTAMP", "DATE")):
-            return f"CAST({col} AS TIMESTAMP)"
-        raise _type_error(table, spec, duck_type)
+            text = _offset_text(clean_text(col))
+            moment = f"make_timestamp(epoch_us(TRY_CAST({text} AS TIMESTAMPTZ)))"
+        elif duck_type.upper() in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
+            moment = f"make_timestamp(epoch_us({col}))"
+        elif duck_type.upper() == "TIMESTAMPTZ_NS":  # pandas' tz-aware datetimes in Parquet
+            moment = f"make_timestamp(epoch_us(CAST({col} AS TIMESTAMPTZ)))"
+        elif duck_type.upper().startswith(("TIMESTAMP", "DATE")):
+            moment = f"CAST({col} AS TIMESTAMP)"
+        else:
+            raise _type_error(table, spec, duck_type)
+        # A placeholder such as 9999-12-31 or 0001-01-01 ("never", "unknown") is no moment.
+        inside = f"{moment} BETWEEN {EARLIEST_MOMENT} AND {LATEST_MOMENT}"
+        return f"CASE WHEN {inside} THEN {moment} END"
     if _is_text(duck_type):
         parsed = f"TRY_CAST({clean_text(col)} AS DOUBLE)"
     elif _is_numeric(duck_type):
@@ -323,6 +343,8 @@ def _raw_copy(table: RawTable, spec: ColumnSpec) -> str | None:
         return clean_text(col)
     if spec.kind == "number" and _is_numeric(duck_type):  # infinite, or 10^15 or more
         return f"CAST({col} AS DOUBLE)"
+    if spec.kind == "timestamp":  # a date outside 1900-2199 (a placeholder such as 9999-12-31)
+        return f"CAST({col} AS VARCHAR)"
     return None
 
 

@@ -16,7 +16,7 @@ import gzip
 import re
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -430,7 +430,49 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
                 f"(tables read: {', '.join(dataset.sources.values())})"
             )
     _warn_unmatched_customers(dataset)
+    _warn_odd_rows(dataset)
     return dataset
+
+
+def _odd_rows(dataset: Dataset, table: str, where: str) -> tuple[int, str]:
+    """How many rows of ``table`` match ``where``, and the first three, named."""
+    rows = dataset.con.execute(
+        f"SELECT _row, CAST(ts AS VARCHAR), count(*) OVER () FROM {table} "
+        f"WHERE {where} ORDER BY _row LIMIT 3"
+    ).fetchall()
+    if not rows:
+        return 0, ""
+    places = dataset.row_places(table, [r[0] for r in rows])
+    count = int(rows[0][2])
+    shown = ", ".join(f"{places[r[0]]} {r[1]}" for r in rows)
+    return count, shown + (", ..." if count > len(rows) else "")
+
+
+def _warn_odd_rows(dataset: Dataset) -> None:
+    """Rows that are valid but probably not what the export meant: dated after today (a
+    typo such as 2099, which would also make label windows look covered by data), and
+    orders of amount 0 (neither a purchase nor a refund, so no feature counts them)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    _, last = dataset.date_range()
+    if last is not None and last > now:
+        for table in ("transactions", "events"):
+            count, shown = _odd_rows(dataset, table, f"ts > TIMESTAMP '{now:%Y-%m-%d %H:%M:%S}'")
+            if count:
+                warnings.warn(
+                    f"{dataset.sources[table]}: {count:,} row(s) dated after today "
+                    f"({now:%Y-%m-%d}, UTC): {shown}; they are read as given (label windows "
+                    "and the data's last day count them)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+    count, shown = _odd_rows(dataset, "transactions", "amount = 0")
+    if count:
+        warnings.warn(
+            f"{dataset.sources['transactions']}: {count:,} row(s) with amount 0 ({shown}): "
+            "neither a purchase (amount > 0) nor a refund (< 0), so no feature counts them",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _warn_unmatched_customers(dataset: Dataset) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import duckdb
@@ -565,3 +566,78 @@ def test_two_attribute_columns_that_name_one_feature_are_both_named(tmp_path: Pa
         "customers.csv: columns 'loyalty_tier' and 'Loyalty Tier' both become "
         "attr_loyalty_tier; rename one"
     )
+
+
+def test_pandas_tz_aware_parquet_and_offsets_after_a_space_read_as_utc(tmp_path: Path) -> None:
+    # pandas writes tz-aware datetimes as timestamp[ns, tz=...]; DuckDB reads TIMESTAMPTZ_NS.
+    moments = pd.to_datetime(["2024-03-01 12:30:00+02:00", "2024-03-02 08:00:00+00:00"], utc=True)
+    pd.DataFrame(
+        {"customer_id": ["a", "b"], "timestamp": moments, "amount": [1.0, 2.0]}
+    ).to_parquet(tmp_path / "transactions.parquet")
+    signups = pd.to_datetime(["2023-12-31 23:00:00-05:00"], utc=True)
+    pd.DataFrame({"customer_id": ["a"], "signup_date": signups}).to_parquet(
+        tmp_path / "customers.parquet"
+    )
+    data = load(tmp_path)
+    got = data.con.execute("SELECT customer_id, CAST(ts AS VARCHAR) FROM transactions").fetchall()
+    assert sorted(got) == [("a", "2024-03-01 10:30:00"), ("b", "2024-03-02 08:00:00")]
+    (signup,) = data.con.execute("SELECT CAST(signup_date AS VARCHAR) FROM customers").fetchone()
+    assert signup == "2024-01-01 04:00:00"
+    # Shopify's export: an offset after a space, with or without seconds' fractions.
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    (csv / "transactions.csv").write_text(
+        "customer_id,timestamp,amount\na,2024-03-01 14:30:00 -0500,1\n"
+        "b,2024-03-01 14:30:00.5 +05:30,1\nc,2024-03-01 14:30:00-0500,1\n"
+    )
+    got = load(csv).con.execute("SELECT customer_id, CAST(ts AS VARCHAR) FROM transactions")
+    assert sorted(got.fetchall()) == [
+        ("a", "2024-03-01 19:30:00"), ("b", "2024-03-01 09:00:00.5"), ("c", "2024-03-01 19:30:00"),
+    ]  # fmt: skip
+
+
+def test_placeholder_dates_outside_1900_to_2199_are_named(tmp_path: Path) -> None:
+    rows = [*good_transactions(), tx("x", "9999-12-31", 1.0), tx("y", "0001-01-01", 1.0)]
+    with pytest.raises(
+        DataError,
+        match=r"column 'timestamp': 2 value\(s\) not an ISO date or datetime from 1900 to 2199 "
+        r".*row 4 \(line 5\) '9999-12-31', row 5 \(line 6\) '0001-01-01'",
+    ):
+        load(write_tables(tmp_path / "csv", transactions=rows))
+    # In Parquet too, and an optional date is not silently made missing.
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    pd.DataFrame(good_transactions()).assign(
+        timestamp=lambda f: pd.to_datetime(f["timestamp"])
+    ).to_parquet(folder / "transactions.parquet")
+    pd.DataFrame(
+        {"customer_id": ["c0", "c1"], "signup_date": pd.to_datetime(["2023-01-01", "2262-01-01"])}
+    ).to_parquet(folder / "customers.parquet")
+    with pytest.raises(DataError, match=r"customers.parquet: column 'signup_date': 1 value.*row 2"):
+        load(folder)
+
+
+def test_rows_dated_after_today_and_orders_of_amount_0_are_warned_about(tmp_path: Path) -> None:
+    rows = [
+        *good_transactions(),
+        tx("z", "2024-02-01", 0.0),
+        tx("f", "2099-01-01", 5.0),
+        tx("z", "2024-02-03", 0.0),
+    ]
+    with pytest.warns(UserWarning) as caught:
+        data = load(write_tables(tmp_path, transactions=rows))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert (
+        messages[0].startswith("transactions.csv: 1 row(s) dated after today (")
+        and "row 5 (line 6) 2099-01-01 00:00:00; they are read as given" in messages[0]
+    )
+    assert messages[1] == (
+        "transactions.csv: 2 row(s) with amount 0 (row 4 (line 5) 2024-02-01 00:00:00, "
+        "row 6 (line 7) 2024-02-03 00:00:00): neither a purchase (amount > 0) nor a refund "
+        "(< 0), so no feature counts them"
+    )
+    assert data.row_counts["transactions"] == 6  # kept, as given
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(write_tables(tmp_path / "clean", transactions=good_transactions()))
