@@ -69,7 +69,13 @@ def _settings(columns: list[str] | None = None) -> ClmSettings:
     settings = load_settings(state.config)
     if columns:
         merged = {t: dict(m) for t, m in settings.data.columns.items()}
-        for table, mapping in parse_column_mapping(columns).items():
+        given = parse_column_mapping(columns)
+        # The command line wins: --column amount=net replaces the settings file's mapping
+        # of amount for every table, not only its mapping for all tables.
+        for target in given.get("*", {}):
+            for mapping in merged.values():
+                mapping.pop(target, None)
+        for table, mapping in given.items():
             merged.setdefault(table, {}).update(mapping)
         settings.data.columns = merged
     return settings

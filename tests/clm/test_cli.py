@@ -134,6 +134,17 @@ def test_column_mapping_on_the_command_line(tmp_path: Path) -> None:
     assert mapped.returncode == 0, mapped.stderr
     frame = pd.read_csv(out).set_index("customer_id")
     assert frame.loc["a", "purchase_days"] == 2 and frame.loc["b", "total_spend"] == 5.0
+    # The command line wins over the settings file, whichever table the file maps it for.
+    frame = pd.read_csv(tmp_path / "transactions.csv").assign(net=[8.0, 16.0, 4.0])
+    frame.to_csv(tmp_path / "transactions.csv", index=False)
+    config = tmp_path / "clm.toml"
+    config.write_text(
+        '[data.columns.transactions]\ncustomer_id = "client"\ntimestamp = "order_date"\n'
+        'amount = "total"\n'
+    )
+    net = clm("--config", str(config), *args, "--column", "amount=net")
+    assert net.returncode == 0, net.stderr
+    assert pd.read_csv(out).set_index("customer_id").loc["b", "total_spend"] == 4.0
 
 
 def test_failures_are_one_line_on_stderr_and_debug_shows_the_traceback(tmp_path: Path) -> None:
