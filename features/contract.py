@@ -244,6 +244,17 @@ def _is_numeric(duck_type: str) -> bool:
     return duck_type.upper() in INTEGER_TYPES or _is_float(duck_type)
 
 
+# What exports write for a missing value (pandas reads the same as NaN; 'NA' stays text: it
+# is also a code, North America or Namibia).
+MISSING_MARKERS = ("null", "n/a", "nan", "none", "#n/a", "<na>", "-")
+
+
+def missing_marker(text: str) -> str:
+    """SQL: the (trimmed) text is a missing-value marker such as NULL or N/A."""
+    markers = ", ".join(f"'{m}'" for m in MISSING_MARKERS)
+    return f"(strlen({text}) <= 4 AND lower({text}) IN ({markers}))"
+
+
 def clean_text(expr: str) -> str:
     """Text without surrounding spaces, NULL when empty (trim only runs where it matters)."""
     text = f"CAST({expr} AS VARCHAR)"
@@ -251,6 +262,13 @@ def clean_text(expr: str) -> str:
         f"CASE WHEN {text} LIKE ' %' OR {text} LIKE '% ' THEN NULLIF(trim({text}), '') "
         f"ELSE NULLIF({text}, '') END"
     )
+
+
+def clean_value_text(expr: str) -> str:
+    """:func:`clean_text`, and NULL for a missing-value marker (for customer attributes; the
+    logs' ids refuse a marker instead, see :func:`_bad_predicates`)."""
+    text = clean_text(expr)
+    return f"CASE WHEN {missing_marker(text)} THEN NULL ELSE {text} END"
 
 
 def _type_error(table: RawTable, spec: ColumnSpec, duck_type: str) -> DataError:
@@ -362,7 +380,10 @@ def _bad_predicates(table: RawTable, spec: ColumnSpec) -> list[tuple[str, str]]:
         )
         return [(f"_raw_{name} IS NULL", "empty"), fractional] if spec.required else [fractional]
     if spec.required:
-        return [(f"{name} IS NULL", "empty" if spec.kind == "id" else f"not {form}")]
+        if spec.kind == "id":
+            empty = "empty or a missing-value marker (NULL, N/A, ...)"
+            return [(f"({name} IS NULL OR {missing_marker(name)})", empty)]
+        return [(f"{name} IS NULL", f"not {form}")]
     if raw:
         return [(f"(_raw_{name} IS NOT NULL AND {name} IS NULL)", f"not {form}")]
     return []

@@ -26,10 +26,11 @@ import pyarrow.csv as pacsv
 from clm.errors import DataError
 from features.contract import (
     CONTRACTS,
+    MISSING_MARKERS,
     RawTable,
     TableContract,
     check_columns,
-    clean_text,
+    clean_value_text,
     column_label,
     csv_delimiter,
     quote_name,
@@ -276,11 +277,12 @@ def _attribute_exprs(con: duckdb.DuckDBPyConnection, raw: RawTable) -> dict[str,
             )
         origin[name] = column
         quoted = '"' + column.replace('"', '""') + '"'
-        text = clean_text(quoted)
+        text = clean_value_text(quoted)
+        # A number written with a leading zero (a ZIP or area code, 01234) is a code: text.
         (non_numeric,) = one_row(
             con,
             f"SELECT count(*) FROM {raw.relation} WHERE {text} IS NOT NULL "
-            f"AND TRY_CAST({text} AS DOUBLE) IS NULL",
+            f"AND (TRY_CAST({text} AS DOUBLE) IS NULL OR regexp_matches({text}, '^0[0-9]'))",
         )
         if non_numeric == 0 and duck_type.upper() not in {"DATE", "TIMESTAMP"}:
             out[name] = (f"TRY_CAST({text} AS DOUBLE)", "numeric")
@@ -431,7 +433,21 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
             )
     _warn_unmatched_customers(dataset)
     _warn_odd_rows(dataset)
+    _channel_markers_missing(dataset)
     return dataset
+
+
+def _channel_markers_missing(dataset: Dataset) -> None:
+    """A channel written as a missing-value marker (NULL, N/A, -) is missing, not a channel
+    of its own. Channels are few: the distinct list (read once, and used by the features
+    anyway) says whether a pass over the logs is needed at all."""
+    markers = [c for c in dataset.channels() if c.strip().lower() in MISSING_MARKERS]
+    if not markers:
+        return
+    listed = ", ".join("'" + m.replace("'", "''") + "'" for m in markers)
+    for table in ("transactions", "events"):
+        dataset.con.execute(f"UPDATE {table} SET channel = NULL WHERE channel IN ({listed})")
+    dataset._channels = None
 
 
 def _odd_rows(dataset: Dataset, table: str, where: str) -> tuple[int, str]:

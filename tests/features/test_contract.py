@@ -641,3 +641,36 @@ def test_rows_dated_after_today_and_orders_of_amount_0_are_warned_about(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load(write_tables(tmp_path / "clean", transactions=good_transactions()))
+
+
+def test_missing_value_markers_are_missing_and_codes_with_leading_zeros_stay_text(
+    tmp_path: Path,
+) -> None:
+    rows = [*good_transactions(), tx("NULL", "2024-01-05", 1.0), tx(" n/a ", "2024-01-06", 1.0)]
+    with pytest.raises(
+        DataError,
+        match=r"column 'customer_id': 2 value\(s\) empty or a missing-value marker "
+        r"\(NULL, N/A, \.\.\.\).*row 4 \(line 5\) 'NULL', row 5 \(line 6\) ' n/a '",
+    ):
+        load(write_tables(tmp_path / "ids", transactions=rows))
+    rows = [
+        tx("a", "2024-01-02", 1.0, channel="N/A"),
+        tx("b", "2024-01-03", 1.0, channel="web"),
+        tx("NA", "2024-01-04", 1.0, channel="-"),  # 'NA' is a code (North America), not missing
+    ]
+    customers = [
+        {"customer_id": "a", "age": "34", "zip": "01234", "tier": "None"},
+        {"customer_id": "b", "age": "N/A", "zip": "20500", "tier": "gold"},
+    ]
+    data = load(write_tables(tmp_path / "ok", transactions=rows, customers=customers))
+    channels = data.con.execute("SELECT customer_id, channel FROM transactions").fetchall()
+    assert sorted(channels) == [("NA", None), ("a", None), ("b", "web")]
+    assert data.attributes == {
+        "attr_age": "numeric",
+        "attr_zip": "category",
+        "attr_tier": "category",
+    }
+    got = data.con.execute(
+        "SELECT customer_id, attr_age, attr_zip, attr_tier FROM customers ORDER BY 1"
+    ).fetchall()
+    assert got == [("a", 34.0, "01234", None), ("b", None, "20500", "gold")]
