@@ -192,6 +192,55 @@ def _mapped_id_names(settings: ClmSettings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for name in names if name and name != "customer_id"))
 
 
+def warn_unknown_list_ids(dataset: Dataset, listing: pd.DataFrame | None, path: Path) -> None:
+    """A list most of whose ids the data does not name at all is most likely written another
+    way (an Excel export that dropped leading zeros, other case): say so, with the ids that
+    match once zeros and case are ignored. They are still scored, as new customers."""
+    if listing is None or listing.empty:
+        return
+    con = dataset.con
+    ids = pa.table({"customer_id": listing["customer_id"].astype(str).to_numpy()})
+    con.register("_listed", ids)
+    try:
+        logs = (
+            "SELECT customer_id FROM transactions UNION ALL SELECT customer_id FROM events "
+            "UNION ALL SELECT customer_id FROM customers"
+        )
+        unknown = [
+            r[0]
+            for r in con.execute(
+                f"SELECT customer_id FROM _listed WHERE customer_id NOT IN ({logs})"
+            ).fetchall()
+        ]
+        if len(unknown) * 2 <= len(listing):
+            return
+        shown = ", ".join(repr(u) for u in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        message = (
+            f"{path}: {len(unknown):,} of the list's {len(listing):,} ids are in no table of "
+            f"the data ({shown}); they are scored as new customers"
+        )
+        similar = con.execute(
+            f"""
+            WITH data AS (SELECT DISTINCT customer_id FROM ({logs}) AS t
+                          WHERE lower(ltrim(customer_id, '0')) IN
+                              (SELECT lower(ltrim(customer_id, '0')) FROM _listed))
+            SELECT l.customer_id, d.customer_id, count(*) OVER ()
+            FROM _listed l JOIN data d ON lower(ltrim(l.customer_id, '0')) =
+                lower(ltrim(d.customer_id, '0')) AND l.customer_id <> d.customer_id
+            ORDER BY l.customer_id LIMIT 3
+            """
+        ).fetchall()
+        if similar:
+            pairs = ", ".join(f"{a!r} ~ {b!r}" for a, b, _ in similar)
+            message += (
+                f"; {similar[0][2]:,} match an id of the data once leading zeros and case are "
+                f"ignored ({pairs}): write them as the data does"
+            )
+        warnings.warn(message, UserWarning, stacklevel=3)
+    finally:
+        con.unregister("_listed")
+
+
 def warn_long_horizons(dataset: Dataset, request: BatchRequest) -> None:
     """A horizon asked for that is longer than the history before the cutoff: the models
     extrapolate it (the training section says how) past any span the data shows."""
@@ -547,6 +596,8 @@ def score_batch(
         dataset = load(request.data, columns=settings.data.columns)
         timings["load"] = time.perf_counter() - started
         warn_long_horizons(dataset, request)
+        if request.customers is not None:
+            warn_unknown_list_ids(dataset, listing, request.customers)
         types = event_types_before(dataset, as_of=request.as_of, settings=settings)
         snapshot = build_snapshot(
             dataset, as_of=request.as_of, settings=settings, event_types=types

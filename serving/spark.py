@@ -174,12 +174,14 @@ def score_with_spark(
     and the model versions."""
     from pyspark.sql import functions as F
 
-    from serving.batch import output_metadata, warn_long_horizons
+    from serving.batch import output_metadata, warn_long_horizons, warn_unknown_list_ids
     from serving.scoring import champion_features, champion_versions
 
     _, versions = champion_versions(settings)
     dataset = load(request.data, columns=settings.data.columns)
     warn_long_horizons(dataset, request)
+    if request.customers is not None:
+        warn_unknown_list_ids(dataset, listing, request.customers)
     types = event_types_before(dataset, as_of=request.as_of, settings=settings)
     new_customer = new_customer_row(
         dataset, as_of=request.as_of, settings=settings, event_types=types

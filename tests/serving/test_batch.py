@@ -419,3 +419,36 @@ def test_scoring_data_without_the_events_the_champions_know_is_refused_or_warned
     with pytest.warns(UserWarning, match=r"the data has no review events before 2025-07-01"):
         score_batch(request, settings(deployment))
     assert len(pd.read_parquet(out)) > 500
+
+
+def test_a_list_of_ids_the_data_never_names_is_warned_about_with_the_near_matches(
+    tmp_path: Path,
+) -> None:
+    from serving.batch import warn_unknown_list_ids
+    from tests.helpers import tx, write_tables
+
+    rows = [
+        tx("000123", "2024-01-02", 5.0),
+        tx("AB-7", "2024-01-03", 5.0),
+        tx("x", "2024-01-04", 1.0),
+    ]
+    dataset = load(write_tables(tmp_path, transactions=rows))
+    listing = tmp_path / "list.csv"
+    # Excel dropped the zeros and someone lowered the case: 2 of 3 unknown, both near matches.
+    frame = pd.DataFrame({"customer_id": ["123", "ab-7", "x"]})
+    with pytest.warns(UserWarning) as caught:
+        warn_unknown_list_ids(dataset, frame, listing)
+    assert [str(w.message) for w in caught] == [
+        f"{listing}: 2 of the list's 3 ids are in no table of the data ('123', 'ab-7'); they "
+        "are scored as new customers; 2 match an id of the data once leading zeros and case "
+        "are ignored ('123' ~ '000123', 'ab-7' ~ 'AB-7'): write them as the data does"
+    ]
+    # Half or fewer unknown (new prospects on a campaign list): nothing to say.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_unknown_list_ids(dataset, pd.DataFrame({"customer_id": ["new-1", "x"]}), listing)
+    with pytest.warns(
+        UserWarning,
+        match=r"2 of the list's 2 ids .*\('n1', 'n2'\); they are scored as new customers$",
+    ):
+        warn_unknown_list_ids(dataset, pd.DataFrame({"customer_id": ["n1", "n2"]}), listing)
