@@ -36,6 +36,7 @@ from features.sql import (
     date_literal,
     events_per_customer,
     identifier,
+    one_row,
     text_list,
     ts_literal,
 )
@@ -58,6 +59,7 @@ def event_types_before(dataset: Dataset, *, as_of: date, settings: ClmSettings) 
     """The event types that get count columns: configured, or every type seen before as_of.
     Refuses NPS answers outside 0-10 first (every snapshot starts here)."""
     _refuse_bad_nps(dataset, settings.stages.nps_event_types)
+    _warn_odd_nps(dataset, settings.stages.nps_event_types)
     if settings.features.event_types is not None:
         configured = list(settings.features.event_types)
         if (collision := first_collision(configured)) is not None:
@@ -82,6 +84,7 @@ def event_types_before(dataset: Dataset, *, as_of: date, settings: ClmSettings) 
 
 
 NPS_SCALE = (0, 10)
+MIN_NPS_ANSWERS_FOR_SCALE = 20  # fewer answers all at 5 or less can be a bad month
 
 
 def _refuse_bad_nps(dataset: Dataset, nps_types: list[str]) -> None:
@@ -90,7 +93,7 @@ def _refuse_bad_nps(dataset: Dataset, nps_types: list[str]) -> None:
     low, high = NPS_SCALE
     bad = (
         f"event_type IN {text_list(nps_types)} AND value IS NOT NULL "
-        f"AND NOT (value BETWEEN {low} AND {high})"
+        f"AND NOT (value BETWEEN {low} AND {high} AND value = round(value))"
     )
     found = dataset.con.execute(
         f"SELECT _row, value, count(*) OVER () FROM events WHERE {bad} "
@@ -105,9 +108,35 @@ def _refuse_bad_nps(dataset: Dataset, nps_types: list[str]) -> None:
     raise DataError(
         f"{dataset.sources['events']}: column {dataset.column_label('events', 'value')}: "
         f"{total} NPS answer(s) "
-        f"({', '.join(nps_types)}) outside {low}-{high} (expected a score from {low} to "
-        f"{high}): {shown}{more}"
+        f"({', '.join(nps_types)}) outside {low}-{high} or not whole (expected a whole score "
+        f"from {low} to {high}): {shown}{more}"
     )
+
+
+def _warn_odd_nps(dataset: Dataset, nps_types: list[str]) -> None:
+    """NPS answers that are valid but look like another survey: all on 0-5 (a 1-5 scale
+    read as NPS makes everyone a detractor), and NPS events without an answer."""
+    answers, highest, unanswered = one_row(
+        dataset.con,
+        f"SELECT count(value), max(value), count(*) - count(value) FROM events "
+        f"WHERE event_type IN {text_list(nps_types)}",
+    )
+    label = dataset.sources.get("events", "events")
+    if answers >= MIN_NPS_ANSWERS_FOR_SCALE and highest <= 5:
+        warnings.warn(
+            f"{label}: all {answers:,} NPS answers ({', '.join(nps_types)}) are 5 or less: "
+            "NPS is asked on 0-10 (promoters 9-10); answers on a 1-5 scale make every customer "
+            "a detractor (rescale them, or use another event type)",
+            UserWarning,
+            stacklevel=4,
+        )
+    if unanswered:
+        warnings.warn(
+            f"{label}: {unanswered:,} NPS event(s) ({', '.join(nps_types)}) without a value "
+            "are counted as events, not as answers",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _refuse_colliding_types(dataset: Dataset, types: list[str]) -> None:

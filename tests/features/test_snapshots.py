@@ -164,7 +164,7 @@ def test_feature_sql_transpiles_to_spark(sample_dir: Path) -> None:
 def test_nps_answers_outside_0_to_10_are_refused_with_their_rows(tmp_path: Path) -> None:
     from tests.helpers import ev, tx, write_tables
 
-    answers = [9, 11, None, -1, 10, 0, 10.5]
+    answers = [9, 11, None, -1, 10, 0, 10.5, 7.5]
     folder = write_tables(
         tmp_path,
         transactions=[tx("A", "2024-01-05", 10.0)],
@@ -174,15 +174,16 @@ def test_nps_answers_outside_0_to_10_are_refused_with_their_rows(tmp_path: Path)
     with pytest.raises(DataError) as err:
         build_snapshot(load(folder), as_of=date(2024, 6, 1), settings=ClmSettings())
     assert str(err.value) == (
-        "events.csv: column 'value': 3 NPS answer(s) (nps) outside 0-10 (expected a score "
-        "from 0 to 10): row 2 (line 3) 11, row 4 (line 5) -1, row 7 (line 8) 10.5"
+        "events.csv: column 'value': 4 NPS answer(s) (nps) outside 0-10 or not whole "
+        "(expected a whole score from 0 to 10): row 2 (line 3) 11, row 4 (line 5) -1, "
+        "row 7 (line 8) 10.5, row 8 (line 9) 7.5"
     )
     # A mapped column is named as in the file.
     (folder / "events.csv").write_text(
         (folder / "events.csv").read_text().replace("value", "answer", 1)
     )
     mapped = load(folder, columns={"events": {"value": "answer"}})
-    with pytest.raises(DataError, match=r"column 'answer' \(mapped to value\): 3 NPS answer"):
+    with pytest.raises(DataError, match=r"column 'answer' \(mapped to value\): 4 NPS answer"):
         build_snapshot(mapped, as_of=date(2024, 6, 1), settings=ClmSettings())
     (folder / "events.csv").write_text(
         (folder / "events.csv").read_text().replace("answer", "value", 1)
@@ -190,6 +191,38 @@ def test_nps_answers_outside_0_to_10_are_refused_with_their_rows(tmp_path: Path)
     # The types are settings: with none, the same values are no answers.
     none = ClmSettings(stages={"nps_event_types": ["survey"]})  # type: ignore[arg-type]
     assert len(build_snapshot(load(folder), as_of=date(2024, 6, 1), settings=none)) == 1
+
+
+def test_nps_answers_all_at_5_or_less_and_unanswered_surveys_are_warned_about(
+    tmp_path: Path,
+) -> None:
+    from tests.helpers import ev, tx, write_tables
+
+    # A 1-5 satisfaction survey sent as 'nps': 20 answers, none above 5; one left empty.
+    answers = [1 + i % 5 for i in range(20)] + [None]
+    folder = write_tables(
+        tmp_path,
+        transactions=[tx("A", "2024-01-05", 10.0)],
+        events=[ev("A", f"2024-02-{i + 1:02d}", "nps", v) for i, v in enumerate(answers)],
+    )
+    with pytest.warns(UserWarning) as caught:
+        build_snapshot(load(folder), as_of=date(2024, 3, 1), settings=ClmSettings())
+    assert [str(w.message) for w in caught] == [
+        "events.csv: all 20 NPS answers (nps) are 5 or less: NPS is asked on 0-10 (promoters "
+        "9-10); answers on a 1-5 scale make every customer a detractor (rescale them, or use "
+        "another event type)",
+        "events.csv: 1 NPS event(s) (nps) without a value are counted as events, not as answers",
+    ]
+    # One answer above 5, no empty one: nothing to say.
+    answers[-1] = 9
+    folder = write_tables(
+        tmp_path / "fine",
+        transactions=[tx("A", "2024-01-05", 10.0)],
+        events=[ev("A", f"2024-02-{i + 1:02d}", "nps", v) for i, v in enumerate(answers)],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_snapshot(load(folder), as_of=date(2024, 3, 1), settings=ClmSettings())
 
 
 def test_event_types_that_would_name_the_same_columns_are_refused(tmp_path: Path) -> None:
