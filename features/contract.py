@@ -155,6 +155,26 @@ def row_places(csv_path: Path | None, rows: list[int]) -> dict[int, str]:
     return {r: f"row {r} (line {lines[r]})" if r in lines else f"row {r}" for r in rows}
 
 
+def ragged_record(path: Path, delimiter: str = ",", *, more_only: bool = False) -> str:
+    """The first record of a CSV file with another number of fields than its header (more
+    fields only, with ``more_only``), named by its line (error path only: a Python pass)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig", errors="replace") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, [])
+        start = reader.line_num + 1
+        for fields in reader:
+            if len(fields) > len(header) or (
+                not more_only and fields and len(fields) < len(header)
+            ):
+                return (
+                    f"line {start} has {len(fields)} fields, the header {len(header)}: "
+                    f"expected one field per column"
+                )
+            start = reader.line_num + 1
+    return "a row has more fields than the header"
+
+
 # Separators of CSV exports, in the order they are tried on the header line: a European
 # spreadsheet writes ';' (its decimal separator being the comma), others a tab or '|'.
 DELIMITERS = (",", ";", "\t", "|")

@@ -34,6 +34,7 @@ from features.contract import (
     column_label,
     csv_delimiter,
     quote_name,
+    ragged_record,
     raw_copies,
     row_places,
     typed_select,
@@ -197,7 +198,10 @@ def _register_csv(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None
                 quoted_strings_can_be_null=False,
             ),
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+    except pa.ArrowInvalid as exc:
+        where = f"{ragged_record(path, delimiter)}; " if "Expected" in str(exc) else ""
+        raise DataError(f"{path.name}: not a readable CSV file ({where}{exc})") from exc
+    except UnicodeDecodeError as exc:
         raise DataError(f"{path.name}: not a readable CSV file ({exc})") from exc
     table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), pa.int64()))
     con.register(f"{view}_arrow", table)

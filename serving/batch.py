@@ -13,8 +13,6 @@ metadata.
 from __future__ import annotations
 
 import contextlib
-import csv
-import gzip
 import json
 import os
 import time
@@ -37,7 +35,7 @@ from rich.progress import Progress
 
 from clm.errors import DataError
 from clm.settings import TABLES, ClmSettings
-from features.contract import MAX_WHOLE_ID, row_places
+from features.contract import MAX_WHOLE_ID, ragged_record, row_places
 from features.snapshots import (
     build_snapshot,
     check_trained_event_types,
@@ -127,7 +125,9 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
         else:
             frame = pd.read_parquet(path)
     except pd.errors.ParserWarning as exc:
-        raise DataError(f"{path}: not a readable customer list ({_ragged_row(path)})") from exc
+        raise DataError(
+            f"{path}: not a readable customer list ({ragged_record(path, more_only=True)})"
+        ) from exc
     except Exception as exc:  # any reader's error: named with the file
         message = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{path}: not a readable customer list ({message})") from exc
@@ -258,23 +258,6 @@ def warn_long_horizons(dataset: Dataset, request: BatchRequest) -> None:
                 UserWarning,
                 stacklevel=3,
             )
-
-
-def _ragged_row(path: Path) -> str:
-    """The first record of a CSV file with more fields than its header (error path only)."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        start = reader.line_num + 1
-        for fields in reader:
-            if len(fields) > len(header):
-                return (
-                    f"line {start} has {len(fields)} fields, the header {len(header)}: "
-                    f"expected one field per column"
-                )
-            start = reader.line_num + 1
-    return "a row has more fields than the header"
 
 
 def _id_text(values: pd.Series, path: Path, places: Callable[[list[int]], str]) -> pd.Series:

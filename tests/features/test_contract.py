@@ -674,3 +674,18 @@ def test_missing_value_markers_are_missing_and_codes_with_leading_zeros_stay_tex
         "SELECT customer_id, attr_age, attr_zip, attr_tier FROM customers ORDER BY 1"
     ).fetchall()
     assert got == [("a", 34.0, "01234", None), ("b", None, "20500", "gold")]
+
+
+def test_a_csv_record_with_another_number_of_fields_is_named_by_its_line(tmp_path: Path) -> None:
+    lines = ["customer_id,timestamp,amount", *(f"c{i},2024-03-01,1" for i in range(3000))]
+    lines[2001] = 'c1,"2024-03-01",1,oops'
+    (tmp_path / "transactions.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        DataError,
+        match=r"^transactions.csv: not a readable CSV file \(line 2002 has 4 fields, the header 3",
+    ):
+        load(tmp_path)
+    lines[2001] = "c1;2024-03-01"  # too few
+    (tmp_path / "transactions.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"\(line 2002 has 1 fields, the header 3"):
+        load(tmp_path)
