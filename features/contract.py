@@ -143,6 +143,22 @@ class RawTable:
     def column_label(self, column: str) -> str:
         return column_label(self.source(column), column)
 
+    @property
+    def decimal_comma(self) -> bool:
+        """A ';'-separated CSV file, as a European spreadsheet writes it: its numbers may have
+        a decimal comma (12,50)."""
+        return self.csv_path is not None and csv_delimiter(self.csv_path) == ";"
+
+    def number_text(self, text: str) -> str:
+        """SQL: number text as DuckDB reads it (a decimal comma as a point, in a file that
+        may have one; a number with both, 1.234,56, stays unreadable and is named)."""
+        if not self.decimal_comma:
+            return text
+        return (
+            f"CASE WHEN {text} LIKE '%,%' AND {text} NOT LIKE '%.%' "
+            f"THEN replace({text}, ',', '.') ELSE {text} END"
+        )
+
 
 def column_label(source: str, column: str) -> str:
     """How messages name a contract column read from ``source``."""
@@ -355,7 +371,7 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
         inside = f"{moment} BETWEEN {EARLIEST_MOMENT} AND {LATEST_MOMENT}"
         return f"CASE WHEN {inside} THEN {moment} END"
     if _is_text(duck_type):
-        parsed = f"TRY_CAST({clean_text(col)} AS DOUBLE)"
+        parsed = f"TRY_CAST({table.number_text(clean_text(col))} AS DOUBLE)"
     elif _is_numeric(duck_type):
         parsed = f"CAST({col} AS DOUBLE)"
     else:

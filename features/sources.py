@@ -286,10 +286,11 @@ def _attribute_exprs(con: duckdb.DuckDBPyConnection, raw: RawTable) -> dict[str,
         (non_numeric,) = one_row(
             con,
             f"SELECT count(*) FROM {raw.relation} WHERE {text} IS NOT NULL "
-            f"AND (TRY_CAST({text} AS DOUBLE) IS NULL OR regexp_matches({text}, '^0[0-9]'))",
+            f"AND (TRY_CAST({raw.number_text(text)} AS DOUBLE) IS NULL "
+            f"OR regexp_matches({text}, '^0[0-9]'))",
         )
         if non_numeric == 0 and duck_type.upper() not in {"DATE", "TIMESTAMP"}:
-            out[name] = (f"TRY_CAST({text} AS DOUBLE)", "numeric")
+            out[name] = (f"TRY_CAST({raw.number_text(text)} AS DOUBLE)", "numeric")
         else:
             out[name] = (text, "category")
     return out

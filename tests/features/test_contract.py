@@ -546,8 +546,28 @@ def test_semicolon_and_tab_separated_exports_are_read(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"row 2 \(line 4\) 'x'"):
         load(tmp_path, columns={"transactions": {"amount": "amount, EUR"}})
-    # A decimal comma is named as a bad amount, with its row and line.
-    (tmp_path / "transactions.csv").write_text("customer_id;timestamp;amount\na;2024-01-01;25,00\n")
+    # A ';'-separated file is a European spreadsheet's: a decimal comma is read (amounts and
+    # attributes); a number with both marks is named as a bad amount, with its row and line.
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id;timestamp;amount\na;2024-01-01;25,50\nb;2024-01-02;-3.5\n"
+    )
+    (tmp_path / "customers.csv").write_text("customer_id;score\na;1,5\nb;2\n")
+    dataset = load(tmp_path)
+    amounts = dataset.con.execute("SELECT amount FROM transactions ORDER BY _row").fetchall()
+    assert amounts == [(25.5,), (-3.5,)]
+    assert dataset.attributes == {"attr_score": "numeric"}
+    scores = dataset.con.execute("SELECT attr_score FROM customers ORDER BY _row").fetchall()
+    assert scores == [(1.5,), (2.0,)]
+    (tmp_path / "customers.csv").unlink()
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id;timestamp;amount\na;2024-01-01;1.234,56\n"
+    )
+    with pytest.raises(DataError, match=r"column 'amount'.*row 1 \(line 2\) '1.234,56'"):
+        load(tmp_path)
+    # In a ','-separated file a comma in a number is no decimal mark (1,234 may be a thousand).
+    (tmp_path / "transactions.csv").write_text(
+        'customer_id,timestamp,amount\na,2024-01-01,"25,00"\n'
+    )
     with pytest.raises(DataError, match=r"column 'amount'.*row 1 \(line 2\) '25,00'"):
         load(tmp_path)
 
