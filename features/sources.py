@@ -169,17 +169,17 @@ def _csv_header(path: Path, delimiter: str = ",") -> list[str]:
     for position, name in enumerate(header, start=1):
         if not name.strip():
             continue
-        if (first := seen.get(name.lower())) is not None:
+        if (first := seen.get(name.strip().lower())) is not None:
             what = (
                 f"column {name!r} appears twice"
                 if first[0] == name
-                else f"columns {first[0]!r} and {name!r} name one column (names ignore case)"
+                else f"columns {first[0]!r} and {name!r} name one column (names ignore case and surrounding spaces)"
             )
             raise DataError(
                 f"{path.name}: line 1: {what}: fields {first[1]} and {position} of the "
                 "header (expected each column name once)"
             )
-        seen[name.lower()] = (name, position)
+        seen[name.strip().lower()] = (name, position)
     return header
 
 
@@ -203,6 +203,8 @@ def _register_csv(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None
         raise DataError(f"{path.name}: not a readable CSV file ({where}{exc})") from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"{path.name}: not a readable CSV file ({exc})") from exc
+    # A header name with surrounding spaces (' customer_id ') is the name, as values are.
+    table = table.rename_columns([n.strip() or n for n in table.column_names])
     table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), pa.int64()))
     con.register(f"{view}_arrow", table)
     con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {view}_arrow")

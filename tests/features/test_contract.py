@@ -709,3 +709,14 @@ def test_a_csv_record_with_another_number_of_fields_is_named_by_its_line(tmp_pat
     (tmp_path / "transactions.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"\(line 2002 has 1 fields, the header 3"):
         load(tmp_path)
+
+
+def test_csv_header_names_are_trimmed_like_values(tmp_path: Path) -> None:
+    (tmp_path / "transactions.csv").write_text(" customer_id , timestamp,amount \na,2024-01-01,5\n")
+    rows = load(tmp_path).con.execute("SELECT customer_id, amount FROM transactions").fetchall()
+    assert rows == [("a", 5.0)]
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id,timestamp,amount, amount\na,2024-01-01,5,6\n"
+    )
+    with pytest.raises(DataError, match=r"columns 'amount' and ' amount' name one column"):
+        load(tmp_path)
