@@ -173,7 +173,8 @@ def _csv_header(path: Path, delimiter: str = ",") -> list[str]:
             what = (
                 f"column {name!r} appears twice"
                 if first[0] == name
-                else f"columns {first[0]!r} and {name!r} name one column (names ignore case and surrounding spaces)"
+                else f"columns {first[0]!r} and {name!r} name one column (names ignore case "
+                "and surrounding spaces)"
             )
             raise DataError(
                 f"{path.name}: line 1: {what}: fields {first[1]} and {position} of the "
