@@ -64,7 +64,9 @@ def generate_sample(
 
 
 def validate_data(location: Path, settings: ClmSettings) -> sources.Dataset:
-    dataset = sources.load(location, columns=settings.data.columns)
+    dataset = sources.load(
+        location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes
+    )
     first, last = dataset.date_range()
     # What building features would refuse of the whole history: NPS answers outside 0-10,
     # event types that name the same columns, too many types.
@@ -126,7 +128,9 @@ def build_features(
 ) -> None:
     check_table_out(out)
     started = time.perf_counter()
-    dataset = sources.load(location, columns=settings.data.columns)
+    dataset = sources.load(
+        location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes
+    )
     loaded = time.perf_counter()
     table = snapshot_table(dataset, as_of=as_of, settings=settings, labels=labels)
     built = time.perf_counter()
@@ -165,7 +169,9 @@ def write_report(
 
     actions = [*settings.decision.actions, NO_ACTION]
     scored = read_scores(scores, as_of, actions) if scores is not None else None
-    dataset = sources.load(location, columns=settings.data.columns)
+    dataset = sources.load(
+        location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes
+    )
     report = build_report(
         dataset,
         as_of=as_of,
@@ -262,7 +268,9 @@ def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> 
     from serving.middleware import api_token
 
     started = time.perf_counter()
-    dataset = sources.load(location, columns=settings.data.columns)
+    dataset = sources.load(
+        location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes
+    )
     types = event_types_before(dataset, as_of=as_of, settings=settings)
     snapshot = build_snapshot(dataset, as_of=as_of, settings=settings, event_types=types)
     new_customer = new_customer_row(dataset, as_of=as_of, settings=settings, event_types=types)

@@ -83,6 +83,13 @@ class DataSettings(_Section):
         ),
     )
 
+    exclude_attributes: list[str] = Field(
+        default_factory=list,
+        description="Columns of the customers table not read as attributes: values that "
+        "change over time (lifetime totals, a last-order date, a status) would leak the "
+        "outcome into training, and ids such as an email carry no signal.",
+    )
+
     @field_validator("columns")
     @classmethod
     def _known_tables(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:

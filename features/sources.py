@@ -15,6 +15,7 @@ import csv
 import gzip
 import re
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -268,9 +269,74 @@ def _check_shared_mapping(columns: dict[str, dict[str, str]]) -> None:
             )
 
 
-def _attribute_exprs(con: duckdb.DuckDBPyConnection, raw: RawTable) -> dict[str, tuple[str, str]]:
+# Attribute names that suggest a value that changes over time (a lifetime total, a last
+# order's date, a status): read as they are now at every past cutoff, they leak the outcome.
+CHANGING_NAME = re.compile(
+    r"(^|_)(total|lifetime|last|latest|recent|count|orders?|spent|spend|revenue|balance|ltv|clv|"
+    r"churn(ed)?|status|updated|cancel(l?ed)?)(_|$)"
+)
+
+
+def _excluded_columns(raw: RawTable, exclude: Collection[str]) -> set[str]:
+    """The customers columns ``data.exclude_attributes`` names (in any case); a name that is
+    no column of the file is an error, never ignored."""
+    by_case = {c.lower(): c for c in raw.types if c != "_row"}
+    unknown = [name for name in exclude if name.lower() not in by_case]
+    if unknown:
+        raise DataError(
+            f"data.exclude_attributes: {', '.join(map(repr, unknown))} is not a column of "
+            f"{raw.label} (columns: {', '.join(by_case.values())})"
+        )
+    return {by_case[name.lower()] for name in exclude}
+
+
+def _warn_doubtful_attributes(
+    con: duckdb.DuckDBPyConnection, raw: RawTable, found: dict[str, tuple[str, str]],
+    origin: dict[str, str],
+) -> None:  # fmt: skip
+    """Attributes that probably change over time (by name), and categories with a value per
+    customer (an email), which carry no signal: say so, with the setting that drops them."""
+    changing = [origin[n] for n in found if CHANGING_NAME.search(n.removeprefix("attr_"))]
+    if changing:
+        warnings.warn(
+            f"{raw.label}: attribute column(s) {', '.join(map(repr, changing))} look like values "
+            "that change over time: attributes are read as they are now at every past cutoff, "
+            "so a running total, a last-order date or a status leaks the outcome into training "
+            "(list them in data.exclude_attributes)",
+            UserWarning,
+            stacklevel=5,
+        )
+    categories = [n for n, (_, kind) in found.items() if kind == "category"]
+    if not categories:
+        return
+    counts = one_row(
+        con,
+        "SELECT count(*), "
+        + ", ".join(f"count(DISTINCT {found[n][0]})" for n in categories)
+        + f" FROM {raw.relation}",
+    )
+    rows, distinct = counts[0], counts[1:]
+    unique = [
+        origin[n]
+        for n, d in zip(categories, distinct, strict=True)
+        if rows >= 50 and d > 0.9 * rows
+    ]
+    if unique:
+        warnings.warn(
+            f"{raw.label}: attribute column(s) {', '.join(map(repr, unique))} have a different "
+            "value for nearly every customer (an email, a name): as categories they carry no "
+            "signal (list them in data.exclude_attributes)",
+            UserWarning,
+            stacklevel=5,
+        )
+
+
+def _attribute_exprs(
+    con: duckdb.DuckDBPyConnection, raw: RawTable, exclude: Collection[str] = ()
+) -> dict[str, tuple[str, str]]:
     """Customer attributes: numeric when every non-empty value is a number, else a category."""
     used = {raw.source(c) for c in raw.contract.column_names} | {"_row"}
+    used |= _excluded_columns(raw, exclude)
     out: dict[str, tuple[str, str]] = {}
     origin: dict[str, str] = {}  # attribute name -> the column it came from
     for column, duck_type in raw.types.items():
@@ -296,6 +362,7 @@ def _attribute_exprs(con: duckdb.DuckDBPyConnection, raw: RawTable) -> dict[str,
             out[name] = (f"TRY_CAST({raw.number_text(text)} AS DOUBLE)", "numeric")
         else:
             out[name] = (text, "category")
+    _warn_doubtful_attributes(con, raw, out, origin)
     return out
 
 
@@ -382,8 +449,14 @@ def _expected(location: Path, table: str) -> str:
     return f"{expected}; the folder holds {shown or 'no file'}"
 
 
-def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) -> Dataset:
-    """Read, validate and type the raw tables at ``location`` (a folder or a .duckdb file)."""
+def load(
+    location: Path,
+    *,
+    columns: dict[str, dict[str, str]] | None = None,
+    exclude_attributes: Collection[str] = (),
+) -> Dataset:
+    """Read, validate and type the raw tables at ``location`` (a folder or a .duckdb file);
+    ``exclude_attributes``: customers columns not read as attributes."""
     location = Path(location)
     columns = columns or {}
     if not location.exists():
@@ -425,7 +498,7 @@ def load(location: Path, *, columns: dict[str, dict[str, str]] | None = None) ->
                 raise DataError(f"{location}: no {name} table ({_expected(location, name)})")
             con.execute(f"CREATE TABLE {name} ({EMPTY_TABLES[name]})")
             continue
-        used |= _load_table(dataset, contract, label, csv_path, columns)
+        used |= _load_table(dataset, contract, label, csv_path, columns, exclude_attributes)
     for table, mapping in columns.items():
         if table != "*" and mapping and table not in dataset.sources:
             target, source = next(iter(mapping.items()))
@@ -539,6 +612,7 @@ def _load_table(
     label: str,
     csv_path: Path | None,
     columns: dict[str, dict[str, str]],
+    exclude_attributes: Collection[str] = (),
 ) -> set[str]:
     """Load one table; return the '*' mapping targets it used."""
     con = dataset.con
@@ -562,7 +636,7 @@ def _load_table(
             )
     attributes: dict[str, str] = {}
     if contract.keeps_other_columns:
-        found = _attribute_exprs(con, raw)
+        found = _attribute_exprs(con, raw, exclude_attributes)
         attributes = {name: expr for name, (expr, _) in found.items()}
         dataset.attributes = {name: kind for name, (_, kind) in found.items()}
     # One read of the source into a typed table; the checks then run in memory.

@@ -576,7 +576,11 @@ def score_batch(
     # the GIL, so the two overlap.
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(load_champions, settings, settings.training.n_jobs)
-        dataset = load(request.data, columns=settings.data.columns)
+        dataset = load(
+            request.data,
+            columns=settings.data.columns,
+            exclude_attributes=settings.data.exclude_attributes,
+        )
         timings["load"] = time.perf_counter() - started
         warn_long_horizons(dataset, request)
         if request.customers is not None:

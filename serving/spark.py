@@ -178,7 +178,11 @@ def score_with_spark(
     from serving.scoring import champion_features, champion_versions
 
     _, versions = champion_versions(settings)
-    dataset = load(request.data, columns=settings.data.columns)
+    dataset = load(
+        request.data,
+        columns=settings.data.columns,
+        exclude_attributes=settings.data.exclude_attributes,
+    )
     warn_long_horizons(dataset, request)
     if request.customers is not None:
         warn_unknown_list_ids(dataset, listing, request.customers)

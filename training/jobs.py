@@ -181,7 +181,11 @@ def train(
     timings: dict[str, float] = {}
     steps = Steps(console, timings)
     with steps.step("load data"):
-        dataset = load(request.data, columns=settings.data.columns)
+        dataset = load(
+            request.data,
+            columns=settings.data.columns,
+            exclude_attributes=settings.data.exclude_attributes,
+        )
     first_day = _first_day(dataset, request.as_of)
     planned: list[str] = []
     plans = {

@@ -344,3 +344,32 @@ def test_a_warning_is_one_line_and_with_debug_names_its_file(
     finally:
         cli.state.debug = False
     assert capsys.readouterr().err.startswith("/x/lib.py:7: UserWarning: fit stopped")
+
+
+def test_excluded_attributes_are_read_from_the_settings(tmp_path: Path) -> None:
+    pd.DataFrame({"customer_id": ["a"], "timestamp": ["2024-01-01"], "amount": [5.0]}).to_csv(
+        tmp_path / "transactions.csv", index=False
+    )
+    pd.DataFrame({"customer_id": ["a"], "Lifetime Orders": [7], "tier": ["gold"]}).to_csv(
+        tmp_path / "customers.csv", index=False
+    )
+    out = tmp_path.parent / f"{tmp_path.name}-f.csv"  # beside the data: no stray table file
+    args = [
+        "features",
+        "build",
+        "--data",
+        str(tmp_path),
+        "--as-of",
+        "2024-02-01",
+        "--out",
+        str(out),
+    ]
+    warned = clm(*args)
+    assert warned.returncode == 0 and "'Lifetime Orders' look like values" in warned.stderr
+    assert "attr_lifetime_orders" in pd.read_csv(out).columns
+    config = tmp_path / "clm.toml"
+    config.write_text('[data]\nexclude_attributes = ["Lifetime Orders"]\n')
+    quiet = clm("--config", str(config), *args)
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+    assert "attr_lifetime_orders" not in pd.read_csv(out).columns
+    assert "attr_tier" in pd.read_csv(out).columns

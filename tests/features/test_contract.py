@@ -720,3 +720,41 @@ def test_csv_header_names_are_trimmed_like_values(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"columns 'amount' and ' amount' name one column"):
         load(tmp_path)
+
+
+def test_attributes_that_change_over_time_or_name_each_customer_are_warned_about_and_excludable(
+    tmp_path: Path,
+) -> None:
+    n = 60
+    rows = [tx(f"c{i}", "2024-01-02", 5.0) for i in range(n)]
+    customers = [
+        {
+            "customer_id": f"c{i}",
+            "Total Spent": 10.0 * i,
+            "Email": f"u{i}@x.io",
+            "tier": "ab"[i % 2],
+        }
+        for i in range(n)
+    ]
+    folder = write_tables(tmp_path, transactions=rows, customers=customers)
+    with pytest.warns(UserWarning) as caught:
+        data = load(folder)
+    assert [str(w.message) for w in caught] == [
+        "customers.csv: attribute column(s) 'Total Spent' look like values that change over "
+        "time: attributes are read as they are now at every past cutoff, so a running total, a "
+        "last-order date or a status leaks the outcome into training (list them in "
+        "data.exclude_attributes)",
+        "customers.csv: attribute column(s) 'Email' have a different value for nearly every "
+        "customer (an email, a name): as categories they carry no signal (list them in "
+        "data.exclude_attributes)",
+    ]
+    assert set(data.attributes) == {"attr_total_spent", "attr_email", "attr_tier"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept = load(folder, exclude_attributes=["total spent", "EMAIL"])
+    assert kept.attributes == {"attr_tier": "category"}
+    assert "attr_email" not in [r[0] for r in kept.con.execute("DESCRIBE customers").fetchall()]
+    with pytest.raises(
+        DataError, match=r"data.exclude_attributes: 'emial' is not a column of customers.csv"
+    ):
+        load(folder, exclude_attributes=["emial"])
