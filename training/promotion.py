@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import math
 import os
 import warnings
@@ -101,12 +102,43 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def snapshot_digest(frame: pd.DataFrame) -> str:
+    """A digest of every row of a snapshot (its logged Dataset's digest)."""
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha256(hashes.tobytes()).hexdigest()[:16]
+
+
+def fold_key(kind: str, fold: pd.DataFrame) -> str:
+    """What an evaluation fold is, as exactly as it can be told apart: its customers and their
+    whole-valued labels, in id order (feature sums may differ in the last bits from run to
+    run, as rows are summed in another order)."""
+    labels = [
+        c
+        for c in TASKS[kind].label_columns
+        if c in fold and not pd.api.types.is_float_dtype(fold[c])
+    ]
+    rows = fold[["customer_id", *labels]].sort_values("customer_id", kind="stable")
+    hashes = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+    return hashlib.sha256(hashes.tobytes()).hexdigest()[:16]
+
+
+def _logged_source(run: Any, context: str) -> str:
+    """The data source of the snapshot a run logged for ``context`` (training / evaluation)."""
+    for item in run.inputs.dataset_inputs if run and run.inputs else []:
+        if any(t.key == "mlflow.data.context" and t.value == context for t in item.tags):
+            source = str(item.dataset.source)
+            with contextlib.suppress(ValueError, AttributeError):
+                source = str(json.loads(source).get("uri", source))
+            return source
+    return "its data"
+
+
 def _log_inputs(kind: str, training: pd.DataFrame, fold: pd.DataFrame, data: Path) -> None:
-    """Digests of the training and evaluation snapshots (all rows; schema from a sample)."""
+    """Digests of the training and evaluation snapshots (all rows; schema from a sample), and
+    the evaluation fold's key (:func:`fold_key`)."""
+    mlflow.log_param("evaluation_fold_key", fold_key(kind, fold))
     targets = TASKS[kind].label_columns[-1]
     for context, frame in (("training", training), ("evaluation", fold)):
-        hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-        digest = hashlib.sha256(hashes.tobytes())
         sample = frame.head(1000).assign(as_of=lambda f: f["as_of"].astype(str))
         with _quiet():  # the schema is inferred when the input is logged
             dataset = from_pandas(
@@ -114,7 +146,7 @@ def _log_inputs(kind: str, training: pd.DataFrame, fold: pd.DataFrame, data: Pat
                 source=str(data.resolve()),
                 name=f"{kind}-{context} ({len(frame)} rows)",
                 targets=targets,
-                digest=digest.hexdigest()[:16],
+                digest=snapshot_digest(frame),
             )
             mlflow.log_input(dataset, context=context)
 
@@ -154,6 +186,15 @@ def _champion_metrics(
         folds.horizon_days
     ):
         logged = dict(run.data.metrics) if run else {}
+        logged_key = params.get("evaluation_fold_key")  # runs before it: not checked
+        if logged_key is not None and logged_key != fold_key(kind, fold):
+            # Same dates, other customers or outcomes: another export or another business.
+            # The champion was refitted on this cutoff, so it cannot be scored on it either.
+            raise NotComparable(
+                f"champion v{version} was evaluated on the same fold dates ({folds.evaluation}) "
+                f"in other data (from {_logged_source(run, 'evaluation')}; fold key "
+                f"{logged_key}, here {fold_key(kind, fold)}) and was fitted on that cutoff"
+            )
         return logged, f"both on {here}; the champion's from its own run"
     if cutoffs and max(cutoffs) >= folds.evaluation:
         raise NotComparable(

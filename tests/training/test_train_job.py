@@ -344,3 +344,30 @@ def test_a_backfill_is_not_compared_with_a_champion_that_has_seen_its_fold(
         "models promote if it should serve"
     )
     assert champion_version("clm-churn") == "1"
+
+
+def test_a_champion_evaluated_on_other_data_at_the_same_dates_is_not_compared(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    settings = _settings(tmp_path)
+    train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), settings)
+    # Another business (or another export) trained into the same registry at the same as_of:
+    # its fold has the same dates and other rows.
+    other = tmp_path / "other"
+    other.mkdir()
+    transactions = pd.read_parquet(sample_dir / "transactions.parquet")
+    transactions.iloc[::3].to_parquet(other / "transactions.parquet")
+    again = train(TrainRequest(data=other, as_of=AS_OF, kinds=("churn",)), settings)
+    outcome = again.models["churn"]
+    assert outcome["promoted"] is False
+    assert outcome["reason"].startswith(
+        "champion v1 was evaluated on the same fold dates (2025-04-02) in other data (from "
+        f"{sample_dir.resolve()}; fold key "
+    )
+    assert outcome["reason"].endswith(
+        ") and was fitted on that cutoff; not compared, so not promoted: promote v2 with clm "
+        "models promote if it should serve"
+    )
+    assert champion_version("clm-churn") == "1"
