@@ -366,3 +366,14 @@ def test_a_cutoff_too_early_for_bgnbd_takes_the_latest_cutoffs_fit_with_a_warnin
         "has a repeat purchase; the latest cutoff's fit is used"
     ]
     assert np.isfinite(model.predict_frame(fold)["expected_spend"]).all()
+
+
+def test_isotonic_calibration_is_never_certain() -> None:
+    from training.models.churn import apply_calibrator, fit_calibrator
+
+    raw = np.linspace(0.01, 0.99, 200)
+    y = (raw > 0.5).astype(int)  # the low half never churned, the high half always did
+    calibrator = fit_calibrator("isotonic", raw, y)
+    p = apply_calibrator(calibrator, np.array([0.0, 0.2, 0.8, 1.0]))
+    assert p[0] == pytest.approx(1 / 202) and p[-1] == pytest.approx(1 - 1 / 202)
+    assert (p > 0).all() and (p < 1).all() and np.all(np.diff(p) >= 0)

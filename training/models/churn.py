@@ -67,7 +67,10 @@ def survival_curve(u: np.ndarray, v: np.ndarray, ratio: float) -> np.ndarray:
 def fit_calibrator(method: str, raw: np.ndarray, y: np.ndarray) -> Any:
     """An isotonic or Platt (logistic on the logit) map from raw to calibrated probability."""
     if method == "isotonic":
-        return IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(raw, y)
+        # Never exactly 0 or 1: a block of validation rows that all churned (or none did) is
+        # no certainty; bounded as Laplace's rule bounds a rate seen in all of n rows.
+        edge = 1.0 / (len(raw) + 2)
+        return IsotonicRegression(y_min=edge, y_max=1 - edge, out_of_bounds="clip").fit(raw, y)
     if method == "sigmoid":
         return LogisticRegression(C=1e6).fit(_logit(raw)[:, None], y)
     raise ValueError(f"calibration must be one of {CALIBRATIONS} or 'auto', got {method!r}")
