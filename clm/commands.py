@@ -85,6 +85,12 @@ def validate_data(location: Path, settings: ClmSettings) -> sources.Dataset:
     if dataset.attributes:
         attrs = ", ".join(f"{k} ({v})" for k, v in dataset.attributes.items())
         rows.append(("customer attributes", attrs))
+    for table, unread in dataset.unread.items():
+        if unread:  # e.g. a status column: refunds are read from negative amounts only
+            shown = ", ".join(unread[:8]) + (
+                f" and {len(unread) - 8} more" if len(unread) > 8 else ""
+            )
+            rows.append((f"{table}: not read", shown))
     _summary(f"{location}: valid", rows)
     return dataset
 

@@ -63,6 +63,7 @@ class Dataset:
     row_counts: dict[str, int] = field(default_factory=dict)
     csv_paths: dict[str, Path] = field(default_factory=dict)  # table -> its CSV file, if one
     mappings: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> its mapping
+    unread: dict[str, list[str]] = field(default_factory=dict)  # table -> columns not read
     _channels: list[str] | None = field(default=None, init=False, repr=False)
     _range: tuple[datetime | None, datetime | None] | None = field(
         default=None, init=False, repr=False
@@ -650,6 +651,9 @@ def _load_table(
     dataset.row_counts[contract.name] = int(count)
     dataset.sources[contract.name] = label
     dataset.mappings[contract.name] = dict(raw.mapping)
+    if not contract.keeps_other_columns:
+        read = {raw.source(c) for c in contract.column_names} | {"_row"}
+        dataset.unread[contract.name] = [c for c in types if c not in read]
     if csv_path is not None:
         dataset.csv_paths[contract.name] = csv_path
     shared = columns.get("*", {})

@@ -326,9 +326,17 @@ def test_validate_refuses_what_building_features_would(tmp_path: Path) -> None:
     result = clm("data", "validate", "--data", str(tmp_path))
     assert result.returncode != 0
     assert result.stderr.strip() == (
-        "error: events.csv: column 'value': 1 NPS answer(s) (nps) outside 0-10 (expected a "
-        "score from 0 to 10): row 1 (line 2) 12"
+        "error: events.csv: column 'value': 1 NPS answer(s) (nps) outside 0-10 or not whole "
+        "(expected a whole score from 0 to 10): row 1 (line 2) 12"
     )
+    # Columns the contract does not read are listed (a status column does not make refunds).
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id,timestamp,amount,financial_status\na,2024-01-01,5,refunded\n"
+    )
+    events.unlink()
+    result = clm("data", "validate", "--data", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "transactions: not read │ financial_status" in result.stdout
 
 
 def test_a_warning_is_one_line_and_with_debug_names_its_file(
