@@ -371,7 +371,9 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
         inside = f"{moment} BETWEEN {EARLIEST_MOMENT} AND {LATEST_MOMENT}"
         return f"CASE WHEN {inside} THEN {moment} END"
     if _is_text(duck_type):
-        parsed = f"TRY_CAST({table.number_text(clean_text(col))} AS DOUBLE)"
+        # DuckDB reads 1_000 as 1000, as Python does; an export never writes it so.
+        text = table.number_text(clean_text(col))
+        parsed = f"TRY_CAST(CASE WHEN NOT contains({text}, '_') THEN {text} END AS DOUBLE)"
     elif _is_numeric(duck_type):
         parsed = f"CAST({col} AS DOUBLE)"
     else:

@@ -67,10 +67,12 @@ def test_unparseable_and_non_finite_amounts(tmp_path: Path) -> None:
     rows = [*good_transactions(1), tx("a", "2024-01-01", "abc"), tx("b", "2024-01-01", "inf")]
     rows += [tx("c", "2024-01-01", "1e308"), tx("d", "2024-01-01", "-1e15")]
     rows += [tx("e", "2024-01-01", "999999999999999.9")]  # under 10^15: kept
+    rows += [tx("f", "2024-01-01", "1_000")]  # Python's digit groups: no export's number
     with pytest.raises(DataError) as err:
         load(write_tables(tmp_path, transactions=rows))
     message = str(err.value)
-    assert "column 'amount': 4 value(s) not a finite number under 10^15 in size" in message
+    assert "column 'amount': 5 value(s) not a finite number under 10^15 in size" in message
+    assert "row 7 (line 8) '1_000'" in message
     assert "row 2 (line 3) 'abc'" in message and "row 3 (line 4) 'inf'" in message
     assert "row 4 (line 5) '1e308'" in message and "row 5 (line 6) '-1e15'" in message
 
