@@ -7,13 +7,14 @@ traceback. Dates are ``YYYY-MM-DD``.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, NoReturn, TextIO
 
 import typer
 
@@ -380,13 +381,18 @@ def _show_warning(  # the signature of warnings.showwarning
 def main() -> None:
     """Entry point: run the app, turning errors into one line on stderr (and warnings)."""
     warnings.showwarning = _show_warning
+    # SIGTERM (cron, systemd, Kubernetes) unwinds like Ctrl-C: every finally block runs, so
+    # a killed run leaves no temporary files behind.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(getattr(exc, "exit_code", 0))
-    except typer.Abort:
-        print("error: aborted", file=sys.stderr)
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        _interrupted()
+    except _Terminated:
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(143)
     except typer.TyperException as exc:  # usage errors: a missing or malformed option
         message = " ".join(exc.format_message().split())
         if message:  # (empty when the help was shown for a bare group)
@@ -399,6 +405,8 @@ def main() -> None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:  # unexpected: still one line unless --debug
+        if "Query interrupted" in str(exc):  # Ctrl-C while DuckDB ran a query
+            _interrupted()
         if state.debug:
             traceback.print_exc()
         message = " ".join(str(exc).split())
@@ -407,3 +415,20 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    if code == 130:  # click returns Ctrl-C's code instead of raising, without standalone mode
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _interrupted() -> NoReturn:
+    print("error: interrupted", file=sys.stderr)
+    sys.exit(130)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread (not an Exception: no handler swallows it)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated()

@@ -381,3 +381,47 @@ def test_excluded_attributes_are_read_from_the_settings(tmp_path: Path) -> None:
     assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
     assert "attr_lifetime_orders" not in pd.read_csv(out).columns
     assert "attr_tier" in pd.read_csv(out).columns
+
+
+SLEEPY = """
+import pathlib, sys, time
+from clm import cli
+
+marker = pathlib.Path(sys.argv[1])
+
+@cli.app.command("sleepy", hidden=True)
+def sleepy() -> None:
+    marker.write_text("a temporary file")
+    try:
+        time.sleep(120)
+    finally:
+        marker.unlink()
+
+sys.argv = ["clm", "sleepy"]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "code", "line"),
+    [("SIGINT", 130, "error: interrupted"), ("SIGTERM", 143, "error: terminated (SIGTERM)")],
+)
+def test_an_interrupted_or_terminated_command_cleans_up_and_fails(
+    tmp_path: Path, signal_name: str, code: int, line: str
+) -> None:
+    import signal
+    import time
+
+    marker = tmp_path / "partial"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLEEPY, str(marker)], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), "the command did not start"
+    process.send_signal(getattr(signal, signal_name))
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code  # never 0: a cron wrapper must see the failure
+    assert stderr.strip() == line
+    assert not marker.exists()  # finally blocks ran
