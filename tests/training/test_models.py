@@ -319,6 +319,14 @@ def test_survival_curve_passes_through_both_points_and_keeps_the_dead() -> None:
     assert survival_curve(u, v, 3.0)[4] == 1.0  # never buys
     longer = [survival_curve(u, v, r) for r in (1.0, 1.5, 2.0, 3.0)]
     assert all((a >= b).all() for a, b in itertools.pairwise(longer))
+    # The two calibrated apart disagree (u < v): the curve still meets the trained horizon's
+    # own prediction and falls with the horizon on both sides of it (no jump at h).
+    u, v = np.array([0.6, 0.3]), np.array([0.8, 0.3])
+    ratios = (0.5, 0.9, 0.99, 1.0, 1.01, 1.1, 2.0)
+    curve = np.array([survival_curve(u, v, r) for r in ratios])
+    assert curve[3] == pytest.approx(v)
+    assert np.all(np.diff(curve, axis=0) <= 1e-12)
+    assert curve[2] == pytest.approx(v, abs=0.01) and curve[4] == pytest.approx(v, abs=0.01)
 
 
 def test_churn_scores_have_xgboosts_exact_contributions_from_the_tables(

@@ -12,7 +12,8 @@ for the half horizon ``h/2``. The two calibrated survivals ``u = P(none in h/2)`
 ``S(t) = pi + (1 - pi) * w ** (t / h)`` (a share ``pi`` never buys again, the others buy as a
 Poisson process, ``w = (v - pi) / (1 - pi)``), which passes through both points:
 ``pi = (v - u**2) / ((1 - u)**2 + v - u**2)``, clipped to ``[0, v]`` (0 when the hazard
-rises, i.e. ``v < u**2``). ``S(H)`` is the prediction for any other horizon ``H``. Measured on
+rises, i.e. ``v < u**2``; ``u`` is first raised to ``v`` where the two disagree). ``S(H)``
+is the prediction for any other horizon ``H``. Measured on
 the sample data, survival barely falls after a long silence (those who have not bought for
 months rarely return): the curve keeps that, where BG/NBD fitted on a short history (no
 dropout seen yet) lets everyone return.
@@ -52,9 +53,13 @@ HALF_LABEL = "label_days_to_purchase"
 
 
 def survival_curve(u: np.ndarray, v: np.ndarray, ratio: float) -> np.ndarray:
-    """``S(ratio * h)`` of the dead-or-alive curve through ``S(h/2) = u`` and ``S(h) = v``."""
-    u = np.clip(np.asarray(u, dtype=float), 0.0, 1.0)
-    v = np.clip(np.minimum(np.asarray(v, dtype=float), u), 0.0, 1.0)
+    """``S(ratio * h)`` of the dead-or-alive curve through ``S(h/2) = u`` and ``S(h) = v``.
+
+    The two are calibrated apart, so ``u < v`` happens (no purchase in h/2 less likely than
+    none in h): ``u`` is raised to ``v``, so that the curve still passes through ``S(h) = v``,
+    the trained horizon's own prediction, and never rises with the horizon."""
+    v = np.clip(np.asarray(v, dtype=float), 0.0, 1.0)
+    u = np.clip(np.maximum(np.asarray(u, dtype=float), v), 0.0, 1.0)
     rising = v - u**2
     with np.errstate(invalid="ignore", divide="ignore"):
         dead = np.where(rising > 0, rising / ((1 - u) ** 2 + rising), 0.0)
