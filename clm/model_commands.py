@@ -25,6 +25,8 @@ from training.registry import (
 __all__ = ["list_models", "promote_model", "rollback_model", "train_models"]
 
 console = Console(width=OUTPUT_WIDTH)
+# The service loads the champions when it starts (clm score and the pyfunc read them anew).
+RESTART_NOTE = "a running clm serve keeps the champions it loaded: restart it to serve this one"
 
 
 def train_models(
@@ -103,9 +105,11 @@ def promote_model(name: str, version: str, settings: ClmSettings) -> None:
     configure_tracking(settings.training, create=False)
     promote(_known(name), version)
     console.print(f"{_known(name)} version {version} is now @champion")
+    console.print(RESTART_NOTE)
 
 
 def rollback_model(name: str, settings: ClmSettings) -> None:
     configure_tracking(settings.training, create=False)
     version = rollback(_known(name))
     console.print(f"{_known(name)}: @champion is back on version {version}")
+    console.print(RESTART_NOTE)

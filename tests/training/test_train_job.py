@@ -225,6 +225,11 @@ def test_models_cli_lists_promotes_and_rolls_back(first_run: dict, store: Path) 
     assert missing.returncode == 1 and "has no version 99" in missing.stderr
     unknown = clm("models", "rollback", "clm-nothing")
     assert unknown.returncode == 1 and "is not one of clm-churn" in unknown.stderr
+    # A running service keeps what it loaded, and is told to restart (v1 stays champion).
+    promoted = clm("models", "promote", "churn", "1")
+    assert promoted.returncode == 0, promoted.stderr
+    assert "clm-churn version 1 is now @champion" in promoted.stdout
+    assert "a running clm serve keeps the champions it loaded: restart it" in promoted.stdout
 
 
 def test_a_job_that_fails_part_way_moves_no_champion(
