@@ -248,15 +248,16 @@ def _toml_value(value: object) -> str:
     return str(value)
 
 
-def _check_events_for_champions(
-    dataset: sources.Dataset, as_of: date, settings: ClmSettings, types: list[str]
-) -> None:
-    """The service scores from the store: data without the events the champions were
-    trained with is refused or warned about as clm score does (no champions yet: nothing
-    to check)."""
+def _check_data_for_champions(
+    dataset: sources.Dataset, columns: set[str], as_of: date, settings: ClmSettings,
+    types: list[str],
+) -> None:  # fmt: skip
+    """The service scores from the store: data without the features or the events the
+    champions were trained with is refused or warned about as clm score does (no champions
+    yet: nothing to check)."""
     from mlflow.exceptions import MlflowException
 
-    from features.snapshots import check_trained_event_types
+    from features.snapshots import check_champion_features, check_trained_event_types
     from serving.scoring import champion_features, champion_versions
 
     try:
@@ -264,6 +265,7 @@ def _check_events_for_champions(
         names = champion_features(versions)
     except (ClmError, MlflowException):  # materialized before any training, or no registry
         return
+    check_champion_features(names, columns, as_of=as_of, settings=settings)
     check_trained_event_types(names, dataset, as_of=as_of, settings=settings, event_types=types)
 
 
@@ -280,7 +282,7 @@ def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> 
     types = event_types_before(dataset, as_of=as_of, settings=settings)
     snapshot = build_snapshot(dataset, as_of=as_of, settings=settings, event_types=types)
     new_customer = new_customer_row(dataset, as_of=as_of, settings=settings, event_types=types)
-    _check_events_for_champions(dataset, as_of, settings, types)
+    _check_data_for_champions(dataset, set(snapshot.columns), as_of, settings, types)
     store = open_store(settings.serving.online_store)
     written = store.write(snapshot, new_customer)
     _summary(

@@ -179,6 +179,22 @@ def _event_type_of(name: str, settings: ClmSettings) -> str | None:
     return fragment if fragment and identifier(fragment) == fragment else None
 
 
+def check_champion_features(
+    wanted: Iterable[str], present: Collection[str], *, as_of: date, settings: ClmSettings
+) -> None:
+    """The champions' features (``wanted``) that the snapshot's columns (``present``) lack,
+    other than event-type counts known to be 0: an attribute the data no longer has, say.
+    Scoring without them would change every score in silence, so it is refused."""
+    absent = set(absent_event_type_columns(wanted, present, settings))
+    missing = [n for n in dict.fromkeys(wanted) if n not in present and n not in absent]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DataError(
+            f"the champions need features {', '.join(missing[:5])}{more} that the data at "
+            f"{as_of} lacks (were they trained on data with other columns?)"
+        )
+
+
 def check_trained_event_types(
     wanted: Iterable[str],
     dataset: Dataset,

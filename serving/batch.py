@@ -38,6 +38,7 @@ from clm.settings import TABLES, ClmSettings
 from features.contract import MAX_WHOLE_ID, ragged_record, row_places
 from features.snapshots import (
     build_snapshot,
+    check_champion_features,
     check_trained_event_types,
     event_types_before,
     fill_absent_event_types,
@@ -602,13 +603,7 @@ def score_batch(
     rows, known, carried = _rows_to_score(listing, snapshot, new_customer)
     names = scorer.columns
     fill_absent_event_types(rows, names, settings)
-    missing = [n for n in names if n not in rows.columns]
-    if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise DataError(
-            f"the champions need features {', '.join(missing[:5])}{more} that the data at "
-            f"{request.as_of} lacks (were they trained on data with other columns?)"
-        )
+    check_champion_features(names, set(rows.columns), as_of=request.as_of, settings=settings)
     summary = BatchSummary(unknown=int((~known).sum()), versions=champions.versions)
     # What the budget needs of every row: the action and its value (a few bytes a customer).
     actions, values = [], []

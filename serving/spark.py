@@ -34,6 +34,7 @@ from clm.errors import DataError
 from clm.settings import ClmSettings
 from features.rollups import ROLLUPS
 from features.snapshots import (
+    check_champion_features,
     check_trained_event_types,
     event_types_before,
     fill_absent_event_types,
@@ -190,10 +191,13 @@ def score_with_spark(
     new_customer = new_customer_row(
         dataset, as_of=request.as_of, settings=settings, event_types=types
     )
+    names = champion_features(versions)
+    # The new-customer row has the snapshot's columns: a feature the data lacks is refused
+    # before Spark starts, as the local engine refuses it.
+    check_champion_features(names, set(new_customer), as_of=request.as_of, settings=settings)
     check_trained_event_types(
-        champion_features(versions), dataset, as_of=request.as_of, settings=settings,
-        event_types=types,
-    )  # fmt: skip
+        names, dataset, as_of=request.as_of, settings=settings, event_types=types
+    )
     session = spark_session(settings)  # after the checks: bad data is refused at once
     with tempfile.TemporaryDirectory(prefix="clm-spark-") as tmp:
         _register(session, dataset, Path(tmp))

@@ -452,3 +452,36 @@ def test_a_list_of_ids_the_data_never_names_is_warned_about_with_the_near_matche
         match=r"2 of the list's 2 ids .*\('n1', 'n2'\); they are scored as new customers$",
     ):
         warn_unknown_list_ids(dataset, pd.DataFrame({"customer_id": ["n1", "n2"]}), listing)
+
+
+def test_data_without_a_feature_the_champions_know_is_refused_by_every_path(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    folder = tmp_path / "variant"
+    folder.mkdir()
+    for table in ("transactions", "events"):
+        name = f"{table}.parquet"
+        (folder / name).write_bytes((deployment.data / name).read_bytes())
+    customers = pd.read_parquet(deployment.data / "customers.parquet")
+    assert "age" in customers.columns
+    customers.drop(columns=["age"]).assign(loyalty_tier="gold").to_parquet(
+        folder / "customers.parquet"
+    )
+    lacks = r"the champions need features attr_age that the data at 2025-07-01 lacks"
+    out = tmp_path / "s.parquet"
+    for engine in ("local", "spark"):  # Spark refuses it before it starts
+        request = BatchRequest(data=folder, as_of=date(2025, 7, 1), out=out, engine=engine)
+        with pytest.raises(DataError, match=lacks):
+            score_batch(request, settings(deployment))
+    assert not out.exists()
+    # The service would score such a store with attr_age missing: materialize refuses it.
+    store = tmp_path / "online.db"
+    env = {**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{store}"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "clm", "features", "materialize", "--data", str(folder),
+         "--as-of", AS_OF],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    assert "the champions need features attr_age" in refused.stderr
+    assert not store.exists()
