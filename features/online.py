@@ -291,6 +291,18 @@ class SqliteStore(OnlineStore):
         """The stored vector of each known id (unknown ids are absent from the result): a
         :class:`Vector`, or a dict from a store written before the layout."""
         ids = list(dict.fromkeys(customer_ids))
+        try:
+            return self._get_many(ids)
+        except sqlite3.DatabaseError as error:
+            # A file copied over the store in place (cp, rsync --inplace) is read half
+            # written through the open memory map: reopen on the next lookup, and say why.
+            self._local.inode = None
+            raise ClmError(
+                f"online store {self.path} cannot be read ({error}); replace it whole, as "
+                "clm features materialize does (a new file renamed over it), never in place"
+            ) from error
+
+    def _get_many(self, ids: list[str]) -> dict[str, Mapping[str, Any]]:
         con = self._connection()
         layout: Layout | None = self._local.layout
         found: dict[str, Mapping[str, Any]] = {}

@@ -134,9 +134,13 @@ class Scoring:
     async def lookup(self, customer_ids: list[str]) -> dict[str, Mapping[str, Any]]:
         """Stored features: from a local store on the event loop (microseconds), from a
         networked one on a thread, so that a slow server never stalls the worker."""
-        if not self.store.remote:
-            return self.store.get_many(customer_ids)
-        return await anyio.to_thread.run_sync(self.store.get_many, customer_ids)
+        try:
+            if not self.store.remote:
+                return self.store.get_many(customer_ids)
+            return await anyio.to_thread.run_sync(self.store.get_many, customer_ids)
+        except ClmError as error:  # the store cannot be read now: the request is not at fault
+            log.warning("%s", error)
+            raise HTTPException(503, str(error)) from None
 
     async def score(self, body: ScoreRequest) -> bytes:
         """The JSON of the ScoreResponse (raises HTTPException 400 naming a bad value)."""

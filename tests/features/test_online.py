@@ -170,3 +170,25 @@ def test_a_store_written_before_the_numeric_layout_still_reads(tmp_path: Path) -
     store = SqliteStore(path)
     assert store.get_many(["C1", "C2"]) == {"C1": {"purchase_days": 2}}
     assert store.meta()["new_customer"] == NEW
+
+
+def test_a_store_overwritten_in_place_is_a_clear_error_and_read_again_once_whole(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "online.db"
+    store = SqliteStore(path)
+    store.write(frame(300, 1), NEW)
+    assert store.get_many(["C5"])["C5"]["purchase_days"] == 1
+    other = SqliteStore(tmp_path / "next.db")
+    other.write(frame(300, 2), NEW)
+    inode = path.stat().st_ino
+    # cp over the open file: the same inode, other bytes (first half written, then garbage).
+    whole = (tmp_path / "next.db").read_bytes()
+    with path.open("r+b") as handle:
+        handle.write(b"\0" * len(whole))
+    assert path.stat().st_ino == inode
+    with pytest.raises(ClmError, match=r"cannot be read .*; replace it whole, as clm features"):
+        store.get_many(["C5"])
+    with path.open("r+b") as handle:  # the copy completes
+        handle.write(whole)
+    assert store.get_many(["C5"])["C5"]["purchase_days"] == 2
