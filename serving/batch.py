@@ -35,7 +35,7 @@ from rich.progress import Progress
 
 from clm.errors import DataError
 from clm.settings import TABLES, ClmSettings
-from features.contract import MAX_WHOLE_ID, ragged_record, row_places
+from features.contract import MAX_WHOLE_ID, csv_delimiter, ragged_record, row_places
 from features.snapshots import (
     build_snapshot,
     check_champion_features,
@@ -61,7 +61,12 @@ __all__ = [
 ]
 
 CHUNK_ROWS = 50_000
-OUTPUTS = (".parquet", ".csv")
+OUTPUTS = {".parquet": ".parquet", ".pq": ".parquet", ".csv": ".csv"}  # suffix -> format
+
+
+def output_kind(path: Path) -> str | None:
+    """The format an output name asks for (.parquet or .csv, in any case), None if neither."""
+    return OUTPUTS.get(path.suffix.lower())
 
 
 @dataclass(frozen=True)
@@ -105,20 +110,23 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
     ``customer_id`` column may name its ids so (a list exported from the same system)."""
     if not path.is_file():
         raise DataError(f"{path}: customer list not found")
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    if suffix not in (".parquet", ".csv", ".csv.gz"):
+    lowered = path.name.lower()
+    if not lowered.endswith((".parquet", ".pq", ".csv", ".csv.gz")):
         raise DataError(f"{path}: expected a .csv, .csv.gz or .parquet customer list")
-    is_csv = suffix != ".parquet"
+    is_csv = lowered.endswith((".csv", ".csv.gz"))
     wanted = {name.casefold() for name in ("customer_id", *id_names)}
     try:
         if is_csv:
-            header = pd.read_csv(path, nrows=0, index_col=False).columns
+            # Separated as the data's files may be (a European spreadsheet's ';', a tab).
+            sep = csv_delimiter(path)
+            header = pd.read_csv(path, sep=sep, nrows=0, index_col=False).columns
             # index_col=False: a first row with one field too many is no index column (pandas
             # would shift every id one column); it warns, and the warning is an error here.
             with warnings.catch_warnings():
                 warnings.simplefilter("error", pd.errors.ParserWarning)
                 frame = pd.read_csv(
                     path,
+                    sep=sep,
                     dtype={name: str for name in header if str(name).casefold() in wanted},
                     keep_default_na=False,
                     index_col=False,
@@ -127,7 +135,8 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
             frame = pd.read_parquet(path)
     except pd.errors.ParserWarning as exc:
         raise DataError(
-            f"{path}: not a readable customer list ({ragged_record(path, more_only=True)})"
+            f"{path}: not a readable customer list "
+            f"({ragged_record(path, csv_delimiter(path), more_only=True)})"
         ) from exc
     except Exception as exc:  # any reader's error: named with the file
         message = " ".join(str(exc).split()) or type(exc).__name__
@@ -447,7 +456,7 @@ class _Output:
         if self.spill is not None:
             self.writer = self._open(self.spill, "spill")
         else:
-            self.writer = self._open(self.partial, self.out.suffix)
+            self.writer = self._open(self.partial, output_kind(self.out) or ".parquet")
 
     def append(self, frame: pd.DataFrame, start: int) -> None:
         """Write one chunk of rows, the output's rows ``start`` onwards."""
@@ -467,7 +476,7 @@ class _Output:
         writer, self.writer = self.writer, None
         writer.close()
         if self.spill is not None:
-            self.writer = self._open(self.partial, self.out.suffix)
+            self.writer = self._open(self.partial, output_kind(self.out) or ".parquet")
             with pa.memory_map(str(self.spill)) as source:
                 spilled = pa.ipc.open_file(source)
                 start = 0
@@ -533,7 +542,7 @@ def _check_carried(listing: pd.DataFrame, path: Path, out: Path, reasons: int) -
             f"{path}: column {clash!r}: the output would have it twice (a list column "
             f"named like an output column is carried as input_<name>); rename it"
         )
-    if out.suffix == ".csv":
+    if output_kind(out) == ".csv":
         table = pa.Table.from_pandas(listing[names], preserve_index=False)
         nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
         if nested:
@@ -549,14 +558,14 @@ def score_batch(
     """Score, decide, apply the budget, write; see the module doc."""
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    if request.out.suffix not in OUTPUTS:
+    if output_kind(request.out) is None:
         raise DataError(f"--out {request.out}: expected a .parquet or .csv file name")
     if request.engine not in ("local", "spark"):
         raise DataError(f"--engine {request.engine}: expected local or spark")
     for option, days in request.horizons_asked():
         if not days >= 1:
             raise DataError(f"{option} {days}: expected a whole number of days >= 1")
-    if request.engine == "spark" and request.out.suffix != ".parquet":
+    if request.engine == "spark" and output_kind(request.out) != ".parquet":
         raise DataError(f"--out {request.out}: the Spark engine writes partitioned .parquet")
     if request.engine == "local" and request.out.is_dir():
         raise DataError(

@@ -485,3 +485,14 @@ def test_data_without_a_feature_the_champions_know_is_refused_by_every_path(
     assert refused.returncode == 1, refused.stderr
     assert "the champions need features attr_age" in refused.stderr
     assert not store.exists()
+
+
+def test_a_list_separated_by_semicolons_and_output_names_in_any_case(tmp_path: Path) -> None:
+    from serving.batch import output_kind, read_customer_list
+
+    listing = tmp_path / "List.CSV"
+    listing.write_text("customer_id;segment\n007;a\nC2;b\n")
+    frame = read_customer_list(listing)
+    assert frame.to_dict("list") == {"customer_id": ["007", "C2"], "segment": ["a", "b"]}
+    kinds = [output_kind(Path(n)) for n in ("s.parquet", "s.PQ", "s.CSV", "s.csv.gz", "s.txt")]
+    assert kinds == [".parquet", ".parquet", ".csv", None, None]
