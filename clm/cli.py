@@ -383,7 +383,14 @@ def main() -> None:
     warnings.showwarning = _show_warning
     # SIGTERM (cron, systemd, Kubernetes) unwinds like Ctrl-C: every finally block runs, so
     # a killed run leaves no temporary files behind.
-    signal.signal(signal.SIGTERM, _terminated)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run() -> None:
     try:
         code = app(standalone_mode=False)
     except typer.Exit as exc:
@@ -391,8 +398,7 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         _interrupted()
     except _Terminated:
-        print("error: terminated (SIGTERM)", file=sys.stderr)
-        sys.exit(143)
+        _interrupted()
     except typer.TyperException as exc:  # usage errors: a missing or malformed option
         message = " ".join(exc.format_message().split())
         if message:  # (empty when the help was shown for a bare group)
@@ -405,7 +411,7 @@ def main() -> None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:  # unexpected: still one line unless --debug
-        if "Query interrupted" in str(exc):  # Ctrl-C while DuckDB ran a query
+        if "Query interrupted" in str(exc):  # Ctrl-C (or SIGTERM) while DuckDB ran a query
             _interrupted()
         if state.debug:
             traceback.print_exc()
@@ -422,6 +428,9 @@ def main() -> None:
 
 
 def _interrupted() -> NoReturn:
+    if _signalled["SIGTERM"]:  # DuckDB turns the handler's exception into its own
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(143)
     print("error: interrupted", file=sys.stderr)
     sys.exit(130)
 
@@ -430,5 +439,9 @@ class _Terminated(BaseException):
     """SIGTERM, raised in the main thread (not an Exception: no handler swallows it)."""
 
 
+_signalled = {"SIGTERM": False}
+
+
 def _terminated(signum: int, frame: object) -> None:
+    _signalled["SIGTERM"] = True
     raise _Terminated()

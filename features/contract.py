@@ -188,7 +188,7 @@ def ragged_record(path: Path, delimiter: str = ",", *, more_only: bool = False) 
                     f"expected one field per column"
                 )
             start = reader.line_num + 1
-    return "a row has more fields than the header"
+    return "a row has another number of fields than the header"
 
 
 # Separators of CSV exports, in the order they are tried on the header line: a European

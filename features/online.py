@@ -266,11 +266,14 @@ class SqliteStore(OnlineStore):
         is opened ``immutable``: no locks, and pages are read from a memory map.
         """
         try:
-            inode = self.path.stat().st_ino
+            stat = self.path.stat()
         except FileNotFoundError:
             raise ClmError(
                 f"online store {self.path} does not exist: run clm features materialize"
             ) from None
+        # A file copied over in place (cp, rsync --inplace) keeps its inode: its size and
+        # modification time tell it apart, and it is opened again.
+        inode = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
         local = self._local
         if getattr(local, "inode", None) != inode:
             if getattr(local, "con", None) is not None:

@@ -17,7 +17,7 @@ import re
 import warnings
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -273,7 +273,8 @@ def _check_shared_mapping(columns: dict[str, dict[str, str]]) -> None:
 # Attribute names that suggest a value that changes over time (a lifetime total, a last
 # order's date, a status): read as they are now at every past cutoff, they leak the outcome.
 CHANGING_NAME = re.compile(
-    r"(^|_)(total|lifetime|last|latest|recent|count|orders?|spent|spend|revenue|balance|ltv|clv|"
+    r"(^|_)(total|lifetime|last(?!_name)|latest|recent|count|orders?|spent|spend|revenue|"
+    r"balance|ltv|clv|"
     r"churn(ed)?|status|updated|cancel(l?ed)?)(_|$)"
 )
 
@@ -549,16 +550,19 @@ def _odd_rows(dataset: Dataset, table: str, where: str) -> tuple[int, str]:
 def _warn_odd_rows(dataset: Dataset) -> None:
     """Rows that are valid but probably not what the export meant: dated after today (a
     typo such as 2099, which would also make label windows look covered by data), and
-    orders of amount 0 (neither a purchase nor a refund, so no feature counts them)."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+    orders of amount 0 (neither a purchase nor a refund)."""
+    # After today anywhere: from the start of tomorrow in UTC (naive times are read as UTC,
+    # and an export in a zone ahead of UTC may hold this evening's orders).
+    today = datetime.now(UTC).date()
+    tomorrow = datetime.combine(today + timedelta(days=1), datetime.min.time())
     _, last = dataset.date_range()
-    if last is not None and last > now:
+    if last is not None and last >= tomorrow:
         for table in ("transactions", "events"):
-            count, shown = _odd_rows(dataset, table, f"ts > TIMESTAMP '{now:%Y-%m-%d %H:%M:%S}'")
+            count, shown = _odd_rows(dataset, table, f"ts >= TIMESTAMP '{tomorrow:%Y-%m-%d}'")
             if count:
                 warnings.warn(
                     f"{dataset.sources[table]}: {count:,} row(s) dated after today "
-                    f"({now:%Y-%m-%d}, UTC): {shown}; they are read as given (label windows "
+                    f"({today:%Y-%m-%d}, UTC): {shown}; they are read as given (label windows "
                     "and the data's last day count them)",
                     UserWarning,
                     stacklevel=3,
@@ -567,7 +571,8 @@ def _warn_odd_rows(dataset: Dataset) -> None:
     if count:
         warnings.warn(
             f"{dataset.sources['transactions']}: {count:,} row(s) with amount 0 ({shown}): "
-            "neither a purchase (amount > 0) nor a refund (< 0), so no feature counts them",
+            "neither a purchase (amount > 0) nor a refund (< 0), so they count in no purchase, "
+            "spend or refund feature (only as activity)",
             UserWarning,
             stacklevel=3,
         )

@@ -216,10 +216,12 @@ def warn_unknown_list_ids(dataset: Dataset, listing: pd.DataFrame | None, path: 
             "SELECT customer_id FROM transactions UNION ALL SELECT customer_id FROM events "
             "UNION ALL SELECT customer_id FROM customers"
         )
+        # The logs' ids are filtered by the (small) list first: the hash table is the list's.
         unknown = [
             r[0]
             for r in con.execute(
-                f"SELECT customer_id FROM _listed WHERE customer_id NOT IN ({logs})"
+                f"SELECT customer_id FROM _listed EXCEPT SELECT customer_id FROM ({logs}) AS t "
+                "WHERE customer_id IN (SELECT customer_id FROM _listed) ORDER BY 1"
             ).fetchall()
         ]
         if len(unknown) * 2 <= len(listing):
@@ -229,15 +231,17 @@ def warn_unknown_list_ids(dataset: Dataset, listing: pd.DataFrame | None, path: 
             f"{path}: {len(unknown):,} of the list's {len(listing):,} ids are in no table of "
             f"the data ({shown}); they are scored as new customers"
         )
+        con.register("_unknown", pa.table({"customer_id": pa.array(unknown, pa.string())}))
         similar = con.execute(
             f"""
             WITH data AS (SELECT DISTINCT customer_id FROM ({logs}) AS t
                           WHERE lower(ltrim(customer_id, '0')) IN
-                              (SELECT lower(ltrim(customer_id, '0')) FROM _listed))
-            SELECT l.customer_id, d.customer_id, count(*) OVER ()
-            FROM _listed l JOIN data d ON lower(ltrim(l.customer_id, '0')) =
-                lower(ltrim(d.customer_id, '0')) AND l.customer_id <> d.customer_id
-            ORDER BY l.customer_id LIMIT 3
+                              (SELECT lower(ltrim(customer_id, '0')) FROM _unknown)),
+            pairs AS (SELECT u.customer_id AS listed, min(d.customer_id) AS written
+                      FROM _unknown u JOIN data d
+                      ON lower(ltrim(u.customer_id, '0')) = lower(ltrim(d.customer_id, '0'))
+                      GROUP BY 1)
+            SELECT listed, written, count(*) OVER () FROM pairs ORDER BY listed LIMIT 3
             """
         ).fetchall()
         if similar:
@@ -249,6 +253,7 @@ def warn_unknown_list_ids(dataset: Dataset, listing: pd.DataFrame | None, path: 
         warnings.warn(message, UserWarning, stacklevel=3)
     finally:
         con.unregister("_listed")
+        con.unregister("_unknown")  # a name never registered is no error
 
 
 def warn_long_horizons(dataset: Dataset, request: BatchRequest) -> None:

@@ -21,6 +21,7 @@ import gc
 import inspect
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -139,8 +140,7 @@ class Scoring:
                 return self.store.get_many(customer_ids)
             return await anyio.to_thread.run_sync(self.store.get_many, customer_ids)
         except ClmError as error:  # the store cannot be read now: the request is not at fault
-            log.warning("%s", error)
-            raise HTTPException(503, str(error)) from None
+            raise _store_unavailable(error) from None
 
     async def score(self, body: ScoreRequest) -> bytes:
         """The JSON of the ScoreResponse (raises HTTPException 400 naming a bad value)."""
@@ -182,13 +182,22 @@ class Scoring:
         result = (await self.batcher.submit(([customer_id], [stored[customer_id]], [True])))[0]
         # The store's cutoff now: a materialize may have replaced it since the start.
         store = self.store
-        meta = await anyio.to_thread.run_sync(store.meta) if store.remote else store.meta()
+        try:
+            meta = await anyio.to_thread.run_sync(store.meta) if store.remote else store.meta()
+        except (ClmError, sqlite3.DatabaseError) as error:
+            raise _store_unavailable(error) from None
         return CustomerView(
             customer_id=customer_id,
             as_of=meta.get("as_of"),
             features={name: shown(value) for name, value in stored[customer_id].items()},
             score=ScoreResult.model_validate(result),
         )
+
+
+def _store_unavailable(error: Exception) -> HTTPException:
+    """A 503 for a store that cannot be read now; what and where go to the log only."""
+    log.warning("online store unavailable: %s", " ".join(str(error).split()))
+    return HTTPException(503, "the online store cannot be read now; try again shortly")
 
 
 def _template_traffic_metrics() -> None:

@@ -387,12 +387,15 @@ SLEEPY = """
 import pathlib, sys, time
 from clm import cli
 
-marker = pathlib.Path(sys.argv[1])
+marker, mode = pathlib.Path(sys.argv[1]), sys.argv[2]
 
 @cli.app.command("sleepy", hidden=True)
 def sleepy() -> None:
     marker.write_text("a temporary file")
     try:
+        if mode == "query":  # a long DuckDB query: it turns a signal into its own error
+            import duckdb
+            duckdb.sql("SELECT sum(i) FROM range(1000000000000) t(i)").fetchall()
         time.sleep(120)
     finally:
         marker.unlink()
@@ -403,18 +406,23 @@ cli.main()
 
 
 @pytest.mark.parametrize(
-    ("signal_name", "code", "line"),
-    [("SIGINT", 130, "error: interrupted"), ("SIGTERM", 143, "error: terminated (SIGTERM)")],
+    ("signal_name", "code", "line", "mode"),
+    [
+        ("SIGINT", 130, "error: interrupted", "sleep"),
+        ("SIGTERM", 143, "error: terminated (SIGTERM)", "sleep"),
+        ("SIGINT", 130, "error: interrupted", "query"),
+        ("SIGTERM", 143, "error: terminated (SIGTERM)", "query"),
+    ],
 )
 def test_an_interrupted_or_terminated_command_cleans_up_and_fails(
-    tmp_path: Path, signal_name: str, code: int, line: str
+    tmp_path: Path, signal_name: str, code: int, line: str, mode: str
 ) -> None:
     import signal
     import time
 
     marker = tmp_path / "partial"
     process = subprocess.Popen(
-        [sys.executable, "-c", SLEEPY, str(marker)], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", SLEEPY, str(marker), mode], stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline and process.poll() is None:

@@ -657,7 +657,7 @@ def test_rows_dated_after_today_and_orders_of_amount_0_are_warned_about(tmp_path
     assert messages[1] == (
         "transactions.csv: 2 row(s) with amount 0 (row 4 (line 5) 2024-02-01 00:00:00, "
         "row 6 (line 7) 2024-02-03 00:00:00): neither a purchase (amount > 0) nor a refund "
-        "(< 0), so no feature counts them"
+        "(< 0), so they count in no purchase, spend or refund feature (only as activity)"
     )
     assert data.row_counts["transactions"] == 6  # kept, as given
     with warnings.catch_warnings():

@@ -192,3 +192,11 @@ def test_a_store_overwritten_in_place_is_a_clear_error_and_read_again_once_whole
     with path.open("r+b") as handle:  # the copy completes
         handle.write(whole)
     assert store.get_many(["C5"])["C5"]["purchase_days"] == 2
+    # A copy that completes between two lookups (no failed read in between) is read too.
+    third = SqliteStore(tmp_path / "third.db")
+    third.write(frame(400, 3).assign(extra=7.0), NEW)
+    with path.open("r+b") as handle:
+        handle.write((tmp_path / "third.db").read_bytes())
+    assert path.stat().st_ino == inode
+    got = store.get_many(["C5"])["C5"]
+    assert got["purchase_days"] == 3 and got["extra"] == 7.0

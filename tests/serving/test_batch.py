@@ -452,6 +452,19 @@ def test_a_list_of_ids_the_data_never_names_is_warned_about_with_the_near_matche
         match=r"2 of the list's 2 ids .*\('n1', 'n2'\); they are scored as new customers$",
     ):
         warn_unknown_list_ids(dataset, pd.DataFrame({"customer_id": ["n1", "n2"]}), listing)
+    # Near matches are of unknown ids only, each counted once ('7' is known as written).
+    zeros = load(
+        write_tables(
+            tmp_path / "zeros",
+            transactions=[tx("007", "2024-01-02", 5.0), tx("7", "2024-01-03", 5.0)],
+        )
+    )
+    with pytest.warns(UserWarning) as caught:
+        warn_unknown_list_ids(zeros, pd.DataFrame({"customer_id": ["7", "a", "b"]}), listing)
+    assert [str(w.message) for w in caught] == [
+        f"{listing}: 2 of the list's 3 ids are in no table of the data ('a', 'b'); they are "
+        "scored as new customers"
+    ]
 
 
 def test_data_without_a_feature_the_champions_know_is_refused_by_every_path(

@@ -59,14 +59,17 @@ def survival_curve(u: np.ndarray, v: np.ndarray, ratio: float) -> np.ndarray:
     none in h): ``u`` is raised to ``v``, so that the curve still passes through ``S(h) = v``,
     the trained horizon's own prediction, and never rises with the horizon."""
     v = np.clip(np.asarray(v, dtype=float), 0.0, 1.0)
-    u = np.clip(np.maximum(np.asarray(u, dtype=float), v), 0.0, 1.0)
+    given = np.clip(np.asarray(u, dtype=float), 0.0, 1.0)
+    flat = given <= v  # then S(t) = v for every t > 0 (computed below only to rounding)
+    u = np.maximum(given, v)
     rising = v - u**2
     with np.errstate(invalid="ignore", divide="ignore"):
         dead = np.where(rising > 0, rising / ((1 - u) ** 2 + rising), 0.0)
     dead = np.clip(np.nan_to_num(dead, nan=1.0), 0.0, v)
     with np.errstate(invalid="ignore", divide="ignore"):
         alive = np.where(dead < 1, (v - dead) / (1 - dead), 1.0)
-    return np.clip(dead + (1 - dead) * np.clip(alive, 0.0, 1.0) ** ratio, 0.0, 1.0)
+    curve = np.clip(dead + (1 - dead) * np.clip(alive, 0.0, 1.0) ** ratio, 0.0, 1.0)
+    return np.where(flat & (ratio > 0), v, curve)
 
 
 def fit_calibrator(method: str, raw: np.ndarray, y: np.ndarray) -> Any:
