@@ -395,9 +395,7 @@ def _run() -> None:
         code = app(standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(getattr(exc, "exit_code", 0))
-    except (typer.Abort, KeyboardInterrupt):
-        _interrupted()
-    except _Terminated:
+    except (typer.Abort, KeyboardInterrupt, _Terminated):
         _interrupted()
     except typer.TyperException as exc:  # usage errors: a missing or malformed option
         message = " ".join(exc.format_message().split())
