@@ -133,6 +133,7 @@ def build_features(
     location: Path, as_of: date, out: Path, settings: ClmSettings, *, labels: bool = False
 ) -> None:
     check_table_out(out)
+    sources.check_out_is_no_input(out, location)
     started = time.perf_counter()
     dataset = sources.load(
         location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes

@@ -43,7 +43,7 @@ from features.contract import (
 )
 from features.sql import one_row
 
-__all__ = ["Dataset", "attribute_name", "find_table_files", "load"]
+__all__ = ["Dataset", "attribute_name", "check_out_is_no_input", "find_table_files", "load"]
 
 SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
 EMPTY_TABLES = {  # a loaded table's columns, _row (its place in the source) first
@@ -111,6 +111,23 @@ def _table_suffix(name: str) -> str | None:
     """The table suffix ``name`` ends with (``.csv.gz`` before ``.gz``), any case."""
     lowered = name.lower()
     return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if lowered.endswith(s)), None)
+
+
+def check_out_is_no_input(out: Path, location: Path, *others: tuple[str, Path]) -> None:
+    """Refuse an output that would replace an input: a table file of the data at
+    ``location`` (``--out data/transactions.parquet``) or another input (``("--customers",
+    path)``). A run writes its output at the end, so the input would be gone."""
+    target = out.resolve()
+    for option, path in others:
+        if path.resolve() == target:
+            raise DataError(f"--out {out}: that is the {option} file; write the output elsewhere")
+    folder = location.resolve()
+    suffix = _table_suffix(out.name)
+    if target.parent == folder and suffix and out.name[: -len(suffix)].lower() in CONTRACTS:
+        raise DataError(
+            f"--out {out}: a table file of --data {location} (it would be replaced, and read "
+            "as data next time); write the output elsewhere"
+        )
 
 
 # Files a user may have meant as tables, though they are not read: other spreadsheet forms.

@@ -44,7 +44,7 @@ from features.snapshots import (
     fill_absent_event_types,
     new_customer_row,
 )
-from features.sources import Dataset, load
+from features.sources import Dataset, check_out_is_no_input, load
 from features.sql import as_of_datetime
 from features.stages import STAGES
 from serving.decision import NO_ACTION, Decisions, apply_budget
@@ -576,6 +576,8 @@ def score_batch(
         raise DataError(
             f"--out {request.out}: a folder (a Spark run's output?); remove it or name a file"
         )
+    lists = [("--customers", request.customers)] if request.customers is not None else []
+    check_out_is_no_input(request.out, request.data, *lists)
     # The list is checked before any slow work (features, models, Spark).
     listing = None
     if request.customers is not None:

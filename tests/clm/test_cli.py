@@ -194,6 +194,15 @@ def test_output_options_are_checked_before_any_work_and_generate_keeps_other_fil
         bad_out.stderr
         == f"error: --out {tmp_path / 'f.txt'}: expected a .parquet or .csv file name\n"
     )
+    # An output onto a table of the data would replace it: refused before any work.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "transactions.csv").write_text("customer_id,timestamp,amount\nA,2024-01-02,5\n")
+    onto = clm("features", "build", "--data", str(data), "--as-of", "2024-02-01",
+               "--out", str(data / "transactions.csv"))  # fmt: skip
+    assert onto.returncode == 1
+    assert f"--out {data / 'transactions.csv'}: a table file of --data {data}" in onto.stderr
+    assert (data / "transactions.csv").read_text().endswith("A,2024-01-02,5\n")
     out = tmp_path / "sample"
     bad_format = clm("data", "generate", "--customers", "5", "--out", str(out), "--format", "xml")
     assert (

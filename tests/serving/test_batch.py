@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from clm.errors import DataError
+from clm.errors import ClmError, DataError
 from clm.settings import ClmSettings
 from features.snapshots import build_snapshot
 from features.sources import load
@@ -198,6 +198,37 @@ def test_the_list_and_the_output_are_checked_before_any_slow_work(tmp_path: Path
     zero = BatchRequest(data=absent, as_of=date(2025, 7, 1), out=tmp_path / "o.csv", horizon_days=0)
     with pytest.raises(DataError, match=r"--horizon-days 0: expected a whole number of days >= 1"):
         score_batch(zero, ClmSettings())
+
+
+def test_an_output_onto_an_input_is_refused_and_the_input_kept(tmp_path: Path) -> None:
+    from tests.helpers import tx, write_tables
+
+    folder = write_tables(tmp_path / "data", transactions=[tx("A", "2024-01-02", 5.0)])
+    listing = tmp_path / "list.csv"
+    listing.write_text("customer_id,segment\nA,vip\n")
+    table = next(folder.glob("transactions.*"))
+    before = {path: path.read_bytes() for path in (listing, table)}
+    as_of = date(2024, 2, 1)
+    for out, message in (
+        (tmp_path / "." / "list.csv", "that is the --customers file"),
+        (folder / table.name, f"a table file of --data {folder}"),
+        # Another case or format is a second file for the table: the next load would refuse.
+        (folder / "TRANSACTIONS.parquet", f"a table file of --data {folder}"),
+    ):
+        for engine in ("local", "spark"):
+            request = BatchRequest(data=folder, as_of=as_of, out=out, customers=listing,
+                                   engine=engine)  # fmt: skip
+            if engine == "spark" and out.suffix == ".csv":
+                continue  # refused for its format first
+            with pytest.raises(DataError, match=rf"--out {re.escape(str(out))}: {message}"):
+                score_batch(request, ClmSettings())
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(p.name for p in folder.iterdir()) == [table.name]
+    # A scores file beside the tables is no table: written.
+    score_out = folder / "scores.csv"
+    request = BatchRequest(data=folder, as_of=as_of, out=score_out, customers=listing)
+    with pytest.raises(ClmError, match="no MLflow store"):  # past the check; no models here
+        score_batch(request, ClmSettings(training={"tracking_uri": f"sqlite:///{tmp_path}/m.db"}))
 
 
 def test_clm_score_prints_a_summary(deployment: Deployment, tmp_path: Path) -> None:
