@@ -307,6 +307,12 @@ def clean_value_text(expr: str) -> str:
     return f"CASE WHEN {missing_marker(text)} THEN NULL ELSE {text} END"
 
 
+def _value_text(spec: ColumnSpec, col: str) -> str:
+    """The text of a date or number column: a missing-value marker is missing in an optional
+    column (a signup_date or an event value written NULL); in a required one it is refused."""
+    return clean_text(col) if spec.required else clean_value_text(col)
+
+
 def _type_error(table: RawTable, spec: ColumnSpec, duck_type: str) -> DataError:
     expected = spec.expected_form
     if spec.kind == "id":
@@ -357,7 +363,7 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
     if spec.kind == "timestamp":
         # A TIMESTAMPTZ holds UTC microseconds: read them as naive UTC (cheaper than a cast).
         if _is_text(duck_type):
-            text = _offset_text(clean_text(col))
+            text = _offset_text(_value_text(spec, col))
             moment = f"make_timestamp(epoch_us(TRY_CAST({text} AS TIMESTAMPTZ)))"
         elif duck_type.upper() in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
             moment = f"make_timestamp(epoch_us({col}))"
@@ -372,7 +378,7 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
         return f"CASE WHEN {inside} THEN {moment} END"
     if _is_text(duck_type):
         # DuckDB reads 1_000 as 1000, as Python does; an export never writes it so.
-        text = table.number_text(clean_text(col))
+        text = table.number_text(_value_text(spec, col))
         parsed = f"TRY_CAST(CASE WHEN NOT contains({text}, '_') THEN {text} END AS DOUBLE)"
     elif _is_numeric(duck_type):
         parsed = f"CAST({col} AS DOUBLE)"
@@ -396,7 +402,7 @@ def _raw_copy(table: RawTable, spec: ColumnSpec) -> str | None:
     if spec.required or spec.kind not in ("number", "timestamp"):
         return None
     if _is_text(duck_type):
-        return clean_text(col)
+        return clean_value_text(col)
     if spec.kind == "number" and _is_numeric(duck_type):  # infinite, or 10^15 or more
         return f"CAST({col} AS DOUBLE)"
     if spec.kind == "timestamp":  # a date outside 1900-2199 (a placeholder such as 9999-12-31)
@@ -509,8 +515,10 @@ def _duplicate_problem(con: duckdb.DuckDBPyConnection, table: RawTable, typed: s
         return None
     if _distinct_hashes(con, typed, unique):
         return None
+    # An order id written as a missing-value marker (N/A on every line) is missing, no key.
     repeated = (
         f"SELECT {unique} AS k FROM {typed} WHERE {unique} IS NOT NULL "
+        f"AND NOT {missing_marker(unique)} "
         f"GROUP BY {unique} HAVING count(*) > 1"
     )
     (keys,) = one_row(con, f"SELECT count(*) FROM ({repeated}) AS r")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -696,6 +697,37 @@ def test_missing_value_markers_are_missing_and_codes_with_leading_zeros_stay_tex
         "SELECT customer_id, attr_age, attr_zip, attr_tier FROM customers ORDER BY 1"
     ).fetchall()
     assert got == [("a", 34.0, "01234", None), ("b", None, "20500", "gold")]
+    # Optional dates, numbers and order ids written as a marker are missing; an order id
+    # given twice is still a duplicate, and a required date or amount still refused.
+    rows = [
+        tx("a", "2024-01-02", 1.0, order_id="N/A"),
+        tx("b", "2024-01-03", 1.0, order_id="N/A"),
+        tx("b", "2024-01-04", 1.0, order_id="o1"),
+    ]
+    customers = [
+        {"customer_id": "a", "signup_date": "NULL"},
+        {"customer_id": "b", "signup_date": "2023-05-01"},
+    ]
+    events = [
+        {"customer_id": "a", "timestamp": "2024-01-02", "event_type": "nps", "value": "n/a"},
+        {"customer_id": "b", "timestamp": "2024-01-02", "event_type": "nps", "value": "9"},
+    ]
+    data = load(
+        write_tables(tmp_path / "more", transactions=rows, customers=customers, events=events)
+    )
+    signups = data.con.execute("SELECT customer_id, signup_date FROM customers ORDER BY 1")
+    assert signups.fetchall() == [("a", None), ("b", datetime(2023, 5, 1))]
+    values = data.con.execute("SELECT customer_id, value FROM events ORDER BY 1").fetchall()
+    assert values == [("a", None), ("b", 9.0)]
+    with pytest.raises(
+        DataError, match=r"'order_id': 2 rows share a value .*: row 3 \(line 4\) 'o1', row 4"
+    ):
+        load(write_tables(tmp_path / "twice", transactions=[*rows, tx("c", "2024-01-05", 1.0,
+                                                                        order_id="o1")]))  # fmt: skip
+    for column, value in (("timestamp", "NULL"), ("amount", "N/A")):
+        bad = [tx("a", "2024-01-02", 1.0), {**tx("b", "2024-01-03", 1.0), column: value}]
+        with pytest.raises(DataError, match=rf"column '{column}': 1 value\(s\) not .*{value}"):
+            load(write_tables(tmp_path / column, transactions=bad))
 
 
 def test_a_csv_record_with_another_number_of_fields_is_named_by_its_line(tmp_path: Path) -> None:
