@@ -296,6 +296,12 @@ CHANGING_NAME = re.compile(
 )
 
 
+def _words(column: str) -> str:
+    """A column name's words in snake case, camelCase split too (``TotalSpent``, ``lastOrderAt``:
+    ``total_spent``, ``last_order_at``), for :data:`CHANGING_NAME`."""
+    return attribute_name(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", column)).removeprefix("attr_")
+
+
 def _excluded_columns(raw: RawTable, exclude: Collection[str]) -> set[str]:
     """The customers columns ``data.exclude_attributes`` names (in any case); a name that is
     no column of the file is an error, never ignored."""
@@ -315,7 +321,7 @@ def _warn_doubtful_attributes(
 ) -> None:  # fmt: skip
     """Attributes that probably change over time (by name), and categories with a value per
     customer (an email), which carry no signal: say so, with the setting that drops them."""
-    changing = [origin[n] for n in found if CHANGING_NAME.search(n.removeprefix("attr_"))]
+    changing = [origin[n] for n in found if CHANGING_NAME.search(_words(origin[n]))]
     if changing:
         warnings.warn(
             f"{raw.label}: attribute column(s) {', '.join(map(repr, changing))} look like values "

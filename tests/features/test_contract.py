@@ -767,6 +767,8 @@ def test_attributes_that_change_over_time_or_name_each_customer_are_warned_about
             "Total Spent": 10.0 * i,
             "Email": f"u{i}@x.io",
             "tier": "ab"[i % 2],
+            "OrderCount": i % 5,  # camelCase: the words are order, count
+            "LastName": "xyz"[i % 3],  # no value that changes
         }
         for i in range(n)
     ]
@@ -774,7 +776,8 @@ def test_attributes_that_change_over_time_or_name_each_customer_are_warned_about
     with pytest.warns(UserWarning) as caught:
         data = load(folder)
     assert [str(w.message) for w in caught] == [
-        "customers.csv: attribute column(s) 'Total Spent' look like values that change over "
+        "customers.csv: attribute column(s) 'Total Spent', 'OrderCount' look like values that "
+        "change over "
         "time: attributes are read as they are now at every past cutoff, so a running total, a "
         "last-order date or a status leaks the outcome into training (list them in "
         "data.exclude_attributes)",
@@ -782,11 +785,13 @@ def test_attributes_that_change_over_time_or_name_each_customer_are_warned_about
         "customer (an email, a name): as categories they carry no signal (list them in "
         "data.exclude_attributes)",
     ]
-    assert set(data.attributes) == {"attr_total_spent", "attr_email", "attr_tier"}
+    assert set(data.attributes) == {
+        "attr_total_spent", "attr_email", "attr_tier", "attr_ordercount", "attr_lastname"
+    }  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        kept = load(folder, exclude_attributes=["total spent", "EMAIL"])
-    assert kept.attributes == {"attr_tier": "category"}
+        kept = load(folder, exclude_attributes=["total spent", "EMAIL", "ordercount"])
+    assert kept.attributes == {"attr_tier": "category", "attr_lastname": "category"}
     assert "attr_email" not in [r[0] for r in kept.con.execute("DESCRIBE customers").fetchall()]
     with pytest.raises(
         DataError, match=r"data.exclude_attributes: 'emial' is not a column of customers.csv"
