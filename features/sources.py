@@ -531,6 +531,12 @@ def load(
                 f"column mapping {table}.{target}={source}: {location} has no {table} table "
                 f"(tables read: {', '.join(dataset.sources.values())})"
             )
+    if exclude_attributes and "customers" not in dataset.sources:
+        raise DataError(
+            f"data.exclude_attributes: {', '.join(map(repr, exclude_attributes))}: {location} "
+            f"has no customers table to exclude them from (tables read: "
+            f"{', '.join(dataset.sources.values())})"
+        )
     for target, source in columns.get("*", {}).items():
         if target not in used:
             raise DataError(

@@ -797,3 +797,6 @@ def test_attributes_that_change_over_time_or_name_each_customer_are_warned_about
         DataError, match=r"data.exclude_attributes: 'emial' is not a column of customers.csv"
     ):
         load(folder, exclude_attributes=["emial"])
+    (folder / "customers.csv").unlink()  # no table to exclude them from: said, not ignored
+    with pytest.raises(DataError, match=r"'Email': .* has no customers table to exclude them"):
+        load(folder, exclude_attributes=["Email"])
