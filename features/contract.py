@@ -150,13 +150,18 @@ class RawTable:
         return self.csv_path is not None and csv_delimiter(self.csv_path) == ";"
 
     def number_text(self, text: str) -> str:
-        """SQL: number text as DuckDB reads it (a decimal comma as a point, in a file that
-        may have one; a number with both, 1.234,56, stays unreadable and is named)."""
+        """SQL: number text as DuckDB reads it, in a file that may have a decimal comma: the
+        comma as a point (12,50), and points before it as thousands marks when they group
+        by three (1.234,56). Any other number with both marks (1,234.56) stays unreadable
+        and is named; one with points only (1.234) is read with a decimal point."""
         if not self.decimal_comma:
             return text
+        grouped = f"regexp_full_match({text}, '[+-]?[0-9]{{1,3}}(\\.[0-9]{{3}})+,[0-9]+')"
         return (
-            f"CASE WHEN {text} LIKE '%,%' AND {text} NOT LIKE '%.%' "
-            f"THEN replace({text}, ',', '.') ELSE {text} END"
+            f"CASE WHEN {text} NOT LIKE '%,%' THEN {text} "
+            f"WHEN {text} NOT LIKE '%.%' THEN replace({text}, ',', '.') "
+            f"WHEN {grouped} THEN replace(replace({text}, '.', ''), ',', '.') "
+            f"ELSE {text} END"
         )
 
 

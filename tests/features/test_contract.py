@@ -562,10 +562,19 @@ def test_semicolon_and_tab_separated_exports_are_read(tmp_path: Path) -> None:
     scores = dataset.con.execute("SELECT attr_score FROM customers ORDER BY _row").fetchall()
     assert scores == [(1.5,), (2.0,)]
     (tmp_path / "customers.csv").unlink()
+    # Points that group by three before a decimal comma are thousands marks.
     (tmp_path / "transactions.csv").write_text(
-        "customer_id;timestamp;amount\na;2024-01-01;1.234,56\n"
+        "customer_id;timestamp;amount\na;2024-01-01;1.234,56\nb;2024-01-02;-12.345.678,9\n"
     )
-    with pytest.raises(DataError, match=r"column 'amount'.*row 1 \(line 2\) '1.234,56'"):
+    amounts = load(tmp_path).con.execute("SELECT amount FROM transactions ORDER BY _row")
+    assert amounts.fetchall() == [(1234.56,), (-12345678.9,)]
+    # Both marks any other way are named as bad amounts, with their rows and lines.
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id;timestamp;amount\na;2024-01-01;1,234.56\nb;2024-01-02;12.34,5\n"
+    )
+    with pytest.raises(
+        DataError, match=r"column 'amount'.*row 1 \(line 2\) '1,234.56', row 2 \(line 3\) '12.34,5'"
+    ):
         load(tmp_path)
     # In a ','-separated file a comma in a number is no decimal mark (1,234 may be a thousand).
     (tmp_path / "transactions.csv").write_text(
