@@ -85,11 +85,20 @@ FastRoute = Callable[[Any, Any, Any, Any], Awaitable[None]]
 def json_route(answer: Callable[[bytes], Awaitable[bytes | None]]) -> FastRoute:
     """A :data:`FastRoute` for JSON bodies: ``answer(body)`` gives the JSON of a 200 answer,
     or None to hand the request on to the app behind, which then reads the same body. A
-    request whose content type is not ``application/json`` is handed on unread."""
+    body of another JSON type (``application/vnd.x+json``) is handed on unread (FastAPI
+    reads it as JSON); a body of another type or of none gets a 415 (FastAPI would answer
+    that the body is no object, which is what curl's default form type got)."""
 
     async def route(scope: Any, receive: Any, send: Any, app: Any) -> None:
-        if not _is_json(scope):
-            await app(scope, receive, send)
+        kind = _content_type(scope)
+        if kind != b"application/json":
+            if kind is not None and _json_like(kind):
+                await app(scope, receive, send)
+            else:
+                shown = "missing" if kind is None else kind.decode("latin-1")[:100]
+                await _reply(
+                    send, 415, f"Content-Type {shown}: expected application/json (a JSON body)"
+                )
             return
         body = await _body(receive)
         answered = await answer(body)
@@ -121,11 +130,19 @@ async def _body(receive: Any) -> bytes:
             return b"".join(chunks)
 
 
-def _is_json(scope: Any) -> bool:
+def _content_type(scope: Any) -> bytes | None:
+    """The request's media type, lower case without parameters; None when not given."""
     for name, value in scope.get("headers") or ():
         if name == b"content-type":
-            return bytes(value).split(b";", 1)[0].strip().lower() == b"application/json"
-    return False
+            return bytes(value).split(b";", 1)[0].strip().lower()
+    return None
+
+
+def _json_like(kind: bytes) -> bool:
+    """A JSON media type as FastAPI reads one: application/json or application/*+json."""
+    return kind == b"application/json" or (
+        kind.startswith(b"application/") and kind.endswith(b"+json")
+    )
 
 
 def _replay(body: bytes, receive: Any) -> Any:

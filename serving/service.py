@@ -302,7 +302,11 @@ def _current() -> Scoring:
     return _service
 
 
-@app.post("/score", response_model=ScoreResponse, responses=ERRORS)
+@app.post(
+    "/score",
+    response_model=ScoreResponse,
+    responses={**ERRORS, 415: {"model": ErrorBody, "description": "A body not in JSON."}},
+)
 async def score(body: ScoreRequest) -> Response:
     """Score customers given by id (features from the online store) or with features."""
     return Response(await _current().score(body), media_type="application/json")

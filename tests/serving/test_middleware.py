@@ -91,10 +91,17 @@ def test_a_fast_route_answers_json_bodies_itself_and_hands_on_the_rest_with_thei
     assert (status, body) == (200, b"app")
     assert app.bodies == [b'{"bad": true}']
     assert app.after == ["http.disconnect"]  # then the connection's own messages, not the body
-    # Not JSON by its content type (FastAPI decides what to make of it): handed on unread.
-    status, body, _ = call(middleware, [b'{"a": 1}'], content_type=b"text/plain")
+    # Another JSON type (FastAPI reads it as JSON): handed on unread.
+    status, body, _ = call(middleware, [b'{"a": 1}'], content_type=b"application/vnd.clm+json")
     assert (status, body, app.bodies[-1]) == (200, b"app", b'{"a": 1}')
-    assert len(answered) == 2
+    # Not JSON (curl's default form type, text) or no type: 415, the app never called.
+    for kind in (b"application/x-www-form-urlencoded", b"Text/Plain; charset=utf-8", None):
+        status, body, _ = call(middleware, [b'{"a": 1}'], content_type=kind)
+        shown = kind.split(b";")[0].lower().decode() if kind else "missing"
+        assert (status, json.loads(body)) == (
+            415, {"detail": f"Content-Type {shown}: expected application/json (a JSON body)"}
+        )  # fmt: skip
+    assert len(app.bodies) == 2 and len(answered) == 2
     # With parameters and in any case, application/json is JSON.
     status, body, _ = call(middleware, [b"[3]"], content_type=b"Application/JSON; charset=utf-8")
     assert (status, json.loads(body)) == (200, {"echo": [3]})

@@ -306,13 +306,27 @@ def test_bodies_over_one_mib_get_413(server: str) -> None:
         f"{server}/score", content=big, headers={**AUTH, "content-type": "application/json"}
     )
     assert response.status_code == 413
-    # Streamed (no length given) and not JSON: still 413, not the app's 400 for the body.
-    for kind in ("text/plain", None):
-        chunks = (big[i : i + 65536].encode() for i in range(0, len(big), 65536))
+    # Streamed (no length given) and of another JSON type: still 413, not the app's 400.
+    chunks = (big[i : i + 65536].encode() for i in range(0, len(big), 65536))
+    headers = {**AUTH, "content-type": "application/vnd.clm+json"}
+    streamed = httpx.post(f"{server}/score", content=chunks, headers=headers)
+    assert streamed.status_code == 413, streamed.text
+    assert "over 1048576 bytes" in streamed.text
+
+
+def test_a_body_not_declared_json_gets_415_naming_its_type(server: str) -> None:
+    body = json.dumps({"customers": [{"customer_id": "a"}]})
+    # curl -d without -H sends the form type.
+    for kind in ("application/x-www-form-urlencoded", "text/plain", None):
         headers = {**AUTH, **({"content-type": kind} if kind else {})}
-        streamed = httpx.post(f"{server}/score", content=chunks, headers=headers)
-        assert streamed.status_code == 413, (kind, streamed.text)
-        assert "over 1048576 bytes" in streamed.text
+        refused = httpx.post(f"{server}/score", content=body, headers=headers)
+        assert refused.status_code == 415, refused.text
+        assert refused.json() == {
+            "detail": f"Content-Type {kind or 'missing'}: expected application/json (a JSON body)"
+        }
+    typed = {**AUTH, "content-type": "application/json"}
+    answered = httpx.post(f"{server}/score", content=body, headers=typed)
+    assert answered.status_code == 200 and answered.json()["results"][0]["customer_id"] == "a"
 
 
 def test_token_is_required_on_scoring_endpoints_only(server: str) -> None:
