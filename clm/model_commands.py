@@ -16,10 +16,12 @@ from training.jobs import KINDS, TrainRequest, train
 from training.registry import (
     GATES,
     MODEL_NAMES,
+    champion_version,
     configure_tracking,
     list_versions,
     promote,
     rollback,
+    version_horizons,
 )
 
 __all__ = ["list_models", "promote_model", "rollback_model", "train_models"]
@@ -103,13 +105,32 @@ def list_models(settings: ClmSettings) -> None:
 
 def promote_model(name: str, version: str, settings: ClmSettings) -> None:
     configure_tracking(settings.training, create=False)
-    promote(_known(name), version)
-    console.print(f"{_known(name)} version {version} is now @champion")
+    name = _known(name)
+    replaced = promote(name, version, how="by hand")
+    if replaced == version:
+        console.print(f"{name} version {version} is @champion already: nothing changed")
+        return
+    console.print(f"{name} version {version} is now @champion")
+    _say_horizon_change(name, replaced, version)
     console.print(RESTART_NOTE)
+
+
+def _say_horizon_change(name: str, old: str | None, new: str) -> None:
+    """A new champion for another horizon changes what the scores answer for: said."""
+    horizons = version_horizons(name, [v for v in (old, new) if v is not None])
+    if old is not None and horizons.get(old) != horizons.get(new):
+        console.print(
+            f"note: version {new} predicts a {horizons.get(new, '?')}-day horizon, version "
+            f"{old} {horizons.get(old, '?')} days: scores now answer for "
+            f"{horizons.get(new, '?')} days"
+        )
 
 
 def rollback_model(name: str, settings: ClmSettings) -> None:
     configure_tracking(settings.training, create=False)
-    version = rollback(_known(name))
-    console.print(f"{_known(name)}: @champion is back on version {version}")
+    name = _known(name)
+    current = champion_version(name)
+    version = rollback(name)
+    console.print(f"{name}: @champion is back on version {version}")
+    _say_horizon_change(name, current, version)
     console.print(RESTART_NOTE)

@@ -4,9 +4,14 @@ The gate compares the challenger (the model fitted without the evaluation fold) 
 current champion on the same evaluation fold, by the gate metric of the kind
 (:data:`training.registry.GATES`) and the margin ``training.promotion_min_improvement``:
 
+* a champion for another horizon is another prediction: the two are not compared and the
+  challenger is not promoted (``clm models promote`` moves the horizon by hand);
 * a champion fitted only on cutoffs before the fold's is scored on it. When its training
-  labels ran past the fold's cutoff (a retrain less than a horizon later), the overlap can
-  only favour it, and the reason gives the days;
+  labels ran past the fold's cutoff (a retrain less than a horizon later, as on a monthly
+  cycle), the model its own run evaluated, fitted without those labels, is scored instead,
+  so that neither side has seen the fold's outcomes; a version logged before that model was
+  kept is scored as served, and the reason gives the days of overlap, which can only favour
+  it;
 * a champion evaluated on this very fold (same cutoff and label horizon: a retrain on the
   same --as-of) is compared by the out-of-sample metrics its own run logged there;
 * a champion fitted on the fold's cutoff or later (a backfill, a longer horizon) has seen
@@ -28,7 +33,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +156,17 @@ def _log_inputs(kind: str, training: pd.DataFrame, fold: pd.DataFrame, data: Pat
             mlflow.log_input(dataset, context=context)
 
 
-def _log_model(kind: str, model: Any, fold: pd.DataFrame, horizon: int) -> str:
+# The run's tag that names its evaluated model (fitted without the evaluation fold): what a
+# later retrain's gate scores when the served model's labels overlap its fold.
+EVALUATED_TAG = "clm.evaluated_model"
+
+
+def _log_model(kind: str, model: Any, fold: pd.DataFrame, horizon: int, name: str) -> str:
     example = input_example(feature_frame(fold))
     output = model.predict_frame(example, horizon)
     with _quiet():
         info = mlflow.pyfunc.log_model(
-            name=kind,
+            name=name,
             python_model=EstimatorPyfunc(model),
             signature=model_signature(example, output, horizon),
             input_example=example,
@@ -165,11 +175,35 @@ def _log_model(kind: str, model: Any, fold: pd.DataFrame, horizon: int) -> str:
     return str(info.model_uri)
 
 
+def _dates(text: str) -> list[date]:
+    return [date.fromisoformat(c) for c in text.split(",") if c]
+
+
+def _scored(
+    kind: str, uri: str, version: str, fold: pd.DataFrame, folds: Folds
+) -> dict[str, float]:
+    """The metrics of the model at ``uri`` on the fold; NotComparable, naming them, when it
+    needs features the fold lacks (the feature settings changed since it was trained)."""
+    model = mlflow.pyfunc.load_model(uri)
+    schema = model.metadata.get_input_schema()
+    features = feature_frame(fold)
+    missing = [n for n in (schema.input_names() if schema else []) if n not in features]
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+        raise NotComparable(
+            f"champion v{version} needs features {shown} that this run's snapshot lacks (were "
+            "the feature settings changed since it was trained?)"
+        )
+    output = model.predict(features, params={"horizon_days": folds.horizon_days})
+    return TASKS[kind].metrics(output, fold)
+
+
 def _champion_metrics(
-    kind: str, version: str, fold: pd.DataFrame, folds: Folds
+    kind: str, version: str, fold: pd.DataFrame, folds: Folds, horizon: int
 ) -> tuple[dict[str, float], str]:
     """The champion's metrics on this fold and how they were measured; NotComparable when
-    it was fitted on the fold's cutoff or later (see the module doc)."""
+    it predicts another horizon or was fitted on the fold's cutoff or later (see the module
+    doc)."""
     client = MlflowClient()
     name = MODEL_NAMES[kind]
     run_id = client.get_model_version(name, version).run_id
@@ -181,7 +215,13 @@ def _champion_metrics(
         value = params.get(key)
         return date.fromisoformat(value) if value else None
 
-    cutoffs = [date.fromisoformat(c) for c in params.get("cutoffs", "").split(",") if c]
+    served = params.get("horizon_days")
+    if served is not None and served != str(horizon):
+        raise NotComparable(
+            f"champion v{version} predicts a {served}-day horizon, the challenger {horizon} "
+            "days: another prediction (promoting it moves what the scores answer for)"
+        )
+    cutoffs = _dates(params.get("cutoffs", ""))
     if day("evaluation_cutoff") == folds.evaluation and params.get("label_horizon_days") == str(
         folds.horizon_days
     ):
@@ -205,14 +245,22 @@ def _champion_metrics(
     trained_to = day("as_of")
     if trained_to and trained_to > folds.evaluation:
         overlap = (trained_to - folds.evaluation).days
-        reach = f"{overlap} days into" if overlap < folds.horizon_days else "over all of"
-        basis += (
-            f"; the champion's training labels reach {reach} the fold's label window, "
-            "which can only favour the champion"
-        )
-    champion = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    output = champion.predict(feature_frame(fold), params={"horizon_days": folds.horizon_days})
-    return TASKS[kind].metrics(output, fold), basis
+        days = f"{overlap} day{'s' * (overlap != 1)} into"
+        reach = f"training labels reach {days if overlap < folds.horizon_days else 'over all of'}"
+        # The model its run evaluated was fitted on labels that end by its evaluation cutoff.
+        evaluated = run.data.tags.get(EVALUATED_TAG) if run else None
+        fitted = _dates(params.get("training_cutoffs", ""))
+        own = params.get("label_horizon_days", "")
+        blind = fitted and own.isdigit() and max(fitted) + timedelta(int(own)) <= folds.evaluation
+        if evaluated and blind:
+            basis += (
+                f", neither fitted on its outcomes: the champion as its own run evaluated it "
+                f"(fitted on cutoffs up to {max(fitted)}), as the served one's {reach} the "
+                "fold's label window"
+            )
+            return _scored(kind, evaluated, version, fold, folds), basis
+        basis += f"; the champion's {reach} the fold's label window, which can only favour it"
+    return _scored(kind, f"models:/{name}/{version}", version, fold, folds), basis
 
 
 class NotComparable(Exception):
@@ -221,7 +269,7 @@ class NotComparable(Exception):
 
 def _decide(
     kind: str, version: str, evaluation: Evaluation, fold: pd.DataFrame, folds: Folds,
-    min_improvement: float,
+    horizon: int, min_improvement: float,
 ) -> dict[str, Any]:  # fmt: skip
     gate = GATES[kind]
     champion = champion_version(MODEL_NAMES[kind])
@@ -236,7 +284,7 @@ def _decide(
     if champion is None:
         return decision | {"promoted": True, "reason": "first version"}
     try:
-        metrics, basis = _champion_metrics(kind, champion, fold, folds)
+        metrics, basis = _champion_metrics(kind, champion, fold, folds, horizon)
     except NotComparable as error:
         reason = (
             f"{error}; not compared, so not promoted: promote v{version} with clm models "
@@ -302,7 +350,8 @@ def log_and_register(
     _log_inputs(kind, training, fold, data)
     if warnings:
         mlflow.set_tag("clm.warnings", " | ".join(warnings)[:5000])
-    uri = _log_model(kind, model, fold, horizon)
+    uri = _log_model(kind, model, fold, horizon, name=kind)
+    mlflow.set_tag(EVALUATED_TAG, _log_model(kind, evaluated, fold, horizon, f"{kind}_evaluated"))
     name = MODEL_NAMES[kind]
     # MLflow prints "Successfully registered model" to stderr (kept with --debug).
     quiet = os.environ.get("MLFLOW_LOGGING_LEVEL", "").upper() == "ERROR"
@@ -311,8 +360,9 @@ def log_and_register(
     client = MlflowClient()
     client.set_registered_model_alias(name, "challenger", version)
     decision = _decide(
-        kind, version, evaluation, fold, folds, settings.training.promotion_min_improvement
-    )
+        kind, version, evaluation, fold, folds, horizon,
+        settings.training.promotion_min_improvement,
+    )  # fmt: skip
     mlflow.log_dict(decision, "promotion.json")
     # Promoted by the job once every model it trains has passed (training.jobs.train).
     pending = "pending" if decision["promoted"] else "False"

@@ -6,7 +6,9 @@ same evaluation fold by the gate in settings (the first version is promoted). Al
 set as the very last step of a run, so a failed or interrupted run never touches the
 champion; each alias change is one write, so a service reading the registry meanwhile sees
 either the old or the new champion. The registered model's tag ``clm.champion_history``
-lists the champions in order, for ``rollback``.
+lists the champions in order, for ``rollback``; each version's run carries the tag
+``clm.champion`` (``yes`` since when, or ``no`` since when and for which version), so that
+the MLflow UI shows which run serves however the alias moved (the gate, or by hand).
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ __all__ = [
     "list_versions",
     "promote",
     "rollback",
+    "version_horizons",
 ]
 
 HISTORY_TAG = "clm.champion_history"
+CHAMPION_TAG = "clm.champion"
 
 
 @dataclass(frozen=True)
@@ -106,14 +110,32 @@ def _check_version(client: MlflowClient, name: str, version: str) -> None:
         raise ClmError(f"model {name} has no version {version}") from None
 
 
-def promote(name: str, version: str) -> None:
-    """Give ``version`` the ``@champion`` alias and record it in the champion history."""
+def _mark_runs(client: MlflowClient, name: str, old: str | None, new: str, how: str) -> None:
+    """The ``clm.champion`` tags of the runs of the champion replaced and the new one."""
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    marks = {new: f"yes (since {now}, {how})"}
+    if old is not None and old != new:
+        marks[old] = f"no (v{new} since {now})"
+    for version, text in marks.items():
+        run_id = client.get_model_version(name, version).run_id
+        if run_id:
+            client.set_tag(run_id, CHAMPION_TAG, text)
+
+
+def promote(name: str, version: str, how: str = "by the gate") -> str | None:
+    """Give ``version`` the ``@champion`` alias and record it in the champion history;
+    returns the version it replaced (None if none; ``version`` itself if it held it)."""
     client = _client()
     _check_registered(client, name)
     _check_version(client, name, version)
+    current = champion_version(name)
+    if current == str(version):
+        return current
     history = [*_history(client, name), str(version)]
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
     client.set_registered_model_alias(name, "champion", str(version))
+    _mark_runs(client, name, current, str(version), how)
+    return current
 
 
 def rollback(name: str) -> str:
@@ -129,6 +151,7 @@ def rollback(name: str) -> str:
     previous = history[-1]
     client.set_registered_model_alias(name, "champion", previous)
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    _mark_runs(client, name, current, previous, "by a rollback")
     return previous
 
 
@@ -138,6 +161,18 @@ def _check_registered(client: MlflowClient, name: str) -> None:
     except MlflowException:
         known = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
         raise ClmError(f"no registered model {name} (registered: {known})") from None
+
+
+def version_horizons(name: str, versions: list[str]) -> dict[str, str]:
+    """The horizon (days, as logged) each of these versions predicts."""
+    client = _client()
+    found = {}
+    for version in versions:
+        run_id = client.get_model_version(name, version).run_id
+        horizon = client.get_run(run_id).data.params.get("horizon_days") if run_id else None
+        if horizon is not None:
+            found[version] = horizon
+    return found
 
 
 def list_versions() -> list[dict[str, Any]]:
