@@ -259,13 +259,14 @@ def _check_data_for_champions(
     from mlflow.exceptions import MlflowException
 
     from features.snapshots import check_champion_features, check_trained_event_types
-    from serving.scoring import champion_features, champion_versions
+    from serving.scoring import champion_features, champion_versions, check_feature_meaning
 
     try:
         _, versions = champion_versions(settings)
         names = champion_features(versions)
     except (ClmError, MlflowException):  # materialized before any training, or no registry
         return
+    check_feature_meaning(versions, settings)
     check_champion_features(names, columns, as_of=as_of, settings=settings)
     check_trained_event_types(names, dataset, as_of=as_of, settings=settings, event_types=types)
 

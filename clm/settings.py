@@ -33,6 +33,7 @@ from pydantic_settings import (
 from clm.errors import ConfigError
 
 __all__ = [
+    "MEANING_KEY",
     "TABLES",
     "ClmSettings",
     "DataSettings",
@@ -40,7 +41,9 @@ __all__ = [
     "LabelSettings",
     "StageSettings",
     "TrainingSettings",
+    "feature_meaning",
     "load_settings",
+    "meaning_changes",
     "parse_column_mapping",
     "usable_cores",
 ]
@@ -184,6 +187,41 @@ class FeatureSettings(_Section):
         if not value or any(w < 1 for w in value):
             raise ValueError("windows must be a non-empty list of whole days >= 1")
         return sorted(set(value))
+
+
+# Feature settings that pick which columns exist, or are in their names (purchases_90d,
+# _trend_30d_vs_prior_60d, channels_365d: a model lacking a column names it), or only warn.
+# The rest change what a feature of the same name means.
+_NAMING_ONLY = {
+    "event_types", "max_event_types", "stale_after_days", "purchase_windows_days",
+    "event_windows_days", "trend_recent_days", "trend_prior_days", "email_rate_window_days",
+    "activity_window_days",
+}  # fmt: skip
+# Where a logged model keeps them (its MLmodel metadata, read without unpickling it).
+MEANING_KEY = "clm_feature_settings"
+
+
+def feature_meaning(settings: ClmSettings) -> dict[str, Any]:
+    """The settings that decide what each feature's value means (``stages.*``, ``features.*``
+    but those that only pick columns or warn), flat by dotted key: a model records them,
+    and scoring with others would feed it features it was not trained on."""
+    meaning: dict[str, Any] = {}
+    for section in ("stages", "features"):
+        values = getattr(settings, section).model_dump(mode="json")
+        meaning |= {f"{section}.{k}": v for k, v in values.items() if k not in _NAMING_ONLY}
+    return meaning
+
+
+def meaning_changes(trained: dict[str, Any], settings: ClmSettings) -> list[str]:
+    """``key = trained value (now: value)`` for each setting of :func:`feature_meaning` that
+    differs from what a model was trained with, by key (keys it did not record are not
+    compared)."""
+    now = feature_meaning(settings)
+    return [
+        f"{key} = {json.dumps(value)} (now {json.dumps(now[key])})"
+        for key, value in sorted(trained.items())
+        if key in now and now[key] != value
+    ]
 
 
 class LabelSettings(_Section):

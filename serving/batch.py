@@ -48,7 +48,7 @@ from features.sources import Dataset, check_out_is_no_input, load
 from features.sql import as_of_datetime
 from features.stages import STAGES
 from serving.decision import NO_ACTION, Decisions, apply_budget
-from serving.scoring import Scorer, Scores, load_champions
+from serving.scoring import Scorer, Scores, check_feature_meaning, load_champions
 
 __all__ = [
     "BatchRequest",
@@ -611,6 +611,7 @@ def score_batch(
         )
         timings["features"] = time.perf_counter() - started - timings["load"]
         champions = loading.result()
+    check_feature_meaning(champions.versions, settings)
     scorer = Scorer(champions, settings, new_customer)
     check_trained_event_types(
         scorer.columns, dataset, as_of=request.as_of, settings=settings, event_types=types

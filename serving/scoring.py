@@ -23,8 +23,8 @@ from typing import Any
 import numba
 import numpy as np
 
-from clm.errors import ClmError
-from clm.settings import ClmSettings
+from clm.errors import ClmError, DataError
+from clm.settings import MEANING_KEY, ClmSettings, meaning_changes
 from clm.tracking import MODEL_NAMES, check_sqlite_store, sqlite_path, tracking_uri
 from features.contract import MAX_NUMBER
 from features.engagement import per_type_suffixes
@@ -46,6 +46,7 @@ __all__ = [
     "Scores",
     "champion_features",
     "champion_versions",
+    "check_feature_meaning",
     "largest",
     "load_champions",
     "shown",
@@ -104,6 +105,27 @@ def champion_features(versions: Mapping[str, str]) -> list[str]:
         signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
         names += [str(n) for n in signature.inputs.input_names()] if signature else []
     return names
+
+
+def check_feature_meaning(versions: Mapping[str, str], settings: ClmSettings) -> None:
+    """Refuse settings under which the champions' features would mean something else than
+    what they were trained on (``stages.churn_inactivity_days`` 90 against 180: other
+    customers would be 'churned'), naming each with both values (from the models' logged
+    metadata; a model logged before it was kept is not checked)."""
+    import mlflow
+
+    changes: list[str] = []
+    for name, version in versions.items():
+        metadata = mlflow.models.get_model_info(f"models:/{name}/{version}").metadata or {}
+        if trained := metadata.get(MEANING_KEY):
+            changes += [c for c in meaning_changes(trained, settings) if c not in changes]
+    if changes:
+        more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
+        raise DataError(
+            f"the champions were trained with {'; '.join(changes[:5])}{more}: with these "
+            "settings their features would mean something else; set them back (clm.toml, "
+            "CLM_* variables) or train models with them (clm train)"
+        )
 
 
 def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:

@@ -176,9 +176,10 @@ def score_with_spark(
     from pyspark.sql import functions as F
 
     from serving.batch import output_metadata, warn_long_horizons, warn_unknown_list_ids
-    from serving.scoring import champion_features, champion_versions
+    from serving.scoring import champion_features, champion_versions, check_feature_meaning
 
     _, versions = champion_versions(settings)
+    check_feature_meaning(versions, settings)
     dataset = load(
         request.data,
         columns=settings.data.columns,

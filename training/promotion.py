@@ -42,7 +42,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 
-from clm.settings import ClmSettings
+from clm.settings import MEANING_KEY, ClmSettings, feature_meaning, meaning_changes
 from training.evaluate import beats
 from training.models.pyfunc import (
     EstimatorPyfunc,
@@ -161,12 +161,16 @@ def _log_inputs(kind: str, training: pd.DataFrame, fold: pd.DataFrame, data: Pat
 EVALUATED_TAG = "clm.evaluated_model"
 
 
-def _log_model(kind: str, model: Any, fold: pd.DataFrame, horizon: int, name: str) -> str:
+def _log_model(
+    kind: str, model: Any, fold: pd.DataFrame, horizon: int, name: str, settings: ClmSettings
+) -> str:
     example = input_example(feature_frame(fold))
     output = model.predict_frame(example, horizon)
     with _quiet():
         info = mlflow.pyfunc.log_model(
             name=name,
+            # What its features mean: scoring checks that its settings give the same.
+            metadata={MEANING_KEY: feature_meaning(settings)},
             python_model=EstimatorPyfunc(model),
             signature=model_signature(example, output, horizon),
             input_example=example,
@@ -180,11 +184,18 @@ def _dates(text: str) -> list[date]:
 
 
 def _scored(
-    kind: str, uri: str, version: str, fold: pd.DataFrame, folds: Folds
+    kind: str, uri: str, version: str, fold: pd.DataFrame, folds: Folds, settings: ClmSettings
 ) -> dict[str, float]:
     """The metrics of the model at ``uri`` on the fold; NotComparable, naming them, when it
-    needs features the fold lacks (the feature settings changed since it was trained)."""
+    needs features the fold lacks or was trained with settings that give its features
+    another meaning (the feature settings changed since)."""
     model = mlflow.pyfunc.load_model(uri)
+    trained = (model.metadata.metadata or {}).get(MEANING_KEY)
+    if trained and (changes := meaning_changes(trained, settings)):
+        raise NotComparable(
+            f"champion v{version} was trained with {'; '.join(changes[:5])}: on this run's "
+            "snapshot its features would mean something else"
+        )
     schema = model.metadata.get_input_schema()
     features = feature_frame(fold)
     missing = [n for n in (schema.input_names() if schema else []) if n not in features]
@@ -199,8 +210,9 @@ def _scored(
 
 
 def _champion_metrics(
-    kind: str, version: str, fold: pd.DataFrame, folds: Folds, horizon: int
-) -> tuple[dict[str, float], str]:
+    kind: str, version: str, fold: pd.DataFrame, folds: Folds, horizon: int,
+    settings: ClmSettings,
+) -> tuple[dict[str, float], str]:  # fmt: skip
     """The champion's metrics on this fold and how they were measured; NotComparable when
     it predicts another horizon or was fitted on the fold's cutoff or later (see the module
     doc)."""
@@ -258,9 +270,9 @@ def _champion_metrics(
                 f"(fitted on cutoffs up to {max(fitted)}), as the served one's {reach} the "
                 "fold's label window"
             )
-            return _scored(kind, evaluated, version, fold, folds), basis
+            return _scored(kind, evaluated, version, fold, folds, settings), basis
         basis += f"; the champion's {reach} the fold's label window, which can only favour it"
-    return _scored(kind, f"models:/{name}/{version}", version, fold, folds), basis
+    return _scored(kind, f"models:/{name}/{version}", version, fold, folds, settings), basis
 
 
 class NotComparable(Exception):
@@ -269,9 +281,10 @@ class NotComparable(Exception):
 
 def _decide(
     kind: str, version: str, evaluation: Evaluation, fold: pd.DataFrame, folds: Folds,
-    horizon: int, min_improvement: float,
+    horizon: int, settings: ClmSettings,
 ) -> dict[str, Any]:  # fmt: skip
     gate = GATES[kind]
+    min_improvement = settings.training.promotion_min_improvement
     champion = champion_version(MODEL_NAMES[kind])
     decision: dict[str, Any] = {
         "challenger_version": version,
@@ -284,7 +297,7 @@ def _decide(
     if champion is None:
         return decision | {"promoted": True, "reason": "first version"}
     try:
-        metrics, basis = _champion_metrics(kind, champion, fold, folds, horizon)
+        metrics, basis = _champion_metrics(kind, champion, fold, folds, horizon, settings)
     except NotComparable as error:
         reason = (
             f"{error}; not compared, so not promoted: promote v{version} with clm models "
@@ -350,8 +363,9 @@ def log_and_register(
     _log_inputs(kind, training, fold, data)
     if warnings:
         mlflow.set_tag("clm.warnings", " | ".join(warnings)[:5000])
-    uri = _log_model(kind, model, fold, horizon, name=kind)
-    mlflow.set_tag(EVALUATED_TAG, _log_model(kind, evaluated, fold, horizon, f"{kind}_evaluated"))
+    uri = _log_model(kind, model, fold, horizon, kind, settings)
+    evaluated_uri = _log_model(kind, evaluated, fold, horizon, f"{kind}_evaluated", settings)
+    mlflow.set_tag(EVALUATED_TAG, evaluated_uri)
     name = MODEL_NAMES[kind]
     # MLflow prints "Successfully registered model" to stderr (kept with --debug).
     quiet = os.environ.get("MLFLOW_LOGGING_LEVEL", "").upper() == "ERROR"
@@ -359,10 +373,7 @@ def log_and_register(
         version = str(mlflow.register_model(uri, name).version)
     client = MlflowClient()
     client.set_registered_model_alias(name, "challenger", version)
-    decision = _decide(
-        kind, version, evaluation, fold, folds, horizon,
-        settings.training.promotion_min_improvement,
-    )  # fmt: skip
+    decision = _decide(kind, version, evaluation, fold, folds, horizon, settings)
     mlflow.log_dict(decision, "promotion.json")
     # Promoted by the job once every model it trains has passed (training.jobs.train).
     pending = "pending" if decision["promoted"] else "False"

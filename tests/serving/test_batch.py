@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import warnings
 from datetime import date
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import numpy as np
@@ -503,19 +505,47 @@ def test_data_without_a_feature_the_champions_know_is_refused_by_every_path(
     )  # fmt: skip
 
 
-def _refused_by_every_path(
-    deployment: Deployment, folder: Path, tmp_path: Path, message: str
+def test_settings_that_change_what_the_features_mean_are_refused_by_every_path(
+    deployment: Deployment, tmp_path: Path
 ) -> None:
-    """clm score (local, and Spark before it starts) and clm features materialize (the
-    service scores from its store) refuse this data, and write nothing."""
+    # The champions were trained with the defaults: 180 days of silence make a buyer churned.
+    _refused_by_every_path(
+        deployment, deployment.data, tmp_path,
+        r"the champions were trained with features.support_event_types = \[\"support_ticket\"\] "
+        r"\(now \[\"complaint\"\]\); stages.churn_inactivity_days = 180 \(now 90\): with "
+        r"these settings their features would mean something else; set them back",
+        env={
+            "CLM_STAGES__CHURN_INACTIVITY_DAYS": "90",
+            "CLM_FEATURES__SUPPORT_EVENT_TYPES": '["complaint"]',
+        },
+    )  # fmt: skip
+    # A setting that only warns, or adds columns (a window), is no other meaning: scored.
     out = tmp_path / "s.parquet"
+    lenient_env = {"CLM_FEATURES__STALE_AFTER_DAYS": "5", "CLM_FEATURES__PURCHASE_WINDOWS_DAYS":
+                   "[30, 90, 180, 365]"}  # fmt: skip
+    with mock.patch.dict(os.environ, lenient_env):
+        lenient = settings(deployment)
+    score_batch(BatchRequest(data=deployment.data, as_of=date(2025, 7, 1), out=out), lenient)
+    assert len(pd.read_parquet(out)) > 500
+
+
+def _refused_by_every_path(
+    deployment: Deployment, folder: Path, tmp_path: Path, message: str,
+    env: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    """clm score (local, and Spark before it starts) and clm features materialize (the
+    service scores from its store) refuse this data (under these CLM_* variables), and
+    write nothing."""
+    out = tmp_path / "s.parquet"
+    with mock.patch.dict(os.environ, env or {}):
+        chosen = settings(deployment)
     for engine in ("local", "spark"):
         request = BatchRequest(data=folder, as_of=date(2025, 7, 1), out=out, engine=engine)
         with pytest.raises(DataError, match=message):
-            score_batch(request, settings(deployment))
+            score_batch(request, chosen)
     assert not out.exists()
     store = tmp_path / "online.db"
-    env = {**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{store}"}
+    env = {**deployment.env, **(env or {}), "CLM_SERVING__ONLINE_STORE": f"sqlite:///{store}"}
     refused = subprocess.run(
         [sys.executable, "-m", "clm", "features", "materialize", "--data", str(folder),
          "--as-of", AS_OF],

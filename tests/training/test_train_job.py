@@ -260,7 +260,7 @@ def test_a_job_that_fails_part_way_moves_no_champion(
     assert champion_version("clm-churn") == done.models["churn"]["version"]
 
 
-def test_a_champion_that_cannot_score_the_new_features_is_not_compared(
+def test_a_champion_that_cannot_score_the_new_features_or_their_meaning_is_not_compared(
     sample_dir: Path, tmp_path: Path
 ) -> None:
     settings = _settings(tmp_path)
@@ -279,6 +279,16 @@ def test_a_champion_that_cannot_score_the_new_features_is_not_compared(
         "this run's snapshot lacks "
         "(were the feature settings changed since it was trained?); not compared, so not "
         "promoted: promote v2 with clm models promote if it should serve"
+    )
+    # The same features under another meaning (other customers are 'churned'): not compared.
+    other = settings.model_copy(
+        update={"stages": settings.stages.model_copy(update={"churn_inactivity_days": 90})}
+    )
+    again = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), other)
+    assert again.models["churn"]["reason"] == (
+        "champion v1 was trained with stages.churn_inactivity_days = 180 (now 90): on this "
+        "run's snapshot its features would mean something else; not compared, so not "
+        "promoted: promote v3 with clm models promote if it should serve"
     )
     assert champion_version("clm-churn") == "1"
 
