@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clm.errors import ClmError
-from clm.settings import ClmSettings
+from clm.settings import ClmSettings, feature_meaning
 from features import sources, synthetic
 from features.online import shown_url
 from features.snapshots import event_types_before, snapshot_table
@@ -286,7 +286,7 @@ def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> 
     new_customer = new_customer_row(dataset, as_of=as_of, settings=settings, event_types=types)
     _check_data_for_champions(dataset, set(snapshot.columns), as_of, settings, types)
     store = open_store(settings.serving.online_store)
-    written = store.write(snapshot, new_customer)
+    written = store.write(snapshot, new_customer, feature_meaning(settings))
     _summary(
         f"Online store as of {as_of}",
         [

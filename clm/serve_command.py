@@ -36,15 +36,16 @@ def check(settings: ClmSettings, host: str) -> None:
     """Refuse, with one clear line, what would make the service fail or be unsafe."""
     from features.online import open_store
     from serving.middleware import api_token
-    from serving.scoring import champion_versions
+    from serving.scoring import champion_versions, check_feature_meaning
 
     if api_token(settings.serving) is None and not is_loopback(host):
         raise ClmError(
             f"refusing to serve on {host} without an API token: set serving.api_token or "
             "CLM_API_TOKEN, or bind to 127.0.0.1"
         )
-    open_store(settings.serving.online_store).meta()
-    champion_versions(settings)
+    meta = open_store(settings.serving.online_store).meta()
+    _, versions = champion_versions(settings)
+    check_feature_meaning(versions, settings, store=meta)
 
 
 def check_port(host: str, port: int) -> None:

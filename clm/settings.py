@@ -212,11 +212,10 @@ def feature_meaning(settings: ClmSettings) -> dict[str, Any]:
     return meaning
 
 
-def meaning_changes(trained: dict[str, Any], settings: ClmSettings) -> list[str]:
-    """``key = trained value (now: value)`` for each setting of :func:`feature_meaning` that
-    differs from what a model was trained with, by key (keys it did not record are not
-    compared)."""
-    now = feature_meaning(settings)
+def meaning_changes(trained: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key = trained value (now value)`` for each setting of :func:`feature_meaning` that
+    differs between what a model was trained with and ``now``, by key (keys only one side
+    recorded are not compared)."""
     return [
         f"{key} = {json.dumps(value)} (now {json.dumps(now[key])})"
         for key, value in sorted(trained.items())

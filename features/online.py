@@ -49,13 +49,20 @@ KEYS = ("customer_id", "as_of")
 BATCH = 500  # ids per SELECT ... IN (...)
 
 
+Meaning = dict[str, Any] | None
+
+
 class OnlineStore:
     """What the service needs from a store (see :class:`SqliteStore`)."""
 
     # Whether a lookup may wait on the network; the service then runs it on a thread.
     remote = True
 
-    def write(self, snapshot: pd.DataFrame, new_customer: dict[str, Any]) -> int:
+    def write(
+        self, snapshot: pd.DataFrame, new_customer: dict[str, Any], meaning: Meaning = None
+    ) -> int:
+        """``meaning``: the settings the features were built with (clm.settings'
+        ``feature_meaning``), kept in the meta as ``feature_settings`` for the service."""
         raise NotImplementedError
 
     def get_many(self, customer_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
@@ -201,8 +208,9 @@ def _vectors(snapshot: pd.DataFrame, columns: list[str]) -> Iterable[str]:
 
 
 def _meta(
-    snapshot: pd.DataFrame, as_of: Any, columns: list[str], new_customer: dict[str, Any]
-) -> dict[str, Any]:
+    snapshot: pd.DataFrame, as_of: Any, columns: list[str], new_customer: dict[str, Any],
+    meaning: Meaning,
+) -> dict[str, Any]:  # fmt: skip
     """What a reader needs besides the vectors: the cutoff, the columns and their kinds
     (``whole_numbers``, ``flags``: for the service to check overrides), the new customer."""
     kinds = Layout.of(snapshot, columns)
@@ -214,6 +222,7 @@ def _meta(
         "whole_numbers": sorted(kinds.integers),
         "flags": sorted(kinds.flags),
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **({"feature_settings": meaning} if meaning is not None else {}),
     }
 
 
@@ -227,7 +236,9 @@ class SqliteStore(OnlineStore):
         self.path = path
         self._local = threading.local()
 
-    def write(self, snapshot: pd.DataFrame, new_customer: dict[str, Any]) -> int:
+    def write(
+        self, snapshot: pd.DataFrame, new_customer: dict[str, Any], meaning: Meaning = None
+    ) -> int:
         """Replace the store's contents with ``snapshot`` (one row per customer), atomically.
 
         ``new_customer`` is the feature row of a customer with no history, for unknown ids.
@@ -247,7 +258,7 @@ class SqliteStore(OnlineStore):
                         for cid, block in zip(ids, _blocks(snapshot, layout, columns), strict=True)
                     ),
                 )
-                meta = _meta(snapshot, as_of, columns, new_customer)
+                meta = _meta(snapshot, as_of, columns, new_customer, meaning)
                 meta["layout"] = layout.to_json()
                 con.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
@@ -372,12 +383,14 @@ class RedisStore(OnlineStore):
         except self._errors as exc:
             raise ClmError(f"online store {self.url}: {exc}") from exc
 
-    def write(self, snapshot: pd.DataFrame, new_customer: dict[str, Any]) -> int:
+    def write(
+        self, snapshot: pd.DataFrame, new_customer: dict[str, Any], meaning: Meaning = None
+    ) -> int:
         """Write a new generation, then move the pointer to it and unlink the old one."""
         ids, columns, as_of = _checked(snapshot)
         generation = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}-{os.urandom(4).hex()}"
         base = f"{self.prefix}:{generation}"
-        meta = _meta(snapshot, as_of, columns, new_customer)
+        meta = _meta(snapshot, as_of, columns, new_customer, meaning)
 
         def write_generation() -> None:
             pipe = self._redis.pipeline(transaction=False)

@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from clm.errors import ClmError, DataError
-from clm.settings import MEANING_KEY, ClmSettings, meaning_changes
+from clm.settings import MEANING_KEY, ClmSettings, feature_meaning, meaning_changes
 from clm.tracking import MODEL_NAMES, check_sqlite_store, sqlite_path, tracking_uri
 from features.contract import MAX_NUMBER
 from features.engagement import per_type_suffixes
@@ -107,25 +107,38 @@ def champion_features(versions: Mapping[str, str]) -> list[str]:
     return names
 
 
-def check_feature_meaning(versions: Mapping[str, str], settings: ClmSettings) -> None:
+def check_feature_meaning(
+    versions: Mapping[str, str], settings: ClmSettings, store: Mapping[str, Any] | None = None
+) -> None:
     """Refuse settings under which the champions' features would mean something else than
     what they were trained on (``stages.churn_inactivity_days`` 90 against 180: other
     customers would be 'churned'), naming each with both values (from the models' logged
-    metadata; a model logged before it was kept is not checked)."""
+    metadata; a model logged before it was kept is not checked). With ``store`` (an online
+    store's meta), the settings its features were materialized with are checked instead."""
     import mlflow
 
+    if store is not None:
+        now = store.get("feature_settings")
+        if now is None:  # materialized before the store kept them
+            return
+        fix = (
+            "the online store's features were materialized with those settings; run clm "
+            "features materialize with the champions' settings"
+        )
+    else:
+        now = feature_meaning(settings)
+        fix = (
+            "with these settings their features would mean something else; set them back "
+            "(clm.toml, CLM_* variables) or train models with them (clm train)"
+        )
     changes: list[str] = []
     for name, version in versions.items():
         metadata = mlflow.models.get_model_info(f"models:/{name}/{version}").metadata or {}
         if trained := metadata.get(MEANING_KEY):
-            changes += [c for c in meaning_changes(trained, settings) if c not in changes]
+            changes += [c for c in meaning_changes(trained, now) if c not in changes]
     if changes:
         more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
-        raise DataError(
-            f"the champions were trained with {'; '.join(changes[:5])}{more}: with these "
-            "settings their features would mean something else; set them back (clm.toml, "
-            "CLM_* variables) or train models with them (clm train)"
-        )
+        raise DataError(f"the champions were trained with {'; '.join(changes[:5])}{more}: {fix}")
 
 
 def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:

@@ -41,7 +41,7 @@ from features.online import open_store
 from serving.batching import MicroBatcher
 from serving.contracts import CustomerView, ScoreRequest, ScoreResponse, ScoreResult
 from serving.middleware import QUIET, REAL_PATH, GuardMiddleware, api_token, json_route, route
-from serving.scoring import BadInput, Scorer, load_champions, shown
+from serving.scoring import BadInput, Scorer, check_feature_meaning, load_champions, shown
 
 __all__ = ["Scoring"]
 
@@ -113,8 +113,10 @@ class Scoring:
         _refuse_exposed_without_token(settings.serving)
         self.store = open_store(settings.serving.online_store)
         meta = self.store.meta()
+        champions = load_champions(settings)
+        check_feature_meaning(champions.versions, settings, store=meta)
         self.scorer = Scorer(
-            load_champions(settings), settings, meta["new_customer"], present=meta["columns"],
+            champions, settings, meta["new_customer"], present=meta["columns"],
             kinds=_kinds(meta),
         )  # fmt: skip
         self.max_customers = settings.serving.max_customers

@@ -191,7 +191,7 @@ def _scored(
     another meaning (the feature settings changed since)."""
     model = mlflow.pyfunc.load_model(uri)
     trained = (model.metadata.metadata or {}).get(MEANING_KEY)
-    if trained and (changes := meaning_changes(trained, settings)):
+    if trained and (changes := meaning_changes(trained, feature_meaning(settings))):
         raise NotComparable(
             f"champion v{version} was trained with {'; '.join(changes[:5])}: on this run's "
             "snapshot its features would mean something else"

@@ -400,6 +400,28 @@ def test_serve_refuses_to_start_without_champions_or_store(
     no_store = {**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{tmp_path}/none.db"}
     result = _serve(no_store)
     assert result.returncode == 1 and "run clm features materialize" in result.stderr
+    # A store materialized under other stage rules than the champions were trained with (they
+    # were retrained and promoted since): its features mean something else to them.
+    import sqlite3
+
+    online = Path(deployment.env["CLM_SERVING__ONLINE_STORE"].removeprefix("sqlite:///"))
+    other = tmp_path / "other.db"
+    other.write_bytes(online.read_bytes())
+    with sqlite3.connect(other) as con:
+        (text,) = con.execute("SELECT value FROM meta WHERE key = 'feature_settings'").fetchone()
+        built = json.loads(text)
+        assert built["stages.churn_inactivity_days"] == 180
+        built["stages.churn_inactivity_days"] = 90
+        con.execute(
+            "UPDATE meta SET value = ? WHERE key = 'feature_settings'", (json.dumps(built),)
+        )
+    result = _serve({**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{other}"})
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: the champions were trained with stages.churn_inactivity_days = 180 (now 90): "
+        "the online store's features were materialized with those settings; run clm features "
+        "materialize with the champions' settings\n"
+    )
 
 
 def test_python_client_scores_and_reports_errors(server: str, snapshot) -> None:  # type: ignore[no-untyped-def]
