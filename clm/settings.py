@@ -33,6 +33,7 @@ from pydantic_settings import (
 from clm.errors import ConfigError
 
 __all__ = [
+    "AS_OF_KEY",
     "MEANING_KEY",
     "TABLES",
     "ClmSettings",
@@ -197,8 +198,10 @@ _NAMING_ONLY = {
     "event_windows_days", "trend_recent_days", "trend_prior_days", "email_rate_window_days",
     "activity_window_days",
 }  # fmt: skip
-# Where a logged model keeps them (its MLmodel metadata, read without unpickling it).
+# Where a logged model keeps them (its MLmodel metadata, read without unpickling it), and
+# the cutoff its training labels reach.
 MEANING_KEY = "clm_feature_settings"
+AS_OF_KEY = "clm_trained_as_of"
 
 
 def feature_meaning(settings: ClmSettings) -> dict[str, Any]:
@@ -279,8 +282,9 @@ class TrainingSettings(_Section):
     promotion_min_improvement: float = Field(
         0.0,
         ge=0,
-        description="A challenger becomes champion only if better by more than this on the "
-        "gate metric (churn: AUC, stage: log loss, clv: MAE relative to the mean spend).",
+        description="A challenger becomes champion only if better by at least this on the "
+        "gate metric, and never on a tie (churn: AUC on buyers, stage: log loss, clv: MAE "
+        "relative to the mean spend).",
     )
 
 

@@ -611,7 +611,7 @@ def score_batch(
         )
         timings["features"] = time.perf_counter() - started - timings["load"]
         champions = loading.result()
-    check_feature_meaning(champions.versions, settings)
+    check_feature_meaning(champions.versions, settings, as_of=request.as_of)
     scorer = Scorer(champions, settings, new_customer)
     check_trained_event_types(
         scorer.columns, dataset, as_of=request.as_of, settings=settings, event_types=types

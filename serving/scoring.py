@@ -16,15 +16,17 @@ import json
 import math
 import operator
 import os
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numba
 import numpy as np
 
 from clm.errors import ClmError, DataError
-from clm.settings import MEANING_KEY, ClmSettings, feature_meaning, meaning_changes
+from clm.settings import AS_OF_KEY, MEANING_KEY, ClmSettings, feature_meaning, meaning_changes
 from clm.tracking import MODEL_NAMES, check_sqlite_store, sqlite_path, tracking_uri
 from features.contract import MAX_NUMBER
 from features.engagement import per_type_suffixes
@@ -108,14 +110,38 @@ def champion_features(versions: Mapping[str, str]) -> list[str]:
 
 
 def check_feature_meaning(
-    versions: Mapping[str, str], settings: ClmSettings, store: Mapping[str, Any] | None = None
+    versions: Mapping[str, str],
+    settings: ClmSettings,
+    store: Mapping[str, Any] | None = None,
+    as_of: date | None = None,
 ) -> None:
     """Refuse settings under which the champions' features would mean something else than
     what they were trained on (``stages.churn_inactivity_days`` 90 against 180: other
     customers would be 'churned'), naming each with both values (from the models' logged
     metadata; a model logged before it was kept is not checked). With ``store`` (an online
-    store's meta), the settings its features were materialized with are checked instead."""
+    store's meta), the settings its features were materialized with are checked instead.
+    With ``as_of`` (a batch's cutoff), champions trained on labels past it are warned about:
+    their scores there are in-sample."""
     import mlflow
+
+    metadata = {
+        name: mlflow.models.get_model_info(f"models:/{name}/{version}").metadata or {}
+        for name, version in versions.items()
+    }
+    if as_of is not None:
+        later = [
+            f"{name} v{versions[name]} to {m[AS_OF_KEY]}"
+            for name, m in metadata.items()
+            if m.get(AS_OF_KEY) and date.fromisoformat(m[AS_OF_KEY]) > as_of
+        ]
+        if later:
+            warnings.warn(
+                f"--as-of {as_of} is before the champions' training cutoffs ({', '.join(later)}): "
+                "they were fitted on outcomes after it, so these scores are in-sample (a "
+                f"backtest needs models trained as of {as_of} or earlier)",
+                UserWarning,
+                stacklevel=2,
+            )
 
     if store is not None:
         now = store.get("feature_settings")
@@ -132,9 +158,8 @@ def check_feature_meaning(
             "(clm.toml, CLM_* variables) or train models with them (clm train)"
         )
     changes: list[str] = []
-    for name, version in versions.items():
-        metadata = mlflow.models.get_model_info(f"models:/{name}/{version}").metadata or {}
-        if trained := metadata.get(MEANING_KEY):
+    for kept in metadata.values():
+        if trained := kept.get(MEANING_KEY):
             changes += [c for c in meaning_changes(trained, now) if c not in changes]
     if changes:
         more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""

@@ -179,7 +179,7 @@ def score_with_spark(
     from serving.scoring import champion_features, champion_versions, check_feature_meaning
 
     _, versions = champion_versions(settings)
-    check_feature_meaning(versions, settings)
+    check_feature_meaning(versions, settings, as_of=request.as_of)
     dataset = load(
         request.data,
         columns=settings.data.columns,

@@ -189,17 +189,19 @@ def train(
             exclude_attributes=settings.data.exclude_attributes,
         )
     first_day = _first_day(dataset, request.as_of)
-    planned: list[str] = []
+    # Each model's run is tagged with its own warnings and the data's, not the others'.
+    planned: dict[str, list[str]] = {kind: [] for kind in request.kinds}
     plans = {
         kind: plan_folds(
-            first_day, request.as_of, _horizon(kind, request, settings), settings, planned
+            first_day, request.as_of, _horizon(kind, request, settings), settings, planned[kind]
         )
         for kind in request.kinds
     }
     tuned = _tunable(plans, request, settings, planned, first_day) if request.tune else set()
     with mlflow.start_run(run_name=f"train {request.as_of:%Y-%m-%d}") as run:
         result = TrainResult(run.info.run_id, timings=timings)
-        result.warnings += planned
+        result.warnings += [w for kind in request.kinds for w in planned[kind]]
+        about_data: list[str] = []
         mlflow.log_params({"as_of": str(request.as_of), "data": str(request.data)})
         cache: dict[int, pd.DataFrame] = {}
         present: pd.DataFrame | None = None
@@ -210,15 +212,18 @@ def train(
                 if folds.horizon_days not in cache:
                     with steps.step(f"snapshots for {folds.horizon_days}-day labels"):
                         cache[folds.horizon_days] = _snapshots(dataset, folds, settings)
-                    result.warnings += _data_warnings(cache[folds.horizon_days])
+                    about_data += _data_warnings(cache[folds.horizon_days])
                 frame = cache[folds.horizon_days]
                 if TASKS[kind].fits_population and present is None:  # today's customers
                     with steps.step("snapshot at --as-of, features only"):
                         present = build_snapshot(dataset, as_of=request.as_of, settings=settings)
+                own = [*planned[kind], *about_data]
                 result.models[kind] = _train_one(
-                    kind, frame, folds, horizon, request, settings, steps, result.warnings,
-                    present, kind in tuned,
+                    kind, frame, folds, horizon, request, settings, steps, own, present,
+                    kind in tuned,
                 )  # fmt: skip
+                # What the model added (losing to a baseline), and data warnings not said yet.
+                result.warnings += [w for w in own if w not in result.warnings]
             failed = False
         finally:
             promote_passed(list(result.models.values()), failed=failed)
@@ -253,7 +258,7 @@ def _tunable(
     plans: dict[str, Folds],
     request: TrainRequest,
     settings: ClmSettings,
-    warnings: list[str],
+    warnings: dict[str, list[str]],
     first_day: date,
 ) -> set[str]:
     """The kinds ``--tune`` can tune, known before any work. Tuning walks forward over the
@@ -282,7 +287,8 @@ def _tunable(
             )
     if len(refused) == len(plans):
         raise DataError(f"--tune: {'; '.join(refused.values())}")
-    warnings += [f"--tune: {why}; it is trained untuned" for why in refused.values()]
+    for kind, why in refused.items():
+        warnings[kind].append(f"--tune: {why}; it is trained untuned")
     return set(plans) - set(refused)
 
 

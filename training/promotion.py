@@ -42,7 +42,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 
-from clm.settings import MEANING_KEY, ClmSettings, feature_meaning, meaning_changes
+from clm.settings import AS_OF_KEY, MEANING_KEY, ClmSettings, feature_meaning, meaning_changes
 from training.evaluate import beats
 from training.models.pyfunc import (
     EstimatorPyfunc,
@@ -162,15 +162,17 @@ EVALUATED_TAG = "clm.evaluated_model"
 
 
 def _log_model(
-    kind: str, model: Any, fold: pd.DataFrame, horizon: int, name: str, settings: ClmSettings
-) -> str:
+    kind: str, model: Any, fold: pd.DataFrame, horizon: int, name: str, settings: ClmSettings,
+    as_of: date,
+) -> str:  # fmt: skip
     example = input_example(feature_frame(fold))
     output = model.predict_frame(example, horizon)
     with _quiet():
         info = mlflow.pyfunc.log_model(
             name=name,
-            # What its features mean: scoring checks that its settings give the same.
-            metadata={MEANING_KEY: feature_meaning(settings)},
+            # What its features mean (scoring checks that its settings give the same) and the
+            # cutoff its labels reach (scores at an earlier one are in-sample).
+            metadata={MEANING_KEY: feature_meaning(settings), AS_OF_KEY: as_of.isoformat()},
             python_model=EstimatorPyfunc(model),
             signature=model_signature(example, output, horizon),
             input_example=example,
@@ -363,8 +365,10 @@ def log_and_register(
     _log_inputs(kind, training, fold, data)
     if warnings:
         mlflow.set_tag("clm.warnings", " | ".join(warnings)[:5000])
-    uri = _log_model(kind, model, fold, horizon, kind, settings)
-    evaluated_uri = _log_model(kind, evaluated, fold, horizon, f"{kind}_evaluated", settings)
+    uri = _log_model(kind, model, fold, horizon, kind, settings, as_of)
+    evaluated_uri = _log_model(
+        kind, evaluated, fold, horizon, f"{kind}_evaluated", settings, folds.evaluation
+    )
     mlflow.set_tag(EVALUATED_TAG, evaluated_uri)
     name = MODEL_NAMES[kind]
     # MLflow prints "Successfully registered model" to stderr (kept with --debug).

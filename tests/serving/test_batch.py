@@ -529,6 +529,27 @@ def test_settings_that_change_what_the_features_mean_are_refused_by_every_path(
     assert len(pd.read_parquet(out)) > 500
 
 
+def test_scores_before_the_champions_training_cutoff_are_warned_to_be_in_sample(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    out = tmp_path / "s.parquet"
+    early = BatchRequest(data=deployment.data, as_of=date(2025, 3, 1), out=out)
+    with pytest.warns(UserWarning) as caught:
+        score_batch(early, settings(deployment))
+    said = [str(w.message) for w in caught if "in-sample" in str(w.message)]
+    assert len(said) == 1 and re.fullmatch(
+        r"--as-of 2025-03-01 is before the champions' training cutoffs \(clm-churn v\d+ to "
+        r"2025-07-01, clm-stage v\d+ to 2025-07-01, clm-clv v\d+ to 2025-07-01\): they were "
+        r"fitted on outcomes after it, so these scores are in-sample \(a backtest needs models "
+        r"trained as of 2025-03-01 or earlier\)",
+        said[0],
+    ), said
+    assert len(pd.read_parquet(out)) > 500
+    with warnings.catch_warnings():  # at the trained cutoff: nothing to say
+        warnings.simplefilter("error")
+        run(deployment, out)
+
+
 def _refused_by_every_path(
     deployment: Deployment, folder: Path, tmp_path: Path, message: str,
     env: dict[str, str] | None = None,

@@ -293,6 +293,20 @@ def test_a_champion_that_cannot_score_the_new_features_or_their_meaning_is_not_c
     assert champion_version("clm-churn") == "1"
 
 
+def test_each_model_run_carries_its_own_warnings_and_the_data_s(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    # A year and a half of history: the 90-day churn labels fit, the 365-day CLV ones do not.
+    request = TrainRequest(data=sample_dir, as_of=date(2024, 7, 1), kinds=("churn", "clv"))
+    result = train(request, _settings(tmp_path))
+    clv_only = [w for w in result.warnings if "cannot label a 365-day horizon" in w]
+    assert len(clv_only) == 1
+    client = MlflowClient()
+    tags = {k: client.get_run(m["run_id"]).data.tags for k, m in result.models.items()}
+    assert clv_only[0][:200] in tags["clv"]["clm.warnings"]
+    assert "365-day" not in tags["churn"].get("clm.warnings", "")
+
+
 def test_a_challenger_for_another_horizon_is_not_compared_and_promoted_by_hand_is_said(
     sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
