@@ -180,11 +180,35 @@ def features_build(
         bool,
         typer.Option("--labels/--no-labels", help="Add the label_* targets after the cutoff."),
     ] = False,
+    horizon_days: Annotated[
+        int | None,
+        typer.Option(
+            "--horizon-days", min=1, help="Churn and stage label horizon (default: settings)."
+        ),
+    ] = None,
+    clv_horizon_days: Annotated[
+        int | None,
+        typer.Option("--clv-horizon-days", min=1, help="CLV label horizon (default: settings)."),
+    ] = None,
 ) -> None:
     """Build one feature row per customer known before --as-of."""
     from clm.commands import build_features
 
-    build_features(data, parse_date(as_of, "--as-of"), out, _settings(column), labels=labels)
+    settings = _settings(column)
+    asked = {"--horizon-days": horizon_days, "--clv-horizon-days": clv_horizon_days}
+    given = [option for option, days in asked.items() if days is not None]
+    if given and not labels:
+        raise ClmError(f"{given[0]}: a label horizon, for --labels only")
+    horizons = {
+        **({"churn_horizon_days": horizon_days, "stage_horizon_days": horizon_days}
+           if horizon_days is not None else {}),
+        **({"clv_horizon_days": clv_horizon_days} if clv_horizon_days is not None else {}),
+    }  # fmt: skip
+    if horizons:
+        settings = settings.model_copy(
+            update={"labels": settings.labels.model_copy(update=horizons)}
+        )
+    build_features(data, parse_date(as_of, "--as-of"), out, settings, labels=labels)
 
 
 @features_app.command("materialize")

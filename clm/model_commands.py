@@ -87,7 +87,13 @@ def _known(name: str) -> str:
 
 def list_models(settings: ClmSettings) -> None:
     configure_tracking(settings.training, create=False)
-    table = Table(title="Registered models", title_justify="left")
+    table = Table(
+        title="Registered models",
+        title_justify="left",
+        caption="value: the gate metric on the version's evaluation fold, of the model its "
+        "run fitted without that fold (the registered one is refitted on every cutoff)",
+        caption_justify="left",
+    )
     columns = ("name", "version", "aliases", "gate metric", "value", "evaluated on", "as of",
                "horizon (days)", "created (UTC)")  # fmt: skip
     for column in columns:

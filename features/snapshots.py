@@ -366,7 +366,8 @@ def _check_cutoff(dataset: Dataset, as_of: date, settings: ClmSettings, labels: 
             raise DataError(
                 f"as_of {as_of:%Y-%m-%d}: the {horizon}-day label window ends "
                 f"{cutoff + timedelta(days=horizon):%Y-%m-%d}, after the last record "
-                f"({last:%Y-%m-%d}); choose an earlier cutoff or a shorter horizon"
+                f"({last:%Y-%m-%d}); choose an earlier cutoff or a shorter horizon "
+                "(labels.*_horizon_days; clm features build --horizon-days, --clv-horizon-days)"
             )
 
 

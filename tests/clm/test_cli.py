@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import typer.main
@@ -244,6 +245,31 @@ def test_output_options_are_checked_before_any_work_and_generate_keeps_other_fil
     mine = clm("data", "generate", "--customers", "30", "--out", str(out))
     assert mine.returncode == 1 and "holds transactions.parquet, not written by" in mine.stderr
     assert (out / "transactions.parquet").read_bytes() == b"someone's real transactions"
+
+
+def test_features_build_takes_label_horizons_with_labels(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert clm("data", "generate", "--customers", "200", "--out", str(data), "--start",
+               "2024-01-01", "--end", "2025-01-01").returncode == 0  # fmt: skip
+    out = tmp_path / "f.parquet"
+    build = ("features", "build", "--data", str(data), "--as-of", "2024-09-01", "--out", str(out))
+    # A year's CLV labels do not fit in the four months after the cutoff: the fix is named.
+    refused = clm(*build, "--labels")
+    assert refused.returncode == 1
+    assert "the 365-day label window ends 2025-09-01" in refused.stderr
+    assert "clm features build --horizon-days, --clv-horizon-days" in refused.stderr
+    built = clm(*build, "--labels", "--horizon-days", "60", "--clv-horizon-days", "90")
+    assert built.returncode == 0, built.stderr
+    frame = pd.read_parquet(out).set_index("customer_id")
+    # CLV labels over the 90 days asked for: net spend from 2024-09-01 to 2024-11-29.
+    tx = pd.read_parquet(data / "transactions.parquet")
+    inside = tx[(tx["timestamp"] >= "2024-09-01") & (tx["timestamp"] < "2024-11-30")]
+    spend = inside.groupby("customer_id")["amount"].sum().reindex(frame.index, fill_value=0.0)
+    assert spend.abs().sum() > 0
+    assert np.allclose(frame["label_spend"], spend)
+    alone = clm(*build, "--horizon-days", "60")  # without --labels it would do nothing
+    assert alone.returncode == 1
+    assert alone.stderr == "error: --horizon-days: a label horizon, for --labels only\n"
 
 
 def test_config_show_never_prints_secrets(tmp_path: Path) -> None:
