@@ -37,7 +37,12 @@ class RecencyChurnBaseline:
         return np.where(np.isnan(recency), 3650.0 + np.nan_to_num(_tenure(X)), recency)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return np.clip(np.asarray(self.isotonic_.predict(self.score(X))), 1e-6, 1 - 1e-6)
+        """The isotonic fit plus a tie-break below 1e-7 that increases with the score: the
+        fit's flat steps would tie customers whose recency differs (0.8856 against 0.8883 for
+        the raw days on one fold's buyers), and the baseline ranks as recency does."""
+        score = self.score(X)
+        fitted = np.asarray(self.isotonic_.predict(score)) + 1e-7 * score / (1.0 + score)
+        return np.clip(fitted, 1e-6, 1 - 1e-6)
 
 
 def _tenure(X: pd.DataFrame) -> np.ndarray:

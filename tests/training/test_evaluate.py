@@ -350,3 +350,29 @@ def test_shap_summary_orders_features_by_mean_absolute_contribution() -> None:
 def test_transition_heatmap_rejects_rows_that_are_not_probabilities() -> None:
     with pytest.raises(ValueError, match=r"matrix row 1 \(retention\) sums to 0.9"):
         plots.transition_heatmap_figure([[1.0, 0, 0], [0.5, 0.4, 0], [0, 0, 1.0]], STAGES, "T")
+
+
+def test_the_recency_baseline_ranks_as_recency_does_and_keeps_its_calibration() -> None:
+    import pandas as pd
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.metrics import roc_auc_score
+
+    from training.baselines import RecencyChurnBaseline
+
+    rng = np.random.default_rng(0)
+
+    def draw(n: int) -> tuple[pd.DataFrame, np.ndarray]:
+        days = rng.integers(0, 400, n).astype(float)
+        churned = (rng.random(n) < 1 / (1 + np.exp(-(days - 150) / 60))).astype(int)
+        return pd.DataFrame({"days_since_last_purchase": days}), churned
+
+    (fit_x, fit_y), (x, y) = draw(3000), draw(5000)
+    probabilities = RecencyChurnBaseline().fit(fit_x, fit_y).predict_proba(x)
+    days = x["days_since_last_purchase"].to_numpy()
+    # The isotonic steps alone tie customers of other recencies and, on other customers than
+    # they were fitted on, lose AUC.
+    iso = IsotonicRegression(out_of_bounds="clip").fit(fit_x["days_since_last_purchase"], fit_y)
+    steps = iso.predict(days)
+    assert roc_auc_score(y, steps) < roc_auc_score(y, days)
+    assert roc_auc_score(y, probabilities) == pytest.approx(roc_auc_score(y, days))
+    assert np.abs(probabilities - np.clip(steps, 1e-6, 1 - 1e-6)).max() < 1e-7
