@@ -249,24 +249,34 @@ def _toml_value(value: object) -> str:
     return str(value)
 
 
+def _champions_checked(settings: ClmSettings) -> dict[str, str] | None:
+    """The champions' versions, once the settings give their features the meaning they were
+    trained with (None: materialized before any training, or no registry yet)."""
+    from mlflow.exceptions import MlflowException
+
+    from serving.scoring import champion_versions, check_feature_meaning
+
+    try:
+        _, versions = champion_versions(settings)
+    except (ClmError, MlflowException):
+        return None
+    check_feature_meaning(versions, settings)
+    return versions
+
+
 def _check_data_for_champions(
     dataset: sources.Dataset, columns: set[str], as_of: date, settings: ClmSettings,
-    types: list[str],
+    types: list[str], versions: dict[str, str] | None,
 ) -> None:  # fmt: skip
     """The service scores from the store: data without the features or the events the
     champions were trained with is refused or warned about as clm score does (no champions
     yet: nothing to check)."""
-    from mlflow.exceptions import MlflowException
-
     from features.snapshots import check_champion_features, check_trained_event_types
-    from serving.scoring import champion_features, champion_versions, check_feature_meaning
+    from serving.scoring import champion_features
 
-    try:
-        _, versions = champion_versions(settings)
-        names = champion_features(versions)
-    except (ClmError, MlflowException):  # materialized before any training, or no registry
+    if versions is None:
         return
-    check_feature_meaning(versions, settings)
+    names = champion_features(versions)
     check_champion_features(names, columns, as_of=as_of, settings=settings)
     check_trained_event_types(names, dataset, as_of=as_of, settings=settings, event_types=types)
 
@@ -278,13 +288,14 @@ def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> 
     from serving.middleware import api_token
 
     started = time.perf_counter()
+    versions = _champions_checked(settings)  # before the slow work
     dataset = sources.load(
         location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes
     )
     types = event_types_before(dataset, as_of=as_of, settings=settings)
     snapshot = build_snapshot(dataset, as_of=as_of, settings=settings, event_types=types)
     new_customer = new_customer_row(dataset, as_of=as_of, settings=settings, event_types=types)
-    _check_data_for_champions(dataset, set(snapshot.columns), as_of, settings, types)
+    _check_data_for_champions(dataset, set(snapshot.columns), as_of, settings, types, versions)
     store = open_store(settings.serving.online_store)
     written = store.write(snapshot, new_customer, feature_meaning(settings))
     _summary(

@@ -191,12 +191,12 @@ class FeatureSettings(_Section):
 
 
 # Feature settings that pick which columns exist, or are in their names (purchases_90d,
-# _trend_30d_vs_prior_60d, channels_365d: a model lacking a column names it), or only warn.
+# _trend_30d_vs_prior_60d: a model lacking a column names it), or only warn. (The activity
+# window is in channels_365d, but also bounds active days, named by the event windows.)
 # The rest change what a feature of the same name means.
 _NAMING_ONLY = {
     "event_types", "max_event_types", "stale_after_days", "purchase_windows_days",
     "event_windows_days", "trend_recent_days", "trend_prior_days", "email_rate_window_days",
-    "activity_window_days",
 }  # fmt: skip
 # Where a logged model keeps them (its MLmodel metadata, read without unpickling it), and
 # the cutoff its training labels reach.
@@ -215,15 +215,19 @@ def feature_meaning(settings: ClmSettings) -> dict[str, Any]:
     return meaning
 
 
-def meaning_changes(trained: dict[str, Any], now: dict[str, Any]) -> list[str]:
+def meaning_changes(trained: dict[str, Any], now: dict[str, Any], label: str = "now") -> list[str]:
     """``key = trained value (now value)`` for each setting of :func:`feature_meaning` that
     differs between what a model was trained with and ``now``, by key (keys only one side
-    recorded are not compared)."""
+    recorded are not compared; lists of event types in any order)."""
     return [
-        f"{key} = {json.dumps(value)} (now {json.dumps(now[key])})"
+        f"{key} = {json.dumps(value)} ({label} {json.dumps(now[key])})"
         for key, value in sorted(trained.items())
-        if key in now and now[key] != value
+        if key in now and _canonical(now[key]) != _canonical(value)
     ]
+
+
+def _canonical(value: Any) -> Any:
+    return sorted(set(value)) if isinstance(value, list) else value
 
 
 class LabelSettings(_Section):

@@ -130,40 +130,42 @@ def check_feature_meaning(
     }
     if as_of is not None:
         later = [
-            f"{name} v{versions[name]} to {m[AS_OF_KEY]}"
+            f"{name} v{versions[name]} as of {m[AS_OF_KEY]}"
             for name, m in metadata.items()
             if m.get(AS_OF_KEY) and date.fromisoformat(m[AS_OF_KEY]) > as_of
         ]
         if later:
             warnings.warn(
-                f"--as-of {as_of} is before the champions' training cutoffs ({', '.join(later)}): "
-                "they were fitted on outcomes after it, so these scores are in-sample (a "
-                f"backtest needs models trained as of {as_of} or earlier)",
+                f"--as-of {as_of} is before the cutoff the champions were trained at "
+                f"({', '.join(later)}): they were fitted on outcomes after it, so these scores "
+                f"are in-sample (a backtest needs models trained as of {as_of} or earlier)",
                 UserWarning,
                 stacklevel=2,
             )
 
     if store is not None:
-        now = store.get("feature_settings")
-        if now is None:  # materialized before the store kept them
-            return
+        now, label = store.get("feature_settings"), "the store:"
         fix = (
-            "the online store's features were materialized with those settings; run clm "
+            "the online store's features were materialized with other settings; run clm "
             "features materialize with the champions' settings"
         )
     else:
-        now = feature_meaning(settings)
+        now, label = feature_meaning(settings), "now"
         fix = (
             "with these settings their features would mean something else; set them back "
-            "(clm.toml, CLM_* variables) or train models with them (clm train)"
+            "(clm.toml, CLM_* variables), or train models with them (clm train; the gate "
+            "does not compare models of other settings: promote each with clm models promote)"
         )
-    changes: list[str] = []
-    for kept in metadata.values():
-        if trained := kept.get(MEANING_KEY):
-            changes += [c for c in meaning_changes(trained, now) if c not in changes]
+    if now is None:  # a store materialized before it kept them
+        return
+    changes: dict[str, list[str]] = {}  # what differs -> the champions it differs for
+    for name, kept in metadata.items():
+        for change in meaning_changes(kept.get(MEANING_KEY) or {}, now, label):
+            changes.setdefault(change, []).append(f"{name} v{versions[name]}")
     if changes:
-        more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
-        raise DataError(f"the champions were trained with {'; '.join(changes[:5])}{more}: {fix}")
+        said = [f"{change} [{', '.join(who)}]" for change, who in changes.items()]
+        more = f" and {len(said) - 5} more" if len(said) > 5 else ""
+        raise DataError(f"the champions were trained with {'; '.join(said[:5])}{more}: {fix}")
 
 
 def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:

@@ -200,8 +200,9 @@ def train(
     tuned = _tunable(plans, request, settings, planned, first_day) if request.tune else set()
     with mlflow.start_run(run_name=f"train {request.as_of:%Y-%m-%d}") as run:
         result = TrainResult(run.info.run_id, timings=timings)
-        result.warnings += [w for kind in request.kinds for w in planned[kind]]
-        about_data: list[str] = []
+        for kind in request.kinds:  # churn and stage on one horizon: said once
+            result.warnings += [w for w in planned[kind] if w not in result.warnings]
+        about_data: dict[int, list[str]] = {}  # by label horizon (its snapshots')
         mlflow.log_params({"as_of": str(request.as_of), "data": str(request.data)})
         cache: dict[int, pd.DataFrame] = {}
         present: pd.DataFrame | None = None
@@ -212,12 +213,12 @@ def train(
                 if folds.horizon_days not in cache:
                     with steps.step(f"snapshots for {folds.horizon_days}-day labels"):
                         cache[folds.horizon_days] = _snapshots(dataset, folds, settings)
-                    about_data += _data_warnings(cache[folds.horizon_days])
+                    about_data[folds.horizon_days] = _data_warnings(cache[folds.horizon_days])
                 frame = cache[folds.horizon_days]
                 if TASKS[kind].fits_population and present is None:  # today's customers
                     with steps.step("snapshot at --as-of, features only"):
                         present = build_snapshot(dataset, as_of=request.as_of, settings=settings)
-                own = [*planned[kind], *about_data]
+                own = [*planned[kind], *about_data[folds.horizon_days]]
                 result.models[kind] = _train_one(
                     kind, frame, folds, horizon, request, settings, steps, own, present,
                     kind in tuned,

@@ -189,15 +189,8 @@ def _scored(
     kind: str, uri: str, version: str, fold: pd.DataFrame, folds: Folds, settings: ClmSettings
 ) -> dict[str, float]:
     """The metrics of the model at ``uri`` on the fold; NotComparable, naming them, when it
-    needs features the fold lacks or was trained with settings that give its features
-    another meaning (the feature settings changed since)."""
+    needs features the fold lacks (the feature settings changed since it was trained)."""
     model = mlflow.pyfunc.load_model(uri)
-    trained = (model.metadata.metadata or {}).get(MEANING_KEY)
-    if trained and (changes := meaning_changes(trained, feature_meaning(settings))):
-        raise NotComparable(
-            f"champion v{version} was trained with {'; '.join(changes[:5])}: on this run's "
-            "snapshot its features would mean something else"
-        )
     schema = model.metadata.get_input_schema()
     features = feature_frame(fold)
     missing = [n for n in (schema.input_names() if schema else []) if n not in features]
@@ -235,6 +228,14 @@ def _champion_metrics(
             f"champion v{version} predicts a {served}-day horizon, the challenger {horizon} "
             "days: another prediction (promoting it moves what the scores answer for)"
         )
+    # Before any comparison, the same fold's logged metrics included: champions of other
+    # settings could not be scored together, under any settings.
+    kept = mlflow.models.get_model_info(f"models:/{name}/{version}").metadata or {}
+    if changes := meaning_changes(kept.get(MEANING_KEY) or {}, feature_meaning(settings)):
+        raise NotComparable(
+            f"champion v{version} was trained with {'; '.join(changes[:5])}: its features "
+            "meant something else"
+        )
     cutoffs = _dates(params.get("cutoffs", ""))
     if day("evaluation_cutoff") == folds.evaluation and params.get("label_horizon_days") == str(
         folds.horizon_days
@@ -267,12 +268,24 @@ def _champion_metrics(
         own = params.get("label_horizon_days", "")
         blind = fitted and own.isdigit() and max(fitted) + timedelta(int(own)) <= folds.evaluation
         if evaluated and blind:
-            basis += (
-                f", neither fitted on its outcomes: the champion as its own run evaluated it "
-                f"(fitted on cutoffs up to {max(fitted)}), as the served one's {reach} the "
-                "fold's label window"
-            )
-            return _scored(kind, evaluated, version, fold, folds, settings), basis
+            try:
+                metrics = _scored(kind, evaluated, version, fold, folds, settings)
+            except NotComparable:
+                raise
+            except Exception as error:  # its artifacts gone: the served one is scored
+                warnings.warn(
+                    f"champion v{version}'s evaluated model ({evaluated}) cannot be loaded "
+                    f"({type(error).__name__}); the served one is scored",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            else:
+                basis += (
+                    f", neither fitted on its outcomes: the champion as its own run evaluated "
+                    f"it (fitted on cutoffs up to {max(fitted)}), as the served one's {reach} "
+                    "the fold's label window"
+                )
+                return metrics, basis
         basis += f"; the champion's {reach} the fold's label window, which can only favour it"
     return _scored(kind, f"models:/{name}/{version}", version, fold, folds, settings), basis
 

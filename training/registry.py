@@ -13,6 +13,7 @@ the MLflow UI shows which run serves however the alias moved (the gate, or by ha
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -118,8 +119,11 @@ def _mark_runs(client: MlflowClient, name: str, old: str | None, new: str, how: 
         marks[old] = f"no (v{new} since {now})"
     for version, text in marks.items():
         run_id = client.get_model_version(name, version).run_id
-        if run_id:
-            client.set_tag(run_id, CHAMPION_TAG, text)
+        # Best effort, after the alias moved: a deleted run keeps no tags, and that is no
+        # reason to fail a promotion that happened (or a job's other promotions).
+        with contextlib.suppress(MlflowException):
+            if run_id:
+                client.set_tag(run_id, CHAMPION_TAG, text)
 
 
 def promote(name: str, version: str, how: str = "by the gate") -> str | None:

@@ -512,8 +512,10 @@ def test_settings_that_change_what_the_features_mean_are_refused_by_every_path(
     _refused_by_every_path(
         deployment, deployment.data, tmp_path,
         r"the champions were trained with features.support_event_types = \[\"support_ticket\"\] "
-        r"\(now \[\"complaint\"\]\); stages.churn_inactivity_days = 180 \(now 90\): with "
-        r"these settings their features would mean something else; set them back",
+        r"\(now \[\"complaint\"\]\) \[clm-churn v\d+, clm-stage v\d+, clm-clv v\d+\]; "
+        r"stages.churn_inactivity_days = 180 \(now 90\) \[clm-churn v\d+, clm-stage v\d+, "
+        r"clm-clv v\d+\]: with these settings their features would mean something else; set "
+        r"them back",
         env={
             "CLM_STAGES__CHURN_INACTIVITY_DAYS": "90",
             "CLM_FEATURES__SUPPORT_EVENT_TYPES": '["complaint"]',
@@ -521,8 +523,12 @@ def test_settings_that_change_what_the_features_mean_are_refused_by_every_path(
     )  # fmt: skip
     # A setting that only warns, or adds columns (a window), is no other meaning: scored.
     out = tmp_path / "s.parquet"
-    lenient_env = {"CLM_FEATURES__STALE_AFTER_DAYS": "5", "CLM_FEATURES__PURCHASE_WINDOWS_DAYS":
-                   "[30, 90, 180, 365]"}  # fmt: skip
+    lenient_env = {
+        "CLM_FEATURES__STALE_AFTER_DAYS": "5",
+        "CLM_FEATURES__PURCHASE_WINDOWS_DAYS": "[30, 90, 180, 365]",
+        # The same event types in another order, given twice: the same meaning.
+        "CLM_STAGES__ADVOCACY_EVENT_TYPES": '["review", "referral", "review"]',
+    }
     with mock.patch.dict(os.environ, lenient_env):
         lenient = settings(deployment)
     score_batch(BatchRequest(data=deployment.data, as_of=date(2025, 7, 1), out=out), lenient)
@@ -538,10 +544,10 @@ def test_scores_before_the_champions_training_cutoff_are_warned_to_be_in_sample(
         score_batch(early, settings(deployment))
     said = [str(w.message) for w in caught if "in-sample" in str(w.message)]
     assert len(said) == 1 and re.fullmatch(
-        r"--as-of 2025-03-01 is before the champions' training cutoffs \(clm-churn v\d+ to "
-        r"2025-07-01, clm-stage v\d+ to 2025-07-01, clm-clv v\d+ to 2025-07-01\): they were "
-        r"fitted on outcomes after it, so these scores are in-sample \(a backtest needs models "
-        r"trained as of 2025-03-01 or earlier\)",
+        r"--as-of 2025-03-01 is before the cutoff the champions were trained at \(clm-churn "
+        r"v\d+ as of 2025-07-01, clm-stage v\d+ as of 2025-07-01, clm-clv v\d+ as of "
+        r"2025-07-01\): they were fitted on outcomes after it, so these scores are in-sample "
+        r"\(a backtest needs models trained as of 2025-03-01 or earlier\)",
         said[0],
     ), said
     assert len(pd.read_parquet(out)) > 500

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -417,11 +418,13 @@ def test_serve_refuses_to_start_without_champions_or_store(
         )
     result = _serve({**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{other}"})
     assert result.returncode == 1
-    assert result.stderr == (
-        "error: the champions were trained with stages.churn_inactivity_days = 180 (now 90): "
-        "the online store's features were materialized with those settings; run clm features "
-        "materialize with the champions' settings\n"
-    )
+    assert re.fullmatch(
+        r"error: the champions were trained with stages.churn_inactivity_days = 180 \(the "
+        r"store: 90\) \[clm-churn v\d+, clm-stage v\d+, clm-clv v\d+\]: the online store's "
+        r"features were materialized with other settings; run clm features materialize with "
+        r"the champions' settings\n",
+        result.stderr,
+    ), result.stderr
 
 
 def test_python_client_scores_and_reports_errors(server: str, snapshot) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import mlflow
@@ -286,9 +286,9 @@ def test_a_champion_that_cannot_score_the_new_features_or_their_meaning_is_not_c
     )
     again = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), other)
     assert again.models["churn"]["reason"] == (
-        "champion v1 was trained with stages.churn_inactivity_days = 180 (now 90): on this "
-        "run's snapshot its features would mean something else; not compared, so not "
-        "promoted: promote v3 with clm models promote if it should serve"
+        "champion v1 was trained with stages.churn_inactivity_days = 180 (now 90): its "
+        "features meant something else; not compared, so not promoted: promote v3 with clm "
+        "models promote if it should serve"
     )
     assert champion_version("clm-churn") == "1"
 
@@ -305,6 +305,10 @@ def test_each_model_run_carries_its_own_warnings_and_the_data_s(
     tags = {k: client.get_run(m["run_id"]).data.tags for k, m in result.models.items()}
     assert clv_only[0][:200] in tags["clv"]["clm.warnings"]
     assert "365-day" not in tags["churn"].get("clm.warnings", "")
+    # Each said once, though both models may raise the same one (churn and stage on 90 days).
+    assert len(result.warnings) == len(set(result.warnings))
+    churn_only = [w for w in result.warnings if "90-day labels" in w]
+    assert all(w not in tags["clv"].get("clm.warnings", "") for w in churn_only)
 
 
 def test_a_challenger_for_another_horizon_is_not_compared_and_promoted_by_hand_is_said(
@@ -323,6 +327,18 @@ def test_a_challenger_for_another_horizon_is_not_compared_and_promoted_by_hand_i
         "champion v1 predicts a 90-day horizon, the challenger 60 days: another prediction "
         "(promoting it moves what the scores answer for); not compared, so not promoted: "
         "promote v2 with clm models promote if it should serve"
+    )
+    assert champion_version("clm-churn") == "1"
+    # On the same --as-of under other stage rules: the fold (customers and churn outcomes)
+    # is the same, but the champion's logged metrics are of features that meant otherwise.
+    other = settings.model_copy(
+        update={"stages": settings.stages.model_copy(update={"churn_inactivity_days": 90})}
+    )
+    same_day = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), other)
+    assert same_day.models["churn"]["reason"] == (
+        "champion v1 was trained with stages.churn_inactivity_days = 180 (now 90): its "
+        "features meant something else; not compared, so not promoted: promote v3 with clm "
+        "models promote if it should serve"
     )
     assert champion_version("clm-churn") == "1"
     # By hand: the horizon change is said, a running service told to restart, and the runs'
@@ -388,7 +404,9 @@ def test_a_retrain_a_month_later_scores_the_champion_fitted_without_the_new_fold
     # the served v1 was refitted on labels to 2025-06-01, 60 days into the new fold's
     # (2025-04-02 to 2025-07-01). The evaluated model is scored: neither side saw the fold.
     fitted = max(run.data.params["training_cutoffs"].split(","))
-    assert fitted < "2024-12-04" and run.data.tags["clm.evaluated_model"].startswith("models:/")
+    labels_end = date.fromisoformat(fitted) + timedelta(days=90)
+    assert labels_end <= date(2025, 4, 2)  # by the new fold's cutoff
+    assert run.data.tags["clm.evaluated_model"].startswith("models:/")
 
     def retrain() -> dict:
         outcome = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), settings)
