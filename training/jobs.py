@@ -323,6 +323,7 @@ def _train_one(
     training = frame[frame["as_of"].isin(folds.training)]
     evaluation = frame[frame["as_of"] == folds.evaluation]
     with mlflow.start_run(run_name=kind, nested=True):
+        mlflow.log_param("tuned", tuned)
         params = xgb_params(settings.training)
         if tuned:
             with steps.step(f"{kind}: tune"):

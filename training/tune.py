@@ -116,8 +116,11 @@ def tune(
                 raise
             return value if math.isfinite(value) else math.inf
 
-    study.optimize(objective, n_trials=trials or settings.training.trials)
+    count = trials or settings.training.trials
+    study.optimize(objective, n_trials=count)
     best = base | study.best_trial.params
     mlflow.log_params({f"tuned_{k}": v for k, v in study.best_trial.params.items()})
+    # What the study was: the gate judges on its own metric (churn: AUC on buyers).
+    mlflow.log_params({"tuning_trials": count, "tuning_metric": TASKS[kind].tune_metric})
     mlflow.log_metric(f"tuning_best_{TASKS[kind].tune_metric}", study.best_value)
     return best

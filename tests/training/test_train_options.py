@@ -85,6 +85,9 @@ def test_tuning_never_scores_the_evaluation_fold_and_refunds_only_customers_are_
         if k.startswith("tuned_")
     }
     assert set(tuned) >= {"max_depth", "learning_rate"}
+    assert model_run.data.params["tuned"] == "True"
+    assert model_run.data.params["tuning_metric"] == "log_loss"
+    assert model_run.data.params["tuning_trials"] == str(len(trials))
     for key, value in tuned.items():
         assert model_run.data.params[f"xgb_{key}"] == value
     warnings = Path(client.download_artifacts(result.run_id, "warnings.txt")).read_text()
