@@ -30,6 +30,7 @@ import orjson
 import pandas as pd
 
 from clm.errors import ClmError, ConfigError
+from clm.settings import meaning_changes
 
 __all__ = ["Layout", "OnlineStore", "RedisStore", "SqliteStore", "Vector", "open_store"]
 
@@ -52,11 +53,31 @@ BATCH = 500  # ids per SELECT ... IN (...)
 Meaning = dict[str, Any] | None
 
 
+class StoreMismatch(ClmError):
+    """A store whose features mean something else to the loaded champions."""
+
+
 class OnlineStore:
     """What the service needs from a store (see :class:`SqliteStore`)."""
 
     # Whether a lookup may wait on the network; the service then runs it on a thread.
     remote = True
+    # The feature settings the reader's models were trained with (the service sets them): a
+    # store materialized anew under others is refused at lookup (see check_meaning).
+    expected_meaning: dict[str, Any] | None = None
+
+    def check_meaning(self, found: Meaning, where: str) -> None:
+        """Refuse a store (a new file or generation) whose features were built under other
+        settings than :attr:`expected_meaning`; called when a reader first sees it."""
+        if self.expected_meaning is None or found is None:
+            return
+        changes = meaning_changes(self.expected_meaning, found, "the store:")
+        if changes:
+            raise StoreMismatch(
+                f"online store {where}: materialized anew under other settings than the "
+                f"champions this service loaded were trained with ({'; '.join(changes[:5])}); "
+                "restart clm serve to load champions for it, or materialize with theirs"
+            )
 
     def write(
         self, snapshot: pd.DataFrame, new_customer: dict[str, Any], meaning: Meaning = None
@@ -293,10 +314,20 @@ class SqliteStore(OnlineStore):
             opened = sqlite3.connect(uri, uri=True)
             opened.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             try:
-                found = opened.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
+                kept = dict(
+                    opened.execute(
+                        "SELECT key, value FROM meta WHERE key IN ('layout', 'feature_settings')"
+                    ).fetchall()
+                )
             except sqlite3.DatabaseError:  # not a store (the lookup names it)
-                found = None
-            local.layout = Layout(**json.loads(found[0])) if found else None
+                kept = {}
+            if "feature_settings" in kept:
+                try:
+                    self.check_meaning(json.loads(kept["feature_settings"]), str(self.path))
+                except StoreMismatch:
+                    opened.close()  # not kept: every lookup checks again, until a restart
+                    raise
+            local.layout = Layout(**json.loads(kept["layout"])) if "layout" in kept else None
             local.con, local.inode = opened, inode
         con: sqlite3.Connection = local.con
         return con
@@ -374,6 +405,7 @@ class RedisStore(OnlineStore):
         url = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
         self.url = shown_url(url)  # in messages: never the password
         self._redis = redis.Redis.from_url(url, socket_timeout=10)
+        self._checked = ""  # the last generation whose feature settings were checked
         self._lookup = self._redis.register_script(_LOOKUP)
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
 
@@ -435,6 +467,8 @@ class RedisStore(OnlineStore):
                 if len(answer) == 1:  # the pointer moved between two chunks: start again
                     break
                 generation = _text(answer[0])
+                if generation != self._checked:
+                    self._check_generation(generation)
                 found.update(
                     (cid, orjson.loads(vector))
                     for cid, vector in zip(chunk, answer[1], strict=True)
@@ -443,6 +477,16 @@ class RedisStore(OnlineStore):
             else:
                 return found
         raise ClmError(f"online store {self.url}: the store kept changing during a lookup")
+
+    def _check_generation(self, generation: str) -> None:
+        """A generation seen for the first time: its feature settings, if any are expected."""
+        if self.expected_meaning is not None:
+            raw = self._call(
+                lambda: self._redis.hget(f"{self.prefix}:{generation}:meta", "feature_settings")
+            )
+            found = json.loads(raw) if raw is not None else None
+            self.check_meaning(found, f"{self.url} (prefix {self.prefix})")
+        self._checked = generation
 
     def meta(self) -> dict[str, Any]:
         def read() -> dict[str, Any] | None:

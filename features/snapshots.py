@@ -191,7 +191,8 @@ def check_champion_features(
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise DataError(
             f"the champions need features {', '.join(missing[:5])}{more} that the data at "
-            f"{as_of} lacks (were they trained on data with other columns?)"
+            f"{as_of} lacks (were they trained on data with other columns, or with other "
+            "feature settings, such as features.purchase_windows_days?)"
         )
 
 

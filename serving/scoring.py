@@ -114,14 +114,15 @@ def check_feature_meaning(
     settings: ClmSettings,
     store: Mapping[str, Any] | None = None,
     as_of: date | None = None,
-) -> None:
+) -> dict[str, Any] | None:
     """Refuse settings under which the champions' features would mean something else than
     what they were trained on (``stages.churn_inactivity_days`` 90 against 180: other
     customers would be 'churned'), naming each with both values (from the models' logged
     metadata; a model logged before it was kept is not checked). With ``store`` (an online
     store's meta), the settings its features were materialized with are checked instead.
     With ``as_of`` (a batch's cutoff), champions trained on labels past it are warned about:
-    their scores there are in-sample."""
+    their scores there are in-sample. Returns the settings the champions were trained with
+    (None for models logged before they were kept)."""
     import mlflow
 
     metadata = {
@@ -156,8 +157,9 @@ def check_feature_meaning(
             "(clm.toml, CLM_* variables), or train models with them (clm train; the gate "
             "does not compare models of other settings: promote each with clm models promote)"
         )
+    trained = next((m[MEANING_KEY] for m in metadata.values() if m.get(MEANING_KEY)), None)
     if now is None:  # a store materialized before it kept them
-        return
+        return trained
     changes: dict[str, list[str]] = {}  # what differs -> the champions it differs for
     for name, kept in metadata.items():
         for change in meaning_changes(kept.get(MEANING_KEY) or {}, now, label):
@@ -166,6 +168,7 @@ def check_feature_meaning(
         said = [f"{change} [{', '.join(who)}]" for change, who in changes.items()]
         more = f" and {len(said) - 5} more" if len(said) > 5 else ""
         raise DataError(f"the champions were trained with {'; '.join(said[:5])}{more}: {fix}")
+    return trained
 
 
 def champion_versions(settings: ClmSettings) -> tuple[str, dict[str, str]]:

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, ValidationError
 from clm.errors import ClmError
 from clm.serve_command import is_loopback
 from clm.settings import ServingSettings, load_settings
-from features.online import open_store
+from features.online import StoreMismatch, open_store
 from serving.batching import MicroBatcher
 from serving.contracts import CustomerView, ScoreRequest, ScoreResponse, ScoreResult
 from serving.middleware import QUIET, REAL_PATH, GuardMiddleware, api_token, json_route, route
@@ -114,7 +114,10 @@ class Scoring:
         self.store = open_store(settings.serving.online_store)
         meta = self.store.meta()
         champions = load_champions(settings)
-        check_feature_meaning(champions.versions, settings, store=meta)
+        # A store materialized anew while this runs is checked against them too (at lookup).
+        self.store.expected_meaning = check_feature_meaning(
+            champions.versions, settings, store=meta
+        )
         self.scorer = Scorer(
             champions, settings, meta["new_customer"], present=meta["columns"],
             kinds=_kinds(meta),
@@ -199,6 +202,12 @@ class Scoring:
 def _store_unavailable(error: Exception) -> HTTPException:
     """A 503 for a store that cannot be read now; what and where go to the log only."""
     log.warning("online store unavailable: %s", " ".join(str(error).split()))
+    if isinstance(error, StoreMismatch):  # lasts until a restart: no "try again shortly"
+        return HTTPException(
+            503,
+            "the online store was materialized under other feature settings than the loaded "
+            "models were trained with; the service needs a restart (see its log)",
+        )
     return HTTPException(503, "the online store cannot be read now; try again shortly")
 
 

@@ -200,3 +200,35 @@ def test_a_store_overwritten_in_place_is_a_clear_error_and_read_again_once_whole
     assert path.stat().st_ino == inode
     got = store.get_many(["C5"])["C5"]
     assert got["purchase_days"] == 3 and got["extra"] == 7.0
+
+
+def test_a_store_materialized_anew_under_other_settings_is_refused_to_its_reader(
+    url: str,
+) -> None:
+    import os
+
+    from features.online import StoreMismatch
+
+    trained = {"stages.churn_inactivity_days": 180, "features.support_event_types": ["ticket"]}
+    writer, reader = open_store(url), open_store(url)
+    writer.write(frame(3, 1), NEW, trained)
+    reader.expected_meaning = trained
+    assert reader.get_many(["C1"])["C1"]["purchase_days"] == 1
+    # Materialized again under other stage rules while the reader runs (a service): refused,
+    # at every lookup, naming the setting and both values.
+    writer.write(frame(3, 2), NEW, {**trained, "stages.churn_inactivity_days": 90})
+    if isinstance(writer, SqliteStore):  # a new file within the old one's mtime tick
+        os.utime(writer.path, ns=(1, 1))
+    for _ in range(2):
+        with pytest.raises(StoreMismatch) as refused:
+            reader.get_many(["C1"])
+        assert "stages.churn_inactivity_days = 180 (the store: 90)" in str(refused.value)
+        assert "restart clm serve" in str(refused.value)
+    # Materialized again with theirs (event types in another order): read.
+    writer.write(frame(3, 3), NEW, {**trained, "features.support_event_types": ["ticket"] * 2})
+    if isinstance(writer, SqliteStore):
+        os.utime(writer.path, ns=(2, 2))
+    assert reader.get_many(["C1"])["C1"]["purchase_days"] == 3
+    # A reader that expects nothing (clm serve's own checks, a store of old models) reads all.
+    writer.write(frame(3, 4), NEW, {"stages.churn_inactivity_days": 30})
+    assert open_store(url).get_many(["C1"])["C1"]["purchase_days"] == 4

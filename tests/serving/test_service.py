@@ -427,6 +427,41 @@ def test_serve_refuses_to_start_without_champions_or_store(
     ), result.stderr
 
 
+def test_a_store_materialized_anew_under_other_settings_gets_503_until_a_restart(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    import os
+    import sqlite3
+
+    from serving.client import local_service
+
+    online = Path(deployment.env["CLM_SERVING__ONLINE_STORE"].removeprefix("sqlite:///"))
+    store = tmp_path / "online.db"
+    store.write_bytes(online.read_bytes())
+    env = {**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{store}"}
+    log = tmp_path / "serve.log"
+    with local_service(token=TOKEN, env=env, log=log) as client:
+        known = sqlite3.connect(store).execute("SELECT customer_id FROM features").fetchone()[0]
+        assert score(client.url, [{"customer_id": known}]).status_code == 200
+        # Materialized anew (a new file renamed over it) under other stage rules.
+        other = tmp_path / "other.db"
+        other.write_bytes(online.read_bytes())
+        with sqlite3.connect(other) as con:
+            (text,) = con.execute(
+                "SELECT value FROM meta WHERE key = 'feature_settings'"
+            ).fetchone()
+            built = {**json.loads(text), "stages.churn_inactivity_days": 90}
+            con.execute(
+                "UPDATE meta SET value = ? WHERE key = 'feature_settings'", (json.dumps(built),)
+            )
+        os.replace(other, store)
+        for _ in range(2):
+            refused = score(client.url, [{"customer_id": known}])
+            assert refused.status_code == 503
+            assert "materialized under other feature settings" in refused.json()["detail"]
+    assert "stages.churn_inactivity_days = 180 (the store: 90)" in log.read_text()
+
+
 def test_python_client_scores_and_reports_errors(server: str, snapshot) -> None:  # type: ignore[no-untyped-def]
     from serving.client import ScoringClient, ServiceError
 
