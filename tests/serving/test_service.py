@@ -403,19 +403,7 @@ def test_serve_refuses_to_start_without_champions_or_store(
     assert result.returncode == 1 and "run clm features materialize" in result.stderr
     # A store materialized under other stage rules than the champions were trained with (they
     # were retrained and promoted since): its features mean something else to them.
-    import sqlite3
-
-    online = Path(deployment.env["CLM_SERVING__ONLINE_STORE"].removeprefix("sqlite:///"))
-    other = tmp_path / "other.db"
-    other.write_bytes(online.read_bytes())
-    with sqlite3.connect(other) as con:
-        (text,) = con.execute("SELECT value FROM meta WHERE key = 'feature_settings'").fetchone()
-        built = json.loads(text)
-        assert built["stages.churn_inactivity_days"] == 180
-        built["stages.churn_inactivity_days"] = 90
-        con.execute(
-            "UPDATE meta SET value = ? WHERE key = 'feature_settings'", (json.dumps(built),)
-        )
+    other = _store_of_other_stage_rules(deployment, tmp_path / "other.db")
     result = _serve({**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{other}"})
     assert result.returncode == 1
     assert re.fullmatch(
@@ -425,6 +413,24 @@ def test_serve_refuses_to_start_without_champions_or_store(
         r"the champions' settings\n",
         result.stderr,
     ), result.stderr
+
+
+def _store_of_other_stage_rules(deployment: Deployment, path: Path) -> Path:
+    """A copy of the deployment's store, as if materialized with 90 days of inactivity for
+    churned (the champions were trained with 180)."""
+    import sqlite3
+
+    online = Path(deployment.env["CLM_SERVING__ONLINE_STORE"].removeprefix("sqlite:///"))
+    path.write_bytes(online.read_bytes())
+    with sqlite3.connect(path) as con:
+        (text,) = con.execute("SELECT value FROM meta WHERE key = 'feature_settings'").fetchone()
+        built = json.loads(text)
+        assert built["stages.churn_inactivity_days"] == 180
+        built["stages.churn_inactivity_days"] = 90
+        con.execute(
+            "UPDATE meta SET value = ? WHERE key = 'feature_settings'", (json.dumps(built),)
+        )
+    return path
 
 
 def test_a_store_materialized_anew_under_other_settings_gets_503_until_a_restart(
@@ -444,17 +450,7 @@ def test_a_store_materialized_anew_under_other_settings_gets_503_until_a_restart
         known = sqlite3.connect(store).execute("SELECT customer_id FROM features").fetchone()[0]
         assert score(client.url, [{"customer_id": known}]).status_code == 200
         # Materialized anew (a new file renamed over it) under other stage rules.
-        other = tmp_path / "other.db"
-        other.write_bytes(online.read_bytes())
-        with sqlite3.connect(other) as con:
-            (text,) = con.execute(
-                "SELECT value FROM meta WHERE key = 'feature_settings'"
-            ).fetchone()
-            built = {**json.loads(text), "stages.churn_inactivity_days": 90}
-            con.execute(
-                "UPDATE meta SET value = ? WHERE key = 'feature_settings'", (json.dumps(built),)
-            )
-        os.replace(other, store)
+        os.replace(_store_of_other_stage_rules(deployment, tmp_path / "other.db"), store)
         for _ in range(2):
             refused = score(client.url, [{"customer_id": known}])
             assert refused.status_code == 503
