@@ -249,7 +249,7 @@ def _toml_value(value: object) -> str:
     return str(value)
 
 
-def _champions_checked(settings: ClmSettings) -> dict[str, str] | None:
+def _champions_checked(settings: ClmSettings, as_of: date) -> dict[str, str] | None:
     """The champions' versions, once the settings give their features the meaning they were
     trained with (None: materialized before any training, or no registry yet)."""
     from mlflow.exceptions import MlflowException
@@ -260,7 +260,7 @@ def _champions_checked(settings: ClmSettings) -> dict[str, str] | None:
         _, versions = champion_versions(settings)
     except (ClmError, MlflowException):
         return None
-    check_feature_meaning(versions, settings)
+    check_feature_meaning(versions, settings, as_of=as_of)  # and in-sample, as clm score
     return versions
 
 
@@ -288,7 +288,7 @@ def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> 
     from serving.middleware import api_token
 
     started = time.perf_counter()
-    versions = _champions_checked(settings)  # before the slow work
+    versions = _champions_checked(settings, as_of)  # before the slow work
     dataset = sources.load(
         location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes
     )

@@ -118,7 +118,35 @@ def promote_model(name: str, version: str, settings: ClmSettings) -> None:
         return
     console.print(f"{name} version {version} is now @champion")
     _say_horizon_change(name, replaced, version)
+    _say_settings_apart(name)
     console.print(RESTART_NOTE)
+
+
+def _say_settings_apart(name: str) -> None:
+    """Champions trained under other feature settings than each other cannot be scored
+    together under any settings: said, naming the others (checked again at scoring)."""
+    import mlflow
+
+    from clm.settings import MEANING_KEY, meaning_changes
+
+    versions = {n: v for n in MODEL_NAMES.values() if (v := champion_version(n)) is not None}
+    kept = {
+        n: (mlflow.models.get_model_info(f"models:/{n}/{v}").metadata or {}).get(MEANING_KEY)
+        for n, v in versions.items()
+    }
+    mine = kept.get(name)
+    changes = [
+        change
+        for other, theirs in kept.items()
+        if other != name and mine and theirs
+        for change in meaning_changes(mine, theirs, f"{other} v{versions[other]}:")
+    ]
+    if changes:
+        console.print(
+            f"note: version {versions[name]} was trained with {'; '.join(changes[:3])}: clm "
+            "score and the service refuse champions of other settings until they agree "
+            "(promote models trained alike)"
+        )
 
 
 def _say_horizon_change(name: str, old: str | None, new: str) -> None:
@@ -139,4 +167,5 @@ def rollback_model(name: str, settings: ClmSettings) -> None:
     version = rollback(name)
     console.print(f"{name}: @champion is back on version {version}")
     _say_horizon_change(name, current, version)
+    _say_settings_apart(name)
     console.print(RESTART_NOTE)

@@ -32,7 +32,9 @@ import pandas as pd
 from clm.errors import ClmError, ConfigError
 from clm.settings import meaning_changes
 
-__all__ = ["Layout", "OnlineStore", "RedisStore", "SqliteStore", "Vector", "open_store"]
+__all__ = [
+    "Layout", "OnlineStore", "RedisStore", "SqliteStore", "StoreMismatch", "Vector", "open_store",
+]  # fmt: skip
 
 # A rowid table: a vector (about 1 KB) is larger than a WITHOUT ROWID table suits, whose
 # lookups then cost 4 times as much (measured here: 100 ids in 1.1 ms against 0.3 ms).

@@ -120,9 +120,9 @@ def check_feature_meaning(
     customers would be 'churned'), naming each with both values (from the models' logged
     metadata; a model logged before it was kept is not checked). With ``store`` (an online
     store's meta), the settings its features were materialized with are checked instead.
-    With ``as_of`` (a batch's cutoff), champions trained on labels past it are warned about:
-    their scores there are in-sample. Returns the settings the champions were trained with
-    (None for models logged before they were kept)."""
+    With ``as_of`` (a batch's or a store's cutoff), champions trained on labels past it are
+    warned about: their scores there are in-sample. Returns the settings the champions were
+    trained with (None for models logged before they were kept)."""
     import mlflow
 
     metadata = {

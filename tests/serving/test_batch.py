@@ -554,6 +554,18 @@ def test_scores_before_the_champions_training_cutoff_are_warned_to_be_in_sample(
     with warnings.catch_warnings():  # at the trained cutoff: nothing to say
         warnings.simplefilter("error")
         run(deployment, out)
+    # A store for the service at that cutoff: the same warning.
+    store = tmp_path / "online.db"
+    env = {**deployment.env, "CLM_SERVING__ONLINE_STORE": f"sqlite:///{store}"}
+    materialized = subprocess.run(
+        [sys.executable, "-m", "clm", "features", "materialize", "--data", str(deployment.data),
+         "--as-of", "2025-03-01"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert materialized.returncode == 0, materialized.stderr
+    assert "--as-of 2025-03-01 is before the cutoff the champions were trained at" in (
+        materialized.stderr
+    )
 
 
 def _refused_by_every_path(

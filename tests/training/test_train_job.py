@@ -360,6 +360,15 @@ def test_a_challenger_for_another_horizon_is_not_compared_and_promoted_by_hand_i
     printed = " ".join(capsys.readouterr().out.split())
     assert "@champion is back on version 1" in printed and "answer for 90 days" in printed
     assert marks() == ["yes", "no"]
+    # By hand, a churn model of other stage rules (v3) beside a stage champion of the
+    # defaults: said, as scoring would refuse the pair under either setting.
+    train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("stage",)), settings)
+    promote_model("churn", "3", settings)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert (
+        "note: version 3 was trained with stages.churn_inactivity_days = 90 (clm-stage v1: 180): "
+        "clm score and the service refuse champions of other settings until they agree"
+    ) in printed
 
 
 def test_a_champion_logged_without_the_gate_metric_is_compared_on_the_fallback(
