@@ -125,15 +125,11 @@ def promote_model(name: str, version: str, settings: ClmSettings) -> None:
 def _say_settings_apart(name: str) -> None:
     """Champions trained under other feature settings than each other cannot be scored
     together under any settings: said, naming the others (checked again at scoring)."""
-    import mlflow
-
     from clm.settings import MEANING_KEY, meaning_changes
+    from clm.tracking import logged_metadata
 
     versions = {n: v for n in MODEL_NAMES.values() if (v := champion_version(n)) is not None}
-    kept = {
-        n: (mlflow.models.get_model_info(f"models:/{n}/{v}").metadata or {}).get(MEANING_KEY)
-        for n, v in versions.items()
-    }
+    kept = {n: logged_metadata(n, v).get(MEANING_KEY) for n, v in versions.items()}
     mine = kept.get(name)
     changes = [
         change

@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from clm.errors import ClmError
 from clm.settings import TrainingSettings
 
-__all__ = ["LOCAL_STORE", "MODEL_NAMES", "check_sqlite_store", "sqlite_path", "tracking_uri"]
+__all__ = [
+    "LOCAL_STORE", "MODEL_NAMES", "check_sqlite_store", "logged_metadata", "sqlite_path",
+    "tracking_uri",
+]  # fmt: skip
 
 MODEL_NAMES = {"churn": "clm-churn", "stage": "clm-stage", "clv": "clm-clv"}
 LOCAL_STORE = Path("mlflow")
@@ -82,3 +86,11 @@ def tracking_uri(settings: TrainingSettings) -> tuple[str, str | None]:
             _fail_fast_on_a_server_that_is_down()
         return uri, None
     return uri, (database.parent / "artifacts").resolve().as_uri()
+
+
+def logged_metadata(name: str, version: str) -> dict[str, Any]:
+    """A registered version's MLmodel metadata (the feature settings and cutoff clm records),
+    read without loading the model; empty for a model logged before clm recorded any."""
+    import mlflow  # slow to import: only where a registry is read
+
+    return dict(mlflow.models.get_model_info(f"models:/{name}/{version}").metadata or {})

@@ -27,7 +27,13 @@ import numpy as np
 
 from clm.errors import ClmError, DataError
 from clm.settings import AS_OF_KEY, MEANING_KEY, ClmSettings, feature_meaning, meaning_changes
-from clm.tracking import MODEL_NAMES, check_sqlite_store, sqlite_path, tracking_uri
+from clm.tracking import (
+    MODEL_NAMES,
+    check_sqlite_store,
+    logged_metadata,
+    sqlite_path,
+    tracking_uri,
+)
 from features.contract import MAX_NUMBER
 from features.engagement import per_type_suffixes
 from features.online import Layout, Vector
@@ -123,12 +129,7 @@ def check_feature_meaning(
     With ``as_of`` (a batch's or a store's cutoff), champions trained on labels past it are
     warned about: their scores there are in-sample. Returns the settings the champions were
     trained with (None for models logged before they were kept)."""
-    import mlflow
-
-    metadata = {
-        name: mlflow.models.get_model_info(f"models:/{name}/{version}").metadata or {}
-        for name, version in versions.items()
-    }
+    metadata = {name: logged_metadata(name, version) for name, version in versions.items()}
     if as_of is not None:
         later = [
             f"{name} v{versions[name]} as of {m[AS_OF_KEY]}"

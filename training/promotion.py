@@ -43,6 +43,7 @@ from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 
 from clm.settings import AS_OF_KEY, MEANING_KEY, ClmSettings, feature_meaning, meaning_changes
+from clm.tracking import logged_metadata
 from training.evaluate import beats
 from training.models.pyfunc import (
     EstimatorPyfunc,
@@ -230,8 +231,8 @@ def _champion_metrics(
         )
     # Before any comparison, the same fold's logged metrics included: champions of other
     # settings could not be scored together, under any settings.
-    kept = mlflow.models.get_model_info(f"models:/{name}/{version}").metadata or {}
-    if changes := meaning_changes(kept.get(MEANING_KEY) or {}, feature_meaning(settings)):
+    kept = logged_metadata(name, version).get(MEANING_KEY) or {}
+    if changes := meaning_changes(kept, feature_meaning(settings)):
         raise NotComparable(
             f"champion v{version} was trained with {'; '.join(changes[:5])}: its features "
             "meant something else"

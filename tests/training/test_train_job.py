@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -284,6 +285,14 @@ def test_a_champion_that_cannot_score_the_new_features_or_their_meaning_is_not_c
     _not_compared_under_other_stage_rules(sample_dir, settings)
 
 
+def _not_promoted_v1_stays(result: Any, reason: str) -> None:
+    """The churn challenger of ``result`` was not promoted, for ``reason``; v1 still serves."""
+    outcome = result.models["churn"]
+    assert outcome["promoted"] is False
+    assert outcome["reason"] == reason
+    assert champion_version("clm-churn") == "1"
+
+
 def _not_compared_under_other_stage_rules(sample_dir: Path, settings: ClmSettings) -> None:
     """A churn retrain at AS_OF with 90 days of inactivity for churned, against champion v1
     of 180 (and a v2 that did not serve): v3, not compared and not promoted."""
@@ -291,12 +300,14 @@ def _not_compared_under_other_stage_rules(sample_dir: Path, settings: ClmSetting
         update={"stages": settings.stages.model_copy(update={"churn_inactivity_days": 90})}
     )
     again = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), other)
-    assert again.models["churn"]["reason"] == (
-        "champion v1 was trained with stages.churn_inactivity_days = 180 (now 90): its "
-        "features meant something else; not compared, so not promoted: promote v3 with clm "
-        "models promote if it should serve"
+    _not_promoted_v1_stays(
+        again,
+        (
+            "champion v1 was trained with stages.churn_inactivity_days = 180 (now 90): its "
+            "features meant something else; not compared, so not promoted: promote v3 with clm "
+            "models promote if it should serve"
+        ),
     )
-    assert champion_version("clm-churn") == "1"
 
 
 def test_each_model_run_carries_its_own_warnings_and_the_data_s(
@@ -327,14 +338,14 @@ def test_a_challenger_for_another_horizon_is_not_compared_and_promoted_by_hand_i
     shorter = train(
         TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",), horizon_days=60), settings
     )
-    outcome = shorter.models["churn"]
-    assert outcome["promoted"] is False
-    assert outcome["reason"] == (
-        "champion v1 predicts a 90-day horizon, the challenger 60 days: another prediction "
-        "(promoting it moves what the scores answer for); not compared, so not promoted: "
-        "promote v2 with clm models promote if it should serve"
+    _not_promoted_v1_stays(
+        shorter,
+        (
+            "champion v1 predicts a 90-day horizon, the challenger 60 days: another prediction "
+            "(promoting it moves what the scores answer for); not compared, so not promoted: "
+            "promote v2 with clm models promote if it should serve"
+        ),
     )
-    assert champion_version("clm-churn") == "1"
     # On the same --as-of under other stage rules: the fold (customers and churn outcomes)
     # is the same, but the champion's logged metrics are of features that meant otherwise.
     _not_compared_under_other_stage_rules(sample_dir, settings)
@@ -468,14 +479,14 @@ def test_a_backfill_is_not_compared_with_a_champion_that_has_seen_its_fold(
     settings = _settings(tmp_path)
     train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), settings)
     older = train(TrainRequest(data=sample_dir, as_of=date(2025, 3, 1), kinds=("churn",)), settings)
-    outcome = older.models["churn"]
-    assert outcome["promoted"] is False
-    assert outcome["reason"] == (
-        "champion v1 was fitted on cutoffs up to 2025-04-02, not before the evaluation fold at "
-        "2024-12-01: it has seen the fold; not compared, so not promoted: promote v2 with clm "
-        "models promote if it should serve"
+    _not_promoted_v1_stays(
+        older,
+        (
+            "champion v1 was fitted on cutoffs up to 2025-04-02, not before the evaluation fold at "
+            "2024-12-01: it has seen the fold; not compared, so not promoted: promote v2 with clm "
+            "models promote if it should serve"
+        ),
     )
-    assert champion_version("clm-churn") == "1"
 
 
 def test_a_champion_evaluated_on_other_data_at_the_same_dates_is_not_compared(
