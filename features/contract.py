@@ -464,10 +464,17 @@ def check_columns(table: RawTable) -> None:
 
 def _shown(con: duckdb.DuckDBPyConnection, table: RawTable, column: str, rows: list[int]) -> str:
     """The first bad rows with their values as written in the source."""
-    source = quote_name(table.source(column))
+    return _shown_source(con, table, table.source(column), rows)
+
+
+def _shown_source(
+    con: duckdb.DuckDBPyConnection, table: RawTable, source: str, rows: list[int]
+) -> str:
+    """The first bad rows with their values in the source column ``source``."""
     values = dict(
         con.execute(
-            f"SELECT _row, coalesce(CAST({source} AS VARCHAR), '') FROM {table.relation} "
+            f"SELECT _row, coalesce(CAST({quote_name(source)} AS VARCHAR), '') "
+            f"FROM {table.relation} "
             f"WHERE _row IN ({', '.join(str(r) for r in rows)})"
         ).fetchall()
     )
@@ -544,6 +551,40 @@ def _duplicate_problem(con: duckdb.DuckDBPyConnection, table: RawTable, typed: s
     )
 
 
+def ambiguous_points(con: duckdb.DuckDBPyConnection, table: RawTable, source: str) -> str | None:
+    """In a file with decimal commas, a number column (``source`` as written) that has both
+    a decimal comma (12,50) and points that group by three with no comma (1.234): that is
+    1234 where the column's points are thousands marks, 1.234 where they are decimal points.
+    Read either way it could be a thousand times wrong, so its rows are named."""
+    if not table.decimal_comma or not _is_text(table.types.get(source, "")):
+        return None
+    text = clean_text(quote_name(source))
+    comma = f"regexp_full_match({text}, '[+-]?[0-9.]*[0-9],[0-9]+')"
+    points = f"regexp_full_match({text}, '[+-]?[0-9]{{1,3}}(\\.[0-9]{{3}})+')"
+    commas, count = one_row(
+        con,
+        f"SELECT count(*) FILTER (WHERE {comma}), count(*) FILTER (WHERE {points}) "
+        f"FROM {table.relation}",
+    )
+    if not commas or not count:
+        return None
+    rows = [
+        r[0]
+        for r in con.execute(
+            f"SELECT _row FROM {table.relation} WHERE {points} ORDER BY _row LIMIT {EXAMPLES_SHOWN}"
+        ).fetchall()
+    ]
+    more = f" and {count - len(rows)} more" if count > len(rows) else ""
+    label = column_label(source, next((c for c, s in table.mapping.items() if s == source), source))
+    return (
+        f"{table.label}: column {label}: {count} value(s) with points only in a column with "
+        f"decimal commas ({commas} value(s) such as 12,50), read a thousand times apart as "
+        f"thousands marks or as decimal points (expected 1234 or 1.234,00 for one thousand "
+        f"two hundred thirty-four, 1,234 for one point two three four): "
+        f"{_shown_source(con, table, source, rows)}{more}"
+    )
+
+
 def validate(con: duckdb.DuckDBPyConnection, table: RawTable, typed: str) -> None:
     """Check the typed copy ``typed`` of ``table``; one DataError lists every broken rule."""
     problems = []
@@ -551,6 +592,10 @@ def validate(con: duckdb.DuckDBPyConnection, table: RawTable, typed: str) -> Non
         for pred, what in _bad_predicates(table, spec):
             if problem := _problem(con, table, spec, typed, pred, what):
                 problems.append(problem)
+        if spec.kind == "number" and (
+            problem := ambiguous_points(con, table, table.source(spec.name))
+        ):
+            problems.append(problem)
     if (duplicate := _duplicate_problem(con, table, typed)) is not None:
         problems.append(duplicate)
     if problems:

@@ -30,6 +30,7 @@ from features.contract import (
     MISSING_MARKERS,
     RawTable,
     TableContract,
+    ambiguous_points,
     check_columns,
     clean_value_text,
     column_label,
@@ -384,6 +385,8 @@ def _attribute_exprs(
             f"OR regexp_matches({text}, '^0[0-9]'))",
         )
         if non_numeric == 0 and duck_type.upper() not in {"DATE", "TIMESTAMP"}:
+            if problem := ambiguous_points(con, raw, column):
+                raise DataError(problem)
             out[name] = (f"TRY_CAST({raw.number_text(text)} AS DOUBLE)", "numeric")
         else:
             out[name] = (text, "category")

@@ -568,6 +568,36 @@ def test_semicolon_and_tab_separated_exports_are_read(tmp_path: Path) -> None:
     )
     amounts = load(tmp_path).con.execute("SELECT amount FROM transactions ORDER BY _row")
     assert amounts.fetchall() == [(1234.56,), (-12345678.9,)]
+    # Points alone (1.234) beside decimal commas are a thousand times apart as thousands
+    # marks or decimal points: named, for amounts and numeric attributes, not guessed.
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id;timestamp;amount\na;2024-01-01;25,50\nb;2024-01-02;1.234\n"
+        "c;2024-01-03;3.5\nd;2024-01-04;-12.000\n"
+    )
+    with pytest.raises(DataError) as mixed:
+        load(tmp_path)
+    assert str(mixed.value) == (
+        "transactions.csv: column 'amount': 2 value(s) with points only in a column with "
+        "decimal commas (1 value(s) such as 12,50), read a thousand times apart as thousands "
+        "marks or as decimal points (expected 1234 or 1.234,00 for one thousand two hundred "
+        "thirty-four, 1,234 for one point two three four): row 2 (line 3) '1.234', "
+        "row 4 (line 5) '-12.000'"
+    )
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id;timestamp;amount\na;2024-01-01;25,50\nb;2024-01-02;3.5\n"
+    )
+    (tmp_path / "customers.csv").write_text("customer_id;score\na;1,5\nb;2.000\n")
+    with pytest.raises(
+        DataError, match=r"customers.csv: column 'score': 1 value.*row 2 \(line 3\) '2.000'"
+    ):
+        load(tmp_path)
+    (tmp_path / "customers.csv").unlink()
+    # With no decimal comma in the column, points are decimal points.
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id;timestamp;amount\na;2024-01-01;25.50\nb;2024-01-02;1.234\n"
+    )
+    amounts = load(tmp_path).con.execute("SELECT amount FROM transactions ORDER BY _row")
+    assert amounts.fetchall() == [(25.5,), (1.234,)]
     # Both marks any other way are named as bad amounts, with their rows and lines.
     (tmp_path / "transactions.csv").write_text(
         "customer_id;timestamp;amount\na;2024-01-01;1,234.56\nb;2024-01-02;12.34,5\n"
