@@ -19,7 +19,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -48,7 +48,14 @@ from features.sources import Dataset, check_out_is_no_input, load
 from features.sql import as_of_datetime
 from features.stages import STAGES
 from serving.decision import NO_ACTION, Decisions, apply_budget
-from serving.scoring import Scorer, Scores, check_feature_meaning, load_champions
+from serving.scoring import (
+    Champions,
+    Scorer,
+    Scores,
+    champion_versions,
+    check_feature_meaning,
+    load_champions,
+)
 
 __all__ = [
     "BatchRequest",
@@ -557,6 +564,20 @@ def _check_carried(listing: pd.DataFrame, path: Path, out: Path, reasons: int) -
             )
 
 
+def _checked_champions(settings: ClmSettings, as_of: date, checked: Future[None]) -> Champions:
+    """The champions, once their feature settings are checked against ``settings`` (and
+    their training cutoff against ``as_of``): ``checked`` holds the check's outcome, so that
+    a refusal is known before the models load."""
+    try:
+        _, versions = champion_versions(settings)
+        check_feature_meaning(versions, settings, as_of=as_of)
+    except BaseException as error:
+        checked.set_exception(error)
+        raise
+    checked.set_result(None)
+    return load_champions(settings, settings.training.n_jobs, versions)
+
+
 def score_batch(
     request: BatchRequest, settings: ClmSettings, console: Console | None = None
 ) -> BatchSummary:
@@ -590,14 +611,17 @@ def score_batch(
         return BatchSummary(**fields, seconds=time.perf_counter() - started, versions=versions)
     timings: dict[str, float] = {}
     # The models load (MLflow, unpickling) while DuckDB builds the features: DuckDB releases
-    # the GIL, so the two overlap.
+    # the GIL, so the two overlap. Their settings are checked first, and a refusal is said
+    # once the data is read, before the features are built.
+    checked: Future[None] = Future()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        loading = pool.submit(load_champions, settings, settings.training.n_jobs)
+        loading = pool.submit(_checked_champions, settings, request.as_of, checked)
         dataset = load(
             request.data,
             columns=settings.data.columns,
             exclude_attributes=settings.data.exclude_attributes,
         )
+        checked.result()  # the champions' settings (waits for them on small data)
         timings["load"] = time.perf_counter() - started
         warn_long_horizons(dataset, request)
         if request.customers is not None:
@@ -611,7 +635,6 @@ def score_batch(
         )
         timings["features"] = time.perf_counter() - started - timings["load"]
         champions = loading.result()
-    check_feature_meaning(champions.versions, settings, as_of=request.as_of)
     scorer = Scorer(champions, settings, new_customer)
     check_trained_event_types(
         scorer.columns, dataset, as_of=request.as_of, settings=settings, event_types=types

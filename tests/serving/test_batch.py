@@ -521,8 +521,18 @@ def test_settings_that_change_what_the_features_mean_are_refused_by_every_path(
             "CLM_FEATURES__SUPPORT_EVENT_TYPES": '["complaint"]',
         },
     )  # fmt: skip
-    # A setting that only warns, or adds columns (a window), is no other meaning: scored.
+    # The local engine says so once the data is read, before it builds the features.
     out = tmp_path / "s.parquet"
+    with mock.patch.dict(os.environ, {"CLM_STAGES__CHURN_INACTIVITY_DAYS": "90"}):
+        strict = settings(deployment)
+    request = BatchRequest(data=deployment.data, as_of=date(2025, 7, 1), out=out)
+    with (
+        mock.patch("serving.batch.build_snapshot") as build,
+        pytest.raises(DataError, match=r"stages.churn_inactivity_days = 180 \(now 90\)"),
+    ):
+        score_batch(request, strict)
+    build.assert_not_called()
+    # A setting that only warns, or adds columns (a window), is no other meaning: scored.
     lenient_env = {
         "CLM_FEATURES__STALE_AFTER_DAYS": "5",
         "CLM_FEATURES__PURCHASE_WINDOWS_DAYS": "[30, 90, 180, 365]",
