@@ -346,6 +346,14 @@ def _decile_calibration_error(deciles: pd.DataFrame) -> float:
     return float(relative[kept].mean()) if kept.any() else math.nan
 
 
+def _decile_total_error(deciles: pd.DataFrame) -> float:
+    counts = deciles["count"].to_numpy(dtype=np.float64)
+    actual = deciles["mean_actual"].to_numpy(dtype=np.float64) * counts
+    predicted = deciles["mean_predicted"].to_numpy(dtype=np.float64) * counts
+    total = float(actual.sum())
+    return float(np.abs(predicted - actual).sum()) / total if total > 0 else math.nan
+
+
 def value_metrics(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, float]:
     """Error, ranking and calibration of predicted customer value (CLV, spend).
 
@@ -362,6 +370,10 @@ def value_metrics(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, flo
       prediction deciles of ``|mean_predicted - mean_actual| / |mean_actual|``. A decile with
       ``mean_actual == 0`` counts 0 when its mean prediction is 0 too and is otherwise left
       out (its relative error is infinite; read it in :func:`decile_table`); NaN if none is left.
+      A decile whose actual mean is near 0 outweighs the others: see the next one.
+    * ``decile_total_error``: each decile's error in total value, ``count x |mean_predicted -
+      mean_actual|``, summed over the deciles and divided by the total actual value (0 is
+      calibrated per decile; each decile counts by the value it holds); NaN for a total <= 0.
 
     Raises ``ValueError`` for mismatched lengths, non-finite values, fewer than 10 rows or a
     constant ``y_true``.
@@ -383,6 +395,7 @@ def value_metrics(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, flo
         "spearman": math.nan if constant else float(stats.spearmanr(actual, predicted)[0]),
         "top_decile_capture": float(deciles["share_of_actual"].iloc[0]),
         "decile_calibration_error": _decile_calibration_error(deciles),
+        "decile_total_error": _decile_total_error(deciles),
         "mean_actual": float(actual.mean()),
         "mean_predicted": float(predicted.mean()),
     }

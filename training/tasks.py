@@ -88,8 +88,10 @@ def _churn_evaluate(model: Any, train: pd.DataFrame, fold: pd.DataFrame) -> Eval
         baselines={name: _churn_figures(y, scores[name], fold) for name in ("recency", "bgnbd")},
         figures=figures,
         notes={
-            "calibration": model.calibration_,
-            "calibration_log_loss": model.calibration_losses_,
+            # These metrics are the evaluated model's; the served one, refitted on every
+            # cutoff, chose its own calibration (its run's `method` parameter).
+            "evaluated_model_calibration": model.calibration_,
+            "evaluated_model_calibration_log_loss": model.calibration_losses_,
         },
     )
 

@@ -182,6 +182,22 @@ def test_decile_calibration_error_by_hand_leaves_out_a_zero_actual_decile() -> N
     assert evaluate.value_metrics(actual, predicted)["decile_calibration_error"] == pytest.approx(
         0.1 / 9
     )
+    # In total value: (0.9 + 0.5) of the 45 there is.
+    assert evaluate.value_metrics(actual, predicted)["decile_total_error"] == pytest.approx(
+        1.4 / 45
+    )
+
+
+def test_decile_total_error_weighs_each_decile_by_its_value() -> None:
+    # 100 customers, 10 a decile: the lowest decile's mean 0.1 predicted as 0.5 is a relative
+    # error of 4 (Wang's MAPE 0.4 over ten deciles) but 4 of the 10 * 505 in total value.
+    actual = np.repeat([0.1, *np.arange(10.0, 100.0, 10.0)], 10)
+    predicted = actual.copy()
+    predicted[:10] = 0.5
+    metrics = evaluate.value_metrics(actual, predicted)
+    assert metrics["decile_calibration_error"] == pytest.approx(4.0 / 10)
+    assert metrics["decile_total_error"] == pytest.approx(4.0 / (10 * 450.1))
+    assert evaluate.value_metrics(actual, actual)["decile_total_error"] == 0.0
 
 
 def test_decile_table_sizes_and_order() -> None:
