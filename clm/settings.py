@@ -469,16 +469,15 @@ class ClmSettings(BaseSettings):
 
 
 def _config_path(explicit: Path | None) -> Path | None:
-    if explicit is not None:
-        if not explicit.is_file():
-            raise ConfigError(f"settings file {explicit} not found")
-        return explicit
     from_env = os.environ.get("CLM_CONFIG")
-    if from_env:
-        path = Path(from_env)
-        if not path.is_file():
-            raise ConfigError(f"settings file {path} (from CLM_CONFIG) not found")
-        return path
+    if explicit is not None or from_env:
+        path = explicit if explicit is not None else Path(str(from_env))
+        said = "" if explicit is not None else " (from CLM_CONFIG)"
+        if not path.exists():
+            raise ConfigError(f"settings file {path}{said} not found")
+        if path.is_dir():
+            raise ConfigError(f"settings file {path}{said} is a folder; expected a .toml file")
+        return path  # a file, or one to read such as /dev/null (no settings)
     default = Path("clm.toml")
     return default if default.is_file() else None
 
@@ -503,14 +502,21 @@ def _check_environment() -> None:
 
 
 def _describe(error: ValidationError, origin: str) -> str:
-    problems = []
+    """Each problem, under where its value came from: the CLM_* variable that set it (the
+    environment wins over the file), else the settings file ``origin``."""
+    environment = {k.upper(): k for k in os.environ}
+    said: dict[str, list[str]] = {}
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
+        parts = [str(part) for part in item["loc"]]
+        key = ".".join(parts)
         if item["type"] == "extra_forbidden":
-            problems.append(f"unknown setting '{key}'")
+            problem = f"unknown setting '{key}'"
         else:
-            problems.append(f"setting '{key}': {item['msg']} (got {item.get('input')!r})")
-    return f"{origin}: " + "; ".join(problems)
+            problem = f"setting '{key}': {item['msg']} (got {item.get('input')!r})"
+        variables = ["CLM_" + "__".join(parts[:2]).upper(), f"CLM_{parts[0].upper()}"]
+        where = next((environment[v] for v in variables if v in environment), origin)
+        said.setdefault(where, []).append(problem)
+    return "; ".join(f"{where}: " + "; ".join(problems) for where, problems in said.items())
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> ClmSettings:

@@ -50,6 +50,30 @@ def test_config_path_from_option_or_env(tmp_path: Path, monkeypatch: pytest.Monk
     assert load_settings().labels.churn_horizon_days == 30
     with pytest.raises(ConfigError, match=r"settings file .*missing.toml not found"):
         load_settings(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match=r"settings file .* is a folder; expected a .toml file"):
+        load_settings(tmp_path)
+    # /dev/null is the shell's empty file: no settings, the defaults.
+    assert load_settings(Path("/dev/null")).labels.churn_horizon_days == 90
+
+
+def test_a_bad_value_is_named_where_it_was_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "clm.toml"
+    path.write_text('[training]\nn_estimators = "x"\nmax_depth = 3\n')
+    monkeypatch.setenv("CLM_TRAINING__MAX_DEPTH", "deep")
+    with pytest.raises(ConfigError) as bad:
+        load_settings(path)
+    assert str(bad.value) == (
+        f"{path}: setting 'training.n_estimators': Input should be a valid integer, unable to "
+        "parse string as an integer (got 'x'); CLM_TRAINING__MAX_DEPTH: setting "
+        "'training.max_depth': Input should be a valid integer, unable to parse string as an "
+        "integer (got 'deep')"
+    )
+    # The environment wins over the file: its value is the one refused, and it is named.
+    monkeypatch.setenv("CLM_TRAINING__N_ESTIMATORS", "abc")
+    with pytest.raises(ConfigError, match=r"^CLM_TRAINING__N_ESTIMATORS: setting 'training.n_"):
+        load_settings(path)
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
