@@ -18,6 +18,7 @@ from typing import Annotated, NoReturn, TextIO
 
 import typer
 
+from clm import interrupts
 from clm.errors import ClmError, ConfigError
 from clm.settings import ClmSettings, load_settings, parse_column_mapping
 
@@ -408,10 +409,20 @@ def main() -> None:
     # SIGTERM (cron, systemd, Kubernetes) unwinds like Ctrl-C: every finally block runs, so
     # a killed run leaves no temporary files behind.
     previous = signal.signal(signal.SIGTERM, _terminated)
+    previous_int = signal.signal(signal.SIGINT, _keyboard_interrupt)
+    stop_watching = interrupts.watch(_seen)  # and stops DuckDB's queries (see clm.interrupts)
     try:
         _run()
     finally:
+        stop_watching()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+def _seen(number: int) -> None:
+    """On the signal watcher's thread: remember a SIGTERM before DuckDB's query fails."""
+    if number == signal.SIGTERM:
+        _signalled["SIGTERM"] = True
 
 
 def _run() -> None:
@@ -433,7 +444,7 @@ def _run() -> None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:  # unexpected: still one line unless --debug
-        if "Query interrupted" in str(exc):  # Ctrl-C (or SIGTERM) while DuckDB ran a query
+        if _is_query_interruption(exc):  # Ctrl-C (or SIGTERM) while DuckDB ran a query
             _interrupted()
         if state.debug:
             traceback.print_exc()
@@ -464,6 +475,25 @@ class _Terminated(BaseException):
 _signalled = {"SIGTERM": False}
 
 
+def _query_interrupted() -> bool:
+    """A DuckDB query's "Query interrupted" is unwinding (the signal watcher stopped the
+    query before this handler ran): raising here, in a finally block, would cut it short."""
+    error = sys.exc_info()[1]
+    return error is not None and _is_query_interruption(error)
+
+
+def _is_query_interruption(error: BaseException) -> bool:
+    """DuckDB's error for a query stopped by a signal (its own check: "Query interrupted")
+    or by ``interrupt()`` (the signal watcher: an InterruptException)."""
+    return "Query interrupted" in str(error) or type(error).__name__ == "InterruptException"
+
+
+def _keyboard_interrupt(signum: int, frame: object) -> None:
+    if not _query_interrupted():
+        raise KeyboardInterrupt
+
+
 def _terminated(signum: int, frame: object) -> None:
     _signalled["SIGTERM"] = True
-    raise _Terminated()
+    if not _query_interrupted():
+        raise _Terminated()

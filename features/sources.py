@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from clm import interrupts
 from clm.errors import DataError
 from features.contract import (
     CONTRACTS,
@@ -495,7 +496,7 @@ def load(
             f"name: transactions.csv, events.parquet, ...) or a DuckDB database"
         )
     _check_shared_mapping(columns)
-    con = duckdb.connect()
+    con = interrupts.register(duckdb.connect())  # Ctrl-C stops its queries
     con.execute("SET TimeZone = 'UTC'")
     # Rows carry their place in the file (_row) and every query that hands rows on sorts
     # them: tables built here need not keep the order they were read in (about 1 s less of
