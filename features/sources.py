@@ -566,10 +566,11 @@ def _channel_markers_missing(dataset: Dataset) -> None:
     dataset._channels = None
 
 
-def _odd_rows(dataset: Dataset, table: str, where: str) -> tuple[int, str]:
-    """How many rows of ``table`` match ``where``, and the first three, named."""
+def _odd_rows(dataset: Dataset, table: str, where: str, column: str = "ts") -> tuple[int, str]:
+    """How many rows of ``table`` match ``where``, and the first three, named with their
+    ``column``."""
     rows = dataset.con.execute(
-        f"SELECT _row, CAST(ts AS VARCHAR), count(*) OVER () FROM {table} "
+        f"SELECT _row, CAST({column} AS VARCHAR), count(*) OVER () FROM {table} "
         f"WHERE {where} ORDER BY _row LIMIT 3"
     ).fetchall()
     if not rows:
@@ -600,6 +601,17 @@ def _warn_odd_rows(dataset: Dataset) -> None:
                     UserWarning,
                     stacklevel=3,
                 )
+    if dataset.has("customers"):  # (a table without the column holds NULLs)
+        future = f"signup_date >= TIMESTAMP '{tomorrow:%Y-%m-%d}'"
+        count, shown = _odd_rows(dataset, "customers", future, "signup_date")
+        if count:
+            warnings.warn(
+                f"{dataset.sources['customers']}: {count:,} signup date(s) after today "
+                f"({today:%Y-%m-%d}, UTC): {shown}; a customer is known from the signup on, "
+                "so these have no signup or attributes at any cutoff before it",
+                UserWarning,
+                stacklevel=3,
+            )
     count, shown = _odd_rows(dataset, "transactions", "amount = 0")
     if count:
         warnings.warn(

@@ -703,6 +703,17 @@ def test_rows_dated_after_today_and_orders_of_amount_0_are_warned_about(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load(write_tables(tmp_path / "clean", transactions=good_transactions()))
+    # A signup after today too: the customer is known from then on.
+    customers = pd.DataFrame({"customer_id": ["c0", "c1"], "signup_date": ["2099-01-01", ""]})
+    with pytest.warns(UserWarning) as caught:
+        load(
+            write_tables(tmp_path / "signup", transactions=good_transactions(), customers=customers)
+        )
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith("customers.csv: 1 signup date(s) after today (") and message.endswith(
+        "): row 1 (line 2) 2099-01-01 00:00:00; a customer is known from the signup on, so these "
+        "have no signup or attributes at any cutoff before it"
+    )
 
 
 def test_missing_value_markers_are_missing_and_codes_with_leading_zeros_stay_text(
