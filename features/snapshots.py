@@ -60,6 +60,7 @@ def event_types_before(dataset: Dataset, *, as_of: date, settings: ClmSettings) 
     Refuses NPS answers outside 0-10 first (every snapshot starts here)."""
     _refuse_bad_nps(dataset, settings.stages.nps_event_types)
     _warn_odd_nps(dataset, settings.stages.nps_event_types)
+    _warn_unnamed_event_roles(dataset, settings)
     if settings.features.event_types is not None:
         configured = list(settings.features.event_types)
         if (collision := first_collision(configured)) is not None:
@@ -81,6 +82,60 @@ def event_types_before(dataset: Dataset, *, as_of: date, settings: ClmSettings) 
             "matter in features.event_types"
         )
     return types
+
+
+def _event_roles(settings: ClmSettings) -> dict[str, list[str]]:
+    """The settings that give event types a meaning, and the types each names."""
+    st, f = settings.stages, settings.features
+    return {
+        "stages.nps_event_types": st.nps_event_types,
+        "stages.cancel_event_types": st.cancel_event_types,
+        "stages.lead_event_types": st.lead_event_types,
+        "stages.advocacy_event_types": st.advocacy_event_types,
+        "features.support_event_types": f.support_event_types,
+        "features.referral_event_types": f.referral_event_types,
+        "features.review_event_types": f.review_event_types,
+        "features.email_sent_event_type": [f.email_sent_event_type],
+        "features.email_open_event_type": [f.email_open_event_type],
+        "features.email_click_event_type": [f.email_click_event_type],
+    }
+
+
+def _stem(event_type: str) -> str:
+    return "".join(ch for ch in event_type.lower() if ch.isalnum())
+
+
+def _warn_unnamed_event_roles(dataset: Dataset, settings: ClmSettings) -> None:
+    """An event setting none of whose types occur, while a type of the data looks like one
+    of them (``nps_response`` for ``nps``, ``subscription_cancelled`` for ``cancel``): an
+    export with its own names, whose NPS answers, cancellations or advocacy would otherwise
+    count for nothing without a word. Said once per dataset."""
+    if not dataset.has("events") or "event roles" in dataset.said:
+        return
+    dataset.said.add("event roles")
+    seen = dataset.event_types()
+    roles = _event_roles(settings)
+    named = {t for types in roles.values() for t in types}
+    unnamed = [t for t in seen if t not in named]
+    hints = []
+    for setting, types in roles.items():
+        if any(t in seen for t in types):
+            continue
+        stems = [_stem(t) for t in types if len(_stem(t)) >= 3]
+        alike = [t for t in unnamed if any(stem in _stem(t) for stem in stems)]
+        if alike:
+            shown = ", ".join(
+                f"{t} ({seen[t][1]:,} with a value)" if seen[t][1] else t for t in alike[:3]
+            )
+            hints.append(f"{setting} names {', '.join(types)}, none in the data, which has {shown}")
+    if hints:
+        warnings.warn(
+            f"{dataset.sources['events']}: {'; '.join(hints)}: events of a type no setting "
+            "names are only counted, so their NPS answers, cancellations, advocacy or email "
+            "rates count for nothing; name your types in those settings (clm.toml)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 NPS_SCALE = (0, 10)

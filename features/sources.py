@@ -67,6 +67,8 @@ class Dataset:
     mappings: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> its mapping
     unread: dict[str, list[str]] = field(default_factory=dict)  # table -> columns not read
     _channels: list[str] | None = field(default=None, init=False, repr=False)
+    _event_types: dict[str, tuple[int, int]] | None = field(default=None, init=False, repr=False)
+    said: set[str] = field(default_factory=set, init=False, repr=False)  # one-time warnings
     _range: tuple[datetime | None, datetime | None] | None = field(
         default=None, init=False, repr=False
     )
@@ -91,6 +93,15 @@ class Dataset:
             ).fetchall()
             self._channels = [r[0] for r in rows]
         return self._channels
+
+    def event_types(self) -> dict[str, tuple[int, int]]:
+        """Every event type: its events and how many carry a value (read once)."""
+        if self._event_types is None:
+            rows = self.con.execute(
+                "SELECT event_type, count(*), count(value) FROM events GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+            self._event_types = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+        return self._event_types
 
     def date_range(self) -> tuple[datetime | None, datetime | None]:
         """The first and last timestamp over transactions and events (read once)."""

@@ -225,6 +225,48 @@ def test_nps_answers_all_at_5_or_less_and_unanswered_surveys_are_warned_about(
         build_snapshot(load(folder), as_of=date(2024, 3, 1), settings=ClmSettings())
 
 
+def test_event_settings_whose_types_the_data_names_otherwise_are_warned_about_once(
+    tmp_path: Path,
+) -> None:
+    from tests.helpers import ev, tx, write_tables
+
+    events = [
+        ev("A", "2024-02-01", "nps_response", 9.0),
+        ev("A", "2024-02-02", "nps_response", 10.0),
+        ev("B", "2024-02-03", "Subscription_Cancelled"),
+        ev("A", "2024-02-04", "email_opened"),
+        ev("A", "2024-02-04", "email_sent"),
+        ev("B", "2024-02-05", "visit"),
+    ]
+    transactions = [tx("A", "2024-01-05", 10.0), tx("B", "2024-01-06", 5.0)]
+    dataset = load(write_tables(tmp_path, transactions=transactions, events=events))
+    with pytest.warns(UserWarning) as caught:
+        build_snapshot(dataset, as_of=date(2024, 2, 15), settings=ClmSettings())
+        build_snapshot(dataset, as_of=date(2024, 3, 1), settings=ClmSettings())
+    said = [str(w.message) for w in caught if "none in the data" in str(w.message)]
+    assert said == [
+        "events.csv: stages.nps_event_types names nps, none in the data, which has "
+        "nps_response (2 with a value); stages.cancel_event_types names cancel, none in the "
+        "data, which has Subscription_Cancelled; features.email_open_event_type names "
+        "email_open, none in the data, which has email_opened: events of a type no setting "
+        "names are only counted, so their NPS answers, cancellations, advocacy or email rates "
+        "count for nothing; name your types in those settings (clm.toml)"
+    ]
+    # Named in the settings: their answers and cancellations count, and nothing is said.
+    named = ClmSettings(
+        stages={
+            "nps_event_types": ["nps_response"],
+            "cancel_event_types": ["Subscription_Cancelled"],
+        },
+        features={"email_open_event_type": "email_opened"},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        snapshot = build_snapshot(load(tmp_path), as_of=date(2024, 3, 1), settings=named)
+    row = snapshot.set_index("customer_id")
+    assert row.loc["A", "last_nps"] == 10.0 and row.loc["B", "stage"] == "churned"
+
+
 def test_event_types_that_would_name_the_same_columns_are_refused(tmp_path: Path) -> None:
     from tests.helpers import ev, tx, write_tables
 
