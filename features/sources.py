@@ -36,6 +36,7 @@ from features.contract import (
     clean_value_text,
     column_label,
     csv_delimiter,
+    distinct_hashes,
     quote_name,
     ragged_record,
     raw_copies,
@@ -560,6 +561,7 @@ def load(
             )
     _warn_unmatched_customers(dataset)
     _warn_odd_rows(dataset)
+    _warn_repeated_rows(dataset)
     _channel_markers_missing(dataset)
     return dataset
 
@@ -632,6 +634,46 @@ def _warn_odd_rows(dataset: Dataset) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def _warn_repeated_rows(dataset: Dataset) -> None:
+    """Transactions without order ids whose customer, moment (with a time of day) and amount
+    repeat another row's: a line-item export repeats its order's total on every line, and
+    each copy is counted as spend. Same-priced items bought at once look so too, so this is
+    said, not refused. (With order ids, a repeated one is refused instead; date-only
+    timestamps make equal rows common, and are not looked at.)"""
+    con = dataset.con
+    ids, timed = one_row(
+        con,
+        "SELECT count(order_id), bool_or(ts <> date_trunc('day', ts)) FROM transactions",
+    )
+    if ids or not timed:
+        return
+    if distinct_hashes(con, "transactions", "customer_id, ts, amount", where="true"):
+        return
+    repeated = (
+        "SELECT _row, customer_id, CAST(ts AS VARCHAR) AS ts, amount, row_number() OVER "
+        "(PARTITION BY customer_id, ts, amount ORDER BY _row) AS copy "
+        "FROM transactions"
+    )
+    extra = con.execute(
+        f"SELECT _row, customer_id, ts, amount, count(*) OVER () FROM ({repeated}) AS r "
+        f"WHERE copy > 1 ORDER BY _row LIMIT 3"
+    ).fetchall()
+    if not extra:
+        return
+    total = int(extra[0][4])
+    places = dataset.row_places("transactions", [r[0] for r in extra])
+    shown = ", ".join(f"{places[r[0]]} ({r[1]}, {r[2]}, {r[3]:g})" for r in extra)
+    warnings.warn(
+        f"{dataset.sources['transactions']}: {total:,} row(s) repeat an earlier row's "
+        f"customer, time and amount exactly, with no order id: {shown}"
+        f"{', ...' if total > len(extra) else ''}; each adds its amount to the spend. A "
+        "line-item export repeats the order's total on every line: keep one row per order, or map "
+        "its order number (--column order_id=NAME) to have repeats refused",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _warn_unmatched_customers(dataset: Dataset) -> None:

@@ -703,6 +703,30 @@ def test_rows_dated_after_today_and_orders_of_amount_0_are_warned_about(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load(write_tables(tmp_path / "clean", transactions=good_transactions()))
+    # Rows without order ids that repeat a row's customer, time and amount: a line-item
+    # export's order totals, said (same-priced items bought together look the same).
+    lines = [
+        tx("a", "2024-01-01 10:00:00", 50.0),
+        tx("a", "2024-01-01 10:00:00", 50.0),
+        tx("b", "2024-01-02 11:00:00", 3.0),
+        tx("a", "2024-01-01 10:00:00", 50.0),
+        tx("b", "2024-01-03 11:00:00", 3.0),
+    ]
+    with pytest.warns(UserWarning) as caught:
+        data = load(write_tables(tmp_path / "lines", transactions=lines))
+    assert [str(w.message) for w in caught] == [
+        "transactions.csv: 2 row(s) repeat an earlier row's customer, time and amount exactly, "
+        "with no order id: row 2 (line 3) (a, 2024-01-01 10:00:00, 50), row 4 (line 5) (a, "
+        "2024-01-01 10:00:00, 50); each adds its amount to the spend. A line-item export "
+        "repeats the order's total on every line: keep one row per order, or map its order "
+        "number (--column order_id=NAME) to have repeats refused"
+    ]
+    assert data.row_counts["transactions"] == 5  # kept, as given
+    # Dates without a time of day repeat often (two coffees a day): nothing to say.
+    days = [tx("a", "2024-01-01", 5.0), tx("a", "2024-01-01", 5.0), tx("b", "2024-01-02", 3.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(write_tables(tmp_path / "days", transactions=days))
     # A signup after today too: the customer is known from then on.
     customers = pd.DataFrame({"customer_id": ["c0", "c1"], "signup_date": ["2099-01-01", ""]})
     with pytest.warns(UserWarning) as caught:
