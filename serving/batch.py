@@ -212,7 +212,8 @@ def _mapped_id_names(settings: ClmSettings) -> tuple[str, ...]:
 def warn_unknown_list_ids(dataset: Dataset, listing: pd.DataFrame | None, path: Path) -> None:
     """A list most of whose ids the data does not name at all is most likely written another
     way (an Excel export that dropped leading zeros, other case): say so, with the ids that
-    match once zeros and case are ignored. They are still scored, as new customers."""
+    match once zeros and case are ignored; and so for any id that matches so, however few.
+    They are still scored, as new customers."""
     if listing is None or listing.empty:
         return
     con = dataset.con
@@ -231,7 +232,7 @@ def warn_unknown_list_ids(dataset: Dataset, listing: pd.DataFrame | None, path: 
                 "WHERE customer_id IN (SELECT customer_id FROM _listed) ORDER BY 1"
             ).fetchall()
         ]
-        if len(unknown) * 2 <= len(listing):
+        if not unknown:
             return
         shown = ", ".join(repr(u) for u in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
         message = (
@@ -257,7 +258,9 @@ def warn_unknown_list_ids(dataset: Dataset, listing: pd.DataFrame | None, path: 
                 f"; {similar[0][2]:,} match an id of the data once leading zeros and case are "
                 f"ignored ({pairs}): write them as the data does"
             )
-        warnings.warn(message, UserWarning, stacklevel=3)
+        # New prospects on a campaign list are no news; an id written another way is.
+        if similar or len(unknown) * 2 > len(listing):
+            warnings.warn(message, UserWarning, stacklevel=3)
     finally:
         con.unregister("_listed")
         con.unregister("_unknown")  # a name never registered is no error

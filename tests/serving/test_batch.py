@@ -484,6 +484,16 @@ def test_a_list_of_ids_the_data_never_names_is_warned_about_with_the_near_matche
         f"{listing}: 2 of the list's 3 ids are in no table of the data ('a', 'b'); they are "
         "scored as new customers"
     ]
+    # One id of many written in another case: said, though most of the list is known.
+    with pytest.warns(UserWarning) as caught:
+        warn_unknown_list_ids(
+            dataset, pd.DataFrame({"customer_id": ["x", "AB-7", "000123", "Ab-7"]}), listing
+        )
+    assert [str(w.message) for w in caught] == [
+        f"{listing}: 1 of the list's 4 ids are in no table of the data ('Ab-7'); they are "
+        "scored as new customers; 1 match an id of the data once leading zeros and case are "
+        "ignored ('Ab-7' ~ 'AB-7'): write them as the data does"
+    ]
 
 
 def test_data_without_a_feature_the_champions_know_is_refused_by_every_path(
