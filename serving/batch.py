@@ -35,7 +35,13 @@ from rich.progress import Progress
 
 from clm.errors import DataError
 from clm.settings import TABLES, ClmSettings
-from features.contract import MAX_WHOLE_ID, csv_delimiter, ragged_record, row_places
+from features.contract import (
+    MAX_WHOLE_ID,
+    MISSING_MARKERS,
+    csv_delimiter,
+    ragged_record,
+    row_places,
+)
 from features.snapshots import (
     build_snapshot,
     check_champion_features,
@@ -149,6 +155,7 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
         message = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{path}: not a readable customer list ({message})") from exc
     frame = frame.rename(columns=_id_columns_by_case(frame.columns, ("customer_id", *id_names)))
+    label = "customer_id"  # how messages name the ids' column
     if "customer_id" not in frame.columns:
         mapped = [name for name in id_names if name in frame.columns]
         if len(mapped) > 1:
@@ -163,6 +170,7 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
                 f"(found {', '.join(map(str, frame.columns[:10]))})"
             )
         frame = frame.rename(columns={mapped[0]: "customer_id"})
+        label = f"'{mapped[0]}' (mapped to customer_id)"
     if frame.empty:
         raise DataError(f"{path}: the customer list has no rows (expected one customer a row)")
 
@@ -170,19 +178,20 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
         return ", ".join(row_places(path if is_csv else None, rows).values())
 
     ids = _id_text(frame["customer_id"], path, places)
-    empty = ids.isna() | (ids == "")
+    # A missing-value marker (NULL, N/A) is no id, as the data's logs refuse it.
+    empty = ids.isna() | (ids == "") | ids.str.lower().isin(MISSING_MARKERS)
     if empty.any():
         rows = (np.flatnonzero(empty.to_numpy()) + 1)[:5].tolist()
         raise DataError(
-            f"{path}: column customer_id: {int(empty.sum())} empty ids (expected text), "
-            f"first at {places(rows)}"
+            f"{path}: column {label}: {int(empty.sum())} ids empty or a missing-value marker "
+            f"(NULL, N/A, ...; expected text), first at {places(rows)}"
         )
     duplicated = ids.duplicated()
     if duplicated.any():
         first = ids[duplicated].iloc[0]
         rows = (np.flatnonzero((ids == first).to_numpy()) + 1)[:2].tolist()
         raise DataError(
-            f"{path}: column customer_id: {int(duplicated.sum())} duplicated ids, "
+            f"{path}: column {label}: {int(duplicated.sum())} duplicated ids, "
             f"first {first!r} at {places(rows)}; each customer once"
         )
     frame["customer_id"] = ids.astype(str)

@@ -127,11 +127,12 @@ def test_longer_horizon_lowers_the_chance_of_no_purchase(
     [
         ("id\nC1\n", "no customer_id column"),
         ("customer_id\nC1\n\n", None),  # a trailing blank line is no row
-        ("customer_id,x\nC1,1\n,2\n", "1 empty ids"),
+        ("customer_id,x\nC1,1\n,2\n", "1 ids empty or a missing-value marker"),
         ("customer_id\nC1\nC1\n", "duplicated ids, first 'C1'"),
         (
-            "customer_id,x\nC1,1\n\nC2,2\n,3\n",
-            r"1 empty ids \(expected text\), first at row 3 \(line 5\)",
+            "customer_id,x\nC1,1\n\nC2,2\nNULL,3\n",
+            r"column customer_id: 1 ids empty or a missing-value marker \(NULL, N/A, \.\.\.; "
+            r"expected text\), first at row 3 \(line 5\)",
         ),
         ("customer_id\nC1\nC2\nC1\n", r"first 'C1' at row 1 \(line 2\), row 3 \(line 4\)"),
         ("customer_id\n", "the customer list has no rows"),
@@ -390,6 +391,9 @@ def test_a_list_may_name_its_ids_as_the_column_mapping_does(tmp_path: Path) -> N
     frame = read_customer_list(listing, names)
     assert frame.columns.tolist() == ["customer_id", "campaign"]
     assert frame["customer_id"].tolist() == ["007", "12"]  # read as text, zeros kept
+    listing.write_text("client,campaign\n007,a\n007,b\n")  # messages name the list's column
+    with pytest.raises(DataError, match=r"column 'client' \(mapped to customer_id\): 1 dup"):
+        read_customer_list(listing, names)
     with pytest.raises(DataError, match=r"no customer_id column \(found client, campaign\)"):
         read_customer_list(listing, ())
     listing.write_text("id,campaign\n1,a\n")
