@@ -278,6 +278,17 @@ def _mapping_for(
         if target in contract.column_names and (source in types or target not in types)
     }
     mapping = {**shared, **own}
+    # A column written in another case (Customer_ID, a mapping to 'email' for 'Email') is
+    # the one meant when no other spells it so (headers that differ in case only are
+    # refused when read).
+    folded: dict[str, list[str]] = {}
+    for column in types:
+        folded.setdefault(column.casefold(), []).append(column)
+    for target in contract.column_names:
+        source = mapping.get(target, target)
+        spelled = folded.get(source.casefold(), [])
+        if source not in types and len(spelled) == 1:
+            mapping[target] = spelled[0]
     targets: dict[str, list[str]] = {}
     for target, source in mapping.items():
         targets.setdefault(source, []).append(target)
@@ -732,7 +743,7 @@ def _load_table(
     )
     check_columns(raw)
     for target, source in columns.get(contract.name, {}).items():
-        if source not in types:  # an optional column (check_columns names required ones)
+        if raw.source(target) not in types:  # optional (check_columns names required ones)
             names = ", ".join(c for c in types if c != "_row")
             raise DataError(
                 f"{label}: column mapping {contract.name}.{target}={source}: no column "
@@ -760,4 +771,8 @@ def _load_table(
     if csv_path is not None:
         dataset.csv_paths[contract.name] = csv_path
     shared = columns.get("*", {})
-    return {t for t, source in raw.mapping.items() if shared.get(t) == source and source in types}
+    return {
+        t
+        for t, source in raw.mapping.items()
+        if t in shared and shared[t].casefold() == source.casefold() and source in types
+    }

@@ -166,6 +166,27 @@ def test_column_mapping_renames_and_errors_name_the_source_column(tmp_path: Path
     assert data.row_counts["transactions"] == 2
 
 
+def test_columns_and_mappings_in_another_case_are_the_ones_meant(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"Customer_ID": ["a", "b"], "TIMESTAMP": ["2024-01-01", "bad"], "Total": [1.0, 2.0]}
+    )
+    write_tables(tmp_path, transactions=frame)
+    # The contract's names in another case, a mapping to 'total' for the column 'Total'.
+    with pytest.raises(DataError, match=r"column 'TIMESTAMP' \(mapped to timestamp\): 1 value"):
+        load(tmp_path, columns={"*": {"amount": "total"}})
+    frame.loc[1, "TIMESTAMP"] = "2024-01-02"
+    write_tables(tmp_path, transactions=frame.assign(CHANNEL=["web", "app"]))
+    data = load(
+        tmp_path, columns={"*": {"amount": "total"}, "transactions": {"channel": "channel"}}
+    )
+    rows = data.con.execute("SELECT customer_id, amount, channel FROM transactions ORDER BY 1")
+    assert rows.fetchall() == [("a", 1.0, "web"), ("b", 2.0, "app")]
+    assert data.mappings["transactions"] == {
+        "amount": "Total", "customer_id": "Customer_ID", "timestamp": "TIMESTAMP",
+        "channel": "CHANNEL",
+    }  # fmt: skip
+
+
 def test_one_source_column_mapped_to_two_contract_columns_is_refused(tmp_path: Path) -> None:
     frame = pd.DataFrame({"client": ["a"], "order_date": ["2024-01-01"], "total": [1.0]})
     write_tables(tmp_path, transactions=frame)
