@@ -64,11 +64,31 @@ app = FastAPI(title="clm scoring", description="Churn, next stage, CLV and a ret
 async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
     """422 naming each bad field; the inputs are not echoed back (they may be NaN, which JSON
     cannot carry, or customer data, which does not belong in responses and logs)."""
-    detail = [
-        {"loc": [str(part) for part in e["loc"]], "msg": str(e["msg"]), "type": str(e["type"])}
-        for e in error.errors()
-    ]
+    detail: list[dict[str, Any]] = []
+    seen: dict[tuple[str, ...], dict[str, Any]] = {}
+    for e in error.errors():
+        loc = tuple(str(part) for part in e["loc"])
+        # A feature value is one of several types: pydantic names each type that refused it
+        # (total_spend.float, .constrained-int, .bool, ...); one error for the field says it.
+        if loc and loc[-1] in UNION_MEMBERS:
+            loc = loc[:-1]
+            if loc in seen:
+                continue
+            msg = (
+                "Input should be a finite number, a whole number, true or false, text of at "
+                "most 200 characters, or null"
+            )
+            if "finite" in str(e["msg"]):
+                msg = "Input should be a finite number (not NaN or an infinity)"
+        else:
+            msg = str(e["msg"])
+        seen[loc] = {"loc": list(loc), "msg": msg, "type": str(e["type"])}
+        detail.append(seen[loc])
     return JSONResponse(status_code=422, content={"detail": detail})
+
+
+# How pydantic tags the alternatives of a union (serving.contracts.FeatureValue) in a loc.
+UNION_MEMBERS = frozenset({"float", "constrained-int", "bool", "constrained-str", "int", "str"})
 
 
 class ErrorBody(BaseModel):

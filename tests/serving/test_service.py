@@ -298,6 +298,20 @@ def test_non_finite_numbers_and_broken_json_get_422_naming_the_problem(server: s
         response = httpx.post(f"{server}/score", content=body, headers=headers)
         assert response.status_code == 422, (body, response.text)
         assert named in response.text
+    # One error for the field, not one per type a feature value may have.
+    response = httpx.post(f"{server}/score", content=raw, headers=headers)
+    assert response.json()["detail"] == [
+        {
+            "loc": ["body", "customers", "0", "features", "purchase_days"],
+            "msg": "Input should be a finite number (not NaN or an infinity)",
+            "type": "finite_number",
+        }
+    ]
+    listed = raw.replace("NaN", "[1, 2]")
+    (error,) = httpx.post(f"{server}/score", content=listed, headers=headers).json()["detail"]
+    assert error["loc"][-1] == "purchase_days" and error["msg"].startswith(
+        "Input should be a finite number, a whole number, true or false, text"
+    )
 
 
 def test_bodies_over_one_mib_get_413(server: str) -> None:
