@@ -573,6 +573,7 @@ def load(
     _warn_unmatched_customers(dataset)
     _warn_odd_rows(dataset)
     _warn_repeated_rows(dataset)
+    _warn_ids_in_another_case(dataset)
     _channel_markers_missing(dataset)
     return dataset
 
@@ -682,6 +683,47 @@ def _warn_repeated_rows(dataset: Dataset) -> None:
         f"{', ...' if total > len(extra) else ''}; each adds its amount to the spend. A "
         "line-item export repeats the order's total on every line: keep one row per order, or map "
         "its order number (--column order_id=NAME) to have repeats refused",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+ID_SAMPLE = 20_000  # ids a table's case style is judged on
+
+
+def _warn_ids_in_another_case(dataset: Dataset) -> None:
+    """Ids that differ only in case (``ann@shop.com`` in the orders, ``Ann@Shop.com`` in the
+    CRM's events) are customers of their own: say so. Only when the tables' ids are written
+    in different styles (the share with an upper-case letter, on a sample of each) is the
+    exact, slower check run."""
+    con = dataset.con
+    tables = [t for t in ("transactions", "events", "customers") if dataset.row_counts.get(t)]
+    if len(tables) < 2:
+        return
+    shares = []
+    for table in tables:
+        (share,) = one_row(
+            con,
+            f"SELECT avg(CASE WHEN customer_id <> lower(customer_id) THEN 1 ELSE 0 END) "
+            f"FROM (SELECT customer_id FROM {table} USING SAMPLE reservoir({ID_SAMPLE} ROWS) "
+            "REPEATABLE (42)) AS s",
+        )
+        shares.append(float(share or 0.0))
+    if max(shares) - min(shares) < 0.01:
+        return
+    ids = " UNION ".join(f"SELECT customer_id FROM {t}" for t in tables)
+    found = con.execute(
+        f"SELECT min(customer_id), max(customer_id), count(*) OVER () FROM ({ids}) AS i "
+        f"GROUP BY lower(customer_id) HAVING count(*) > 1 ORDER BY 1 LIMIT 3"
+    ).fetchall()
+    if not found:
+        return
+    shown = ", ".join(f"{a!r} ~ {b!r}" for a, b, _ in found)
+    count = int(found[0][2])
+    warnings.warn(
+        f"{count:,} customer id(s) are written in another case elsewhere in the data "
+        f"({shown}{', ...' if count > len(found) else ''}): each spelling is a customer of "
+        "its own; write ids the same way in every table (emails in lower case, say)",
         UserWarning,
         stacklevel=3,
     )

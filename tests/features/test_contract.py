@@ -748,6 +748,23 @@ def test_rows_dated_after_today_and_orders_of_amount_0_are_warned_about(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load(write_tables(tmp_path / "days", transactions=days))
+    # Ids written in another case in another table: each spelling is a customer of its own.
+    with pytest.warns(UserWarning) as caught:
+        load(
+            write_tables(
+                tmp_path / "case",
+                transactions=[
+                    tx("ann@shop.com", "2024-01-01", 5.0),
+                    tx("bo@x.org", "2024-01-02", 3.0),
+                ],
+                customers=pd.DataFrame({"customer_id": ["Ann@Shop.com", "bo@x.org", "Cy@x.org"]}),
+            )
+        )
+    assert [str(w.message) for w in caught if "case" in str(w.message)] == [
+        "1 customer id(s) are written in another case elsewhere in the data ('Ann@Shop.com' ~ "
+        "'ann@shop.com'): each spelling is a customer of its own; write ids the same way in "
+        "every table (emails in lower case, say)"
+    ]
     # A signup after today too: the customer is known from then on.
     customers = pd.DataFrame({"customer_id": ["c0", "c1"], "signup_date": ["2099-01-01", ""]})
     with pytest.warns(UserWarning) as caught:
