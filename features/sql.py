@@ -9,6 +9,7 @@ fails on division by zero); aggregates are plain (``CASE`` inside, no ``FILTER``
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -79,8 +80,12 @@ def text_list(values: list[str] | tuple[str, ...]) -> str:
 
 
 def identifier(text: str) -> str:
-    """A column-name fragment from free text: ``'Add to cart!'`` -> ``add_to_cart``."""
-    name = re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")
+    """A column-name fragment from free text: ``'Add to cart!'`` -> ``add_to_cart``; letters
+    with accents lose them (``'Über-Event'`` -> ``uber_event``, not ``ber_event``)."""
+    plain = "".join(
+        ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch)
+    )
+    name = re.sub(r"[^0-9a-z]+", "_", plain.lower()).strip("_")
     return name if name and not name[0].isdigit() else f"t_{name}"
 
 

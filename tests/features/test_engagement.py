@@ -166,3 +166,15 @@ def test_more_channels_than_bits_are_grouped(sample_dir) -> None:  # type: ignor
         channels=[f"c{i}" for i in range(MASK_BITS + 1)],
     )
     assert "bit_or" not in query.sql and "GROUP BY customer_id, channel" in query.sql
+
+
+def test_event_type_column_names_keep_accented_letters_plain() -> None:
+    from features.engagement import event_type_columns
+
+    names = event_type_columns(["Über-Event", "Add to cart!", "café visit", "2fa"])
+    assert names == {
+        "Über-Event": "uber_event",
+        "Add to cart!": "add_to_cart",
+        "café visit": "cafe_visit",
+        "2fa": "t_2fa",
+    }
