@@ -156,7 +156,10 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
         raise DataError(f"{path}: not a readable customer list ({message})") from exc
     frame = frame.rename(columns=_id_columns_by_case(frame.columns, ("customer_id", *id_names)))
     label = "customer_id"  # how messages name the ids' column
-    if "customer_id" not in frame.columns:
+    if "customer_id" in frame.columns:
+        mapped = [name for name in id_names if name in frame.columns]
+        _refuse_differing_id_columns(frame, mapped, path, path if is_csv else None)
+    else:
         mapped = [name for name in id_names if name in frame.columns]
         if len(mapped) > 1:
             raise DataError(
@@ -196,6 +199,25 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
         )
     frame["customer_id"] = ids.astype(str)
     return frame
+
+
+def _refuse_differing_id_columns(
+    frame: pd.DataFrame, mapped: list[str], path: Path, csv_path: Path | None
+) -> None:
+    """A list with both ``customer_id`` and a column the mapping reads as ``customer_id`` is
+    ambiguous unless the two hold the same ids (a scored list carrying its source column)."""
+    ids = frame["customer_id"].astype(str)
+    for name in mapped:
+        differs = (frame[name].astype(str) != ids).to_numpy()
+        if differs.any():
+            row = int(np.flatnonzero(differs)[0]) + 1
+            raise DataError(
+                f"{path}: columns customer_id and {name!r} (mapped to customer_id) hold "
+                f"different ids ({int(differs.sum())} rows, first at "
+                f"{row_places(csv_path, [row])[row]}: "
+                f"{ids.iloc[row - 1]!r} vs {str(frame[name].iloc[row - 1])!r}); "
+                "keep one, or rename the other"
+            )
 
 
 def _id_columns_by_case(columns: pd.Index, names: tuple[str, ...]) -> dict[str, str]:

@@ -399,9 +399,21 @@ def test_a_list_may_name_its_ids_as_the_column_mapping_does(tmp_path: Path) -> N
     listing.write_text("id,campaign\n1,a\n")
     with pytest.raises(DataError, match=r"no customer_id column or 'client' \(mapped\)"):
         read_customer_list(listing, names)
-    # A customer_id column wins over the mapped name; two mapped names present is ambiguous.
+    # customer_id and the mapped name together: the same ids (a scored list carrying its
+    # source column) are read once; different ids are ambiguous and refused, naming the row.
+    listing.write_text("customer_id,client\n007,007\n2,2\n")
+    frame = read_customer_list(listing, names)
+    assert frame.columns.tolist() == ["customer_id", "client"]
+    assert frame["customer_id"].tolist() == ["007", "2"]
+    listing.write_text("customer_id,client\n1,1\n2,3\n4,5\n")
+    with pytest.raises(
+        DataError,
+        match=r"columns customer_id and 'client' \(mapped to customer_id\) hold different ids "
+        r"\(2 rows, first at row 2 \(line 3\): '2' vs '3'\)",
+    ):
+        read_customer_list(listing, names)
     listing.write_text("customer_id,client\n1,2\n")
-    assert read_customer_list(listing, names)["customer_id"].tolist() == ["1"]
+    assert read_customer_list(listing, ())["customer_id"].tolist() == ["1"]  # no mapping: carried
     both = ClmSettings(
         data={"columns": {"*": {"customer_id": "client"}, "customers": {"customer_id": "id"}}}  # type: ignore[arg-type]
     )
