@@ -64,9 +64,7 @@ def generate_sample(
 
 
 def validate_data(location: Path, settings: ClmSettings) -> sources.Dataset:
-    dataset = sources.load(
-        location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes
-    )
+    dataset = sources.load_with(location, settings.data)
     first, last = dataset.date_range()
     # What building features would refuse of the whole history: NPS answers outside 0-10,
     # event types that name the same columns, too many types.
@@ -135,9 +133,7 @@ def build_features(
     check_table_out(out)
     sources.check_out_is_no_input(out, location)
     started = time.perf_counter()
-    dataset = sources.load(
-        location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes
-    )
+    dataset = sources.load_with(location, settings.data)
     loaded = time.perf_counter()
     table = snapshot_table(dataset, as_of=as_of, settings=settings, labels=labels)
     built = time.perf_counter()
@@ -176,9 +172,7 @@ def write_report(
 
     actions = [*settings.decision.actions, NO_ACTION]
     scored = read_scores(scores, as_of, actions) if scores is not None else None
-    dataset = sources.load(
-        location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes
-    )
+    dataset = sources.load_with(location, settings.data)
     report = build_report(
         dataset,
         as_of=as_of,
@@ -289,9 +283,7 @@ def materialize_features(location: Path, as_of: date, settings: ClmSettings) -> 
 
     started = time.perf_counter()
     versions = _champions_checked(settings, as_of)  # before the slow work
-    dataset = sources.load(
-        location, columns=settings.data.columns, exclude_attributes=settings.data.exclude_attributes
-    )
+    dataset = sources.load_with(location, settings.data)
     types = event_types_before(dataset, as_of=as_of, settings=settings)
     snapshot = build_snapshot(dataset, as_of=as_of, settings=settings, event_types=types)
     new_customer = new_customer_row(dataset, as_of=as_of, settings=settings, event_types=types)

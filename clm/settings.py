@@ -94,6 +94,13 @@ class DataSettings(_Section):
         "outcome into training, and ids such as an email carry no signal.",
     )
 
+    amount_scale: float = Field(
+        1.0,
+        gt=0,
+        description="What turns an amount as written into currency units: 0.01 for amounts "
+        "in cents (Stripe and Adyen exports), 1 for amounts in units.",
+    )
+
     @field_validator("columns")
     @classmethod
     def _known_tables(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:

@@ -26,6 +26,7 @@ import pyarrow.csv as pacsv
 
 from clm import interrupts
 from clm.errors import DataError
+from clm.settings import DataSettings
 from features.contract import (
     CONTRACTS,
     MISSING_MARKERS,
@@ -501,14 +502,26 @@ def _expected(location: Path, table: str) -> str:
     return f"{expected}; the folder holds {shown or 'no file'}"
 
 
+def load_with(location: Path, data: DataSettings) -> Dataset:
+    """:func:`load` with the data settings (column mapping, excluded attributes, amounts)."""
+    return load(
+        location,
+        columns=data.columns,
+        exclude_attributes=data.exclude_attributes,
+        amount_scale=data.amount_scale,
+    )
+
+
 def load(
     location: Path,
     *,
     columns: dict[str, dict[str, str]] | None = None,
     exclude_attributes: Collection[str] = (),
+    amount_scale: float = 1.0,
 ) -> Dataset:
     """Read, validate and type the raw tables at ``location`` (a folder or a .duckdb file);
-    ``exclude_attributes``: customers columns not read as attributes."""
+    ``exclude_attributes``: customers columns not read as attributes; ``amount_scale``: what
+    turns amounts as written into currency units (0.01 for amounts in cents)."""
     location = Path(location)
     columns = columns or {}
     if not location.exists():
@@ -551,6 +564,9 @@ def load(
             con.execute(f"CREATE TABLE {name} ({EMPTY_TABLES[name]})")
             continue
         used |= _load_table(dataset, contract, label, csv_path, columns, exclude_attributes)
+    if amount_scale != 1.0:
+        # After validation, so that messages quote amounts as the file writes them.
+        dataset.con.execute(f"UPDATE transactions SET amount = amount * {float(amount_scale)!r}")
     for table, mapping in columns.items():
         if table != "*" and mapping and table not in dataset.sources:
             target, source = next(iter(mapping.items()))

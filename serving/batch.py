@@ -50,7 +50,7 @@ from features.snapshots import (
     fill_absent_event_types,
     new_customer_row,
 )
-from features.sources import Dataset, check_out_is_no_input, load
+from features.sources import Dataset, check_out_is_no_input, load_with
 from features.sql import as_of_datetime
 from features.stages import STAGES
 from serving.decision import NO_ACTION, Decisions, apply_budget
@@ -650,11 +650,7 @@ def score_batch(
     checked: Future[None] = Future()
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(_checked_champions, settings, request.as_of, checked)
-        dataset = load(
-            request.data,
-            columns=settings.data.columns,
-            exclude_attributes=settings.data.exclude_attributes,
-        )
+        dataset = load_with(request.data, settings.data)
         checked.result()  # the champions' settings (waits for them on small data)
         timings["load"] = time.perf_counter() - started
         warn_long_horizons(dataset, request)

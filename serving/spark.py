@@ -41,7 +41,7 @@ from features.snapshots import (
     new_customer_row,
     snapshot_sql,
 )
-from features.sources import Dataset, load
+from features.sources import Dataset, load_with
 from features.sql import to_spark
 from features.stages import STAGES
 from serving.decision import NO_ACTION, Decisions, Policy, apply_budget
@@ -180,11 +180,7 @@ def score_with_spark(
 
     _, versions = champion_versions(settings)
     check_feature_meaning(versions, settings, as_of=request.as_of)
-    dataset = load(
-        request.data,
-        columns=settings.data.columns,
-        exclude_attributes=settings.data.exclude_attributes,
-    )
+    dataset = load_with(request.data, settings.data)
     warn_long_horizons(dataset, request)
     if request.customers is not None:
         warn_unknown_list_ids(dataset, listing, request.customers)

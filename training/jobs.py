@@ -24,7 +24,7 @@ from rich.console import Console
 from clm.errors import DataError
 from clm.settings import ClmSettings, LabelSettings
 from features.snapshots import build_snapshot, build_snapshots
-from features.sources import Dataset, load
+from features.sources import Dataset, load_with
 from training.evaluate import beats
 from training.models.base import held_out_customers
 from training.models.tabular import xgb_params
@@ -183,11 +183,7 @@ def train(
     timings: dict[str, float] = {}
     steps = Steps(console, timings)
     with steps.step("load data"):
-        dataset = load(
-            request.data,
-            columns=settings.data.columns,
-            exclude_attributes=settings.data.exclude_attributes,
-        )
+        dataset = load_with(request.data, settings.data)
     first_day = _first_day(dataset, request.as_of)
     # Each model's run is tagged with its own warnings and the data's, not the others'.
     planned: dict[str, list[str]] = {kind: [] for kind in request.kinds}

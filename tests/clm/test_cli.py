@@ -418,6 +418,36 @@ def test_excluded_attributes_are_read_from_the_settings(tmp_path: Path) -> None:
     assert "attr_tier" in pd.read_csv(out).columns
 
 
+def test_amounts_in_cents_are_read_as_currency_units_with_amount_scale(tmp_path: Path) -> None:
+    data = tmp_path / "stripe"
+    data.mkdir()
+    pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a", "b"],
+            "timestamp": ["2024-01-01", "2024-01-01", "2024-01-20", "2024-01-05"],
+            "amount": [1999, 501, -700, 1250],  # cents, as Stripe exports them
+        }
+    ).to_csv(data / "transactions.csv", index=False)
+    out = tmp_path / "features.csv"
+    args = ["features", "build", "--data", str(data), "--as-of", "2024-02-01", "--out", str(out)]
+    config = tmp_path / "clm.toml"
+    config.write_text("[data]\namount_scale = 0.01\n")
+    done = clm("--config", str(config), *args)
+    assert done.returncode == 0, done.stderr
+    built = pd.read_csv(out).set_index("customer_id")
+    assert built.loc["a", "total_spend"] == pytest.approx(25.00)  # one purchase day of 25.00
+    assert built.loc["a", "net_spend"] == pytest.approx(18.00)
+    assert built.loc["a", "refund_share_of_spend"] == pytest.approx(0.28)
+    assert built.loc["b", "max_purchase_spend"] == pytest.approx(12.50)
+    unscaled = clm("--config", "/dev/null", *args)
+    assert unscaled.returncode == 0, unscaled.stderr
+    assert pd.read_csv(out).set_index("customer_id").loc["a", "total_spend"] == 2500
+    config.write_text("[data]\namount_scale = 0\n")
+    refused = clm("--config", str(config), *args)
+    assert refused.returncode != 0
+    assert "amount_scale" in refused.stderr and "greater than 0" in refused.stderr
+
+
 SLEEPY = """
 import pathlib, sys, time
 from clm import cli
