@@ -103,6 +103,9 @@ def json_route(answer: Callable[[bytes], Awaitable[bytes | None]]) -> FastRoute:
         body = await _body(receive)
         answered = await answer(body)
         if answered is None:
+            if (unreadable := _unreadable_text(body)) is not None:
+                await _reply(send, 400, unreadable)  # FastAPI names neither byte nor place
+                return
             await app(scope, _replay(body, receive), send)
             return
         headers = [
@@ -113,6 +116,22 @@ def json_route(answer: Callable[[bytes], Awaitable[bytes | None]]) -> FastRoute:
         await send({"type": "http.response.body", "body": answered})
 
     return route
+
+
+def _unreadable_text(body: bytes) -> str | None:
+    """What is wrong with a body that is no text in its JSON encoding (UTF-8, or UTF-16/32
+    as json.loads detects them), naming the first bad byte; None when it reads."""
+    encoding = json.detect_encoding(body)
+    try:
+        body.decode(encoding)
+    except UnicodeDecodeError as error:
+        bad = body[error.start : error.start + 1].hex()
+        return (
+            f"body: not {encoding.upper()} text at byte {error.start} (0x{bad}: "
+            f"{error.reason}); JSON is sent as UTF-8 (an export in Latin-1 or Windows-1252 "
+            "writes é as one byte)"
+        )
+    return None
 
 
 class ClientGone(Exception):

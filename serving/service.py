@@ -203,7 +203,7 @@ class Scoring:
     async def customer(self, customer_id: str) -> CustomerView:
         stored = await self.lookup([customer_id])
         if customer_id not in stored:
-            raise HTTPException(404, f"customer {customer_id!r} is not in the online store")
+            raise HTTPException(404, f"customer {_shown(customer_id)} is not in the online store")
         result = (await self.batcher.submit(([customer_id], [stored[customer_id]], [True])))[0]
         # The store's cutoff now: a materialize may have replaced it since the start.
         store = self.store
@@ -353,8 +353,15 @@ async def customer(customer_id: str) -> CustomerView:
     id are trimmed, as in ``POST /score`` and the data)."""
     trimmed = customer_id.strip(" ")
     if not trimmed:
-        raise HTTPException(404, f"customer id {customer_id!r} is empty once trimmed")
+        raise HTTPException(404, f"customer id {_shown(customer_id)} is empty once trimmed")
     return await _current().customer(trimmed)
+
+
+def _shown(customer_id: str, most: int = 64) -> str:
+    """An id as a message quotes it: a long one (a URL of kilobytes) by its start and length."""
+    if len(customer_id) <= most:
+        return repr(customer_id)
+    return f"{customer_id[:most]!r}... ({len(customer_id):,} characters)"
 
 
 async def score_json(body: bytes) -> bytes | None:

@@ -136,6 +136,11 @@ def test_customer_endpoint_returns_features_and_score(server: str, snapshot) -> 
     assert missing.status_code == 404 and "nobody-42" in missing.text
     slashed = httpx.get(f"{server}/customers/shop%2F42", headers=AUTH)  # an id with a '/'
     assert slashed.status_code == 404 and "customer 'shop/42' is not" in slashed.text
+    long_id = "x" * 4000  # a long id is quoted by its start and length, not echoed whole
+    long = httpx.get(f"{server}/customers/{long_id}", headers=AUTH)
+    assert long.status_code == 404 and long.json() == {
+        "detail": f"customer {'x' * 64!r}... (4,000 characters) is not in the online store"
+    }
     # Surrounding spaces are trimmed, as in POST /score and the data.
     spaced = httpx.get(f"{server}/customers/%20{customer.customer_id}%20", headers=AUTH)
     assert spaced.status_code == 200, spaced.text
@@ -312,6 +317,21 @@ def test_non_finite_numbers_and_broken_json_get_422_naming_the_problem(server: s
     assert error["loc"][-1] == "purchase_days" and error["msg"].startswith(
         "Input should be a finite number, a whole number, true or false, text"
     )
+
+
+def test_a_body_not_in_utf8_gets_400_naming_the_byte(server: str) -> None:
+    body = '{"customers": [{"customer_id": "café"}]}'.encode("latin-1")  # é is 0xe9
+    headers = {**AUTH, "content-type": "application/json"}
+    response = httpx.post(f"{server}/score", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(
+        "body: not UTF-8 text at byte 35 (0xe9: invalid continuation byte)"
+    )
+    # UTF-16 with its BOM is JSON that json.loads reads: it is scored.
+    utf16 = '{"customers": [{"customer_id": "café"}]}'.encode("utf-16")
+    scored = httpx.post(f"{server}/score", content=utf16, headers=headers)
+    assert scored.status_code == 200, scored.text
+    assert scored.json()["results"][0]["customer_id"] == "café"
 
 
 def test_bodies_over_one_mib_get_413(server: str) -> None:
