@@ -101,6 +101,12 @@ class DataSettings(_Section):
         "in cents (Stripe and Adyen exports), 1 for amounts in units.",
     )
 
+    void_statuses: list[str] = Field(
+        default_factory=lambda: ["cancelled", "canceled", "voided", "void", "failed", "declined"],
+        description="Order statuses (the transactions' status column, in any case) that are "
+        "no purchase: such a row counts only as activity, as an order of amount 0 does.",
+    )
+
     @field_validator("columns")
     @classmethod
     def _known_tables(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:

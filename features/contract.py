@@ -90,6 +90,7 @@ CONTRACTS: dict[str, TableContract] = {
             ColumnSpec("amount", "number", True, "currency units; negative = refund"),
             ColumnSpec("order_id", "id", False, "unique per row when given"),
             ColumnSpec("channel", "string", False, "web, app, store, ..."),
+            ColumnSpec("status", "string", False, "cancelled, voided, failed: no purchase"),
         ),
         unique="order_id",
     ),

@@ -45,7 +45,7 @@ from features.contract import (
     typed_select,
     validate,
 )
-from features.sql import one_row
+from features.sql import one_row, text_list
 
 __all__ = ["Dataset", "attribute_name", "check_out_is_no_input", "find_table_files", "load"]
 
@@ -509,6 +509,7 @@ def load_with(location: Path, data: DataSettings) -> Dataset:
         columns=data.columns,
         exclude_attributes=data.exclude_attributes,
         amount_scale=data.amount_scale,
+        void_statuses=data.void_statuses,
     )
 
 
@@ -518,10 +519,12 @@ def load(
     columns: dict[str, dict[str, str]] | None = None,
     exclude_attributes: Collection[str] = (),
     amount_scale: float = 1.0,
+    void_statuses: Collection[str] | None = None,
 ) -> Dataset:
     """Read, validate and type the raw tables at ``location`` (a folder or a .duckdb file);
     ``exclude_attributes``: customers columns not read as attributes; ``amount_scale``: what
-    turns amounts as written into currency units (0.01 for amounts in cents)."""
+    turns amounts as written into currency units (0.01 for amounts in cents);
+    ``void_statuses``: order statuses that are no purchase (default: the settings')."""
     location = Path(location)
     columns = columns or {}
     if not location.exists():
@@ -588,6 +591,7 @@ def load(
             )
     _warn_unmatched_customers(dataset)
     _warn_odd_rows(dataset)
+    _void_orders(dataset, DataSettings().void_statuses if void_statuses is None else void_statuses)
     _warn_repeated_rows(dataset)
     _warn_ids_in_another_case(dataset)
     _channel_markers_missing(dataset)
@@ -605,6 +609,46 @@ def _channel_markers_missing(dataset: Dataset) -> None:
     for table in ("transactions", "events"):
         dataset.con.execute(f"UPDATE {table} SET channel = NULL WHERE channel IN ({listed})")
     dataset._channels = None
+
+
+STATUS_LIKE = re.compile(r"(?:^|[ _\-])(?:status|state)$", re.IGNORECASE)
+
+
+def _warn_unread_status(raw: RawTable) -> None:
+    """A transactions column named like an order status (``financial_status``, ``Order
+    State``) that is not read as one: its cancelled orders would count as purchases."""
+    if raw.source("status") in raw.types:
+        return
+    for column in raw.types:
+        if STATUS_LIKE.search(column.strip()):
+            warnings.warn(
+                f"{raw.label}: column {column!r} looks like an order status but is not read "
+                f"as one: map it (--column status={column!r}) so that cancelled, voided and "
+                "failed orders (data.void_statuses) count as no purchase",
+                UserWarning,
+                stacklevel=4,
+            )
+            return
+
+
+def _void_orders(dataset: Dataset, statuses: Collection[str]) -> None:
+    """Orders whose status says they never happened (cancelled, voided, a failed payment):
+    their amount becomes 0, so that they count only as activity, and a warning names them
+    (after the amount-0 warning, which is about the rows the file writes so)."""
+    if not statuses:
+        return
+    void = f"lower(status) IN {text_list(sorted({s.strip().lower() for s in statuses}))}"
+    count, shown = _odd_rows(dataset, "transactions", void, "status")
+    if not count:
+        return
+    dataset.con.execute(f"UPDATE transactions SET amount = 0 WHERE {void}")
+    warnings.warn(
+        f"{dataset.sources['transactions']}: {count:,} row(s) with a status that is no "
+        f"purchase (data.void_statuses: {shown}): read as amount 0, they count in no "
+        "purchase, spend or refund feature (only as activity)",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _odd_rows(dataset: Dataset, table: str, where: str, column: str = "ts") -> tuple[int, str]:
@@ -800,6 +844,8 @@ def _load_table(
         csv_path=csv_path,
     )
     check_columns(raw)
+    if contract.name == "transactions":
+        _warn_unread_status(raw)
     for target, source in columns.get(contract.name, {}).items():
         if raw.source(target) not in types:  # optional (check_columns names required ones)
             names = ", ".join(c for c in types if c != "_row")

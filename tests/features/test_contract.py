@@ -912,3 +912,61 @@ def test_attributes_that_change_over_time_or_name_each_customer_are_warned_about
     (folder / "customers.csv").unlink()  # no table to exclude them from: said, not ignored
     with pytest.raises(DataError, match=r"'Email': .* has no customers table to exclude them"):
         load(folder, exclude_attributes=["Email"])
+
+
+def test_orders_with_a_void_status_count_only_as_activity(tmp_path: Path) -> None:
+    from datetime import date
+
+    from clm.settings import ClmSettings
+    from features.snapshots import build_snapshot
+
+    rows = [
+        tx("a", "2024-01-05", 30.0, order_id="o1", status="paid"),
+        tx("a", "2024-01-20", 45.0, order_id="o2", status=" Cancelled "),  # any case, trimmed
+        tx("a", "2024-01-25", -30.0, order_id="o3", status="FAILED"),  # a failed refund
+        tx("b", "2024-01-07", 12.0, order_id="o4", status=None),  # no status: a purchase
+        tx("b", "2024-01-08", 8.0, order_id="o5", status="pending"),  # not void by default
+    ]
+    folder = write_tables(tmp_path, transactions=rows)
+    with pytest.warns(UserWarning) as caught:
+        data = load(folder)
+    (message,) = [str(w.message) for w in caught]
+    assert message == (
+        "transactions.csv: 2 row(s) with a status that is no purchase (data.void_statuses: "
+        "row 2 (line 3) Cancelled, row 3 (line 4) FAILED): read as amount 0, they count in no "
+        "purchase, spend or refund feature (only as activity)"
+    )
+    amounts = data.con.execute("SELECT order_id, amount FROM transactions ORDER BY _row")
+    assert amounts.fetchall() == [("o1", 30.0), ("o2", 0.0), ("o3", 0.0), ("o4", 12.0), ("o5", 8.0)]
+    built = build_snapshot(data, as_of=date(2024, 2, 1), settings=ClmSettings())
+    built = built.set_index("customer_id")
+    assert built.loc["a", "purchase_days"] == 1 and built.loc["a", "total_spend"] == 30.0
+    assert built.loc["a", "refund_count"] == 0 and built.loc["a", "days_since_last_purchase"] == 27
+    assert built.loc["b", "purchase_days"] == 2 and built.loc["b", "total_spend"] == 20.0
+    assert built.loc["a", "active_days_90d"] == 3  # the cancelled and failed days: activity
+    # The statuses are a setting; none at all reads every row as written.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept = load(folder, void_statuses=[])
+    assert kept.con.execute("SELECT sum(amount) FROM transactions").fetchone() == (65.0,)
+    with pytest.warns(UserWarning, match=r"1 row\(s\) with a status .*row 5 \(line 6\) pending"):
+        load(folder, void_statuses=["Pending"])
+
+
+def test_a_status_column_by_another_name_is_warned_about_until_mapped(tmp_path: Path) -> None:
+    rows = [tx("a", "2024-01-05", 30.0, financial_status="voided")]
+    folder = write_tables(tmp_path, transactions=rows)
+    with pytest.warns(UserWarning) as caught:
+        load(folder)
+    assert [str(w.message) for w in caught] == [
+        "transactions.csv: column 'financial_status' looks like an order status but is not "
+        "read as one: map it (--column status='financial_status') so that cancelled, voided "
+        "and failed orders (data.void_statuses) count as no purchase"
+    ]
+    with pytest.warns(UserWarning, match=r"1 row\(s\) with a status that is no purchase"):
+        data = load(folder, columns={"transactions": {"status": "financial_status"}})
+    assert data.con.execute("SELECT amount FROM transactions").fetchall() == [(0.0,)]
+    unrelated = [tx("a", "2024-01-05", 30.0, statusline="x", estate="y")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(write_tables(tmp_path / "other", transactions=unrelated))
