@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tomllib
+import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +107,25 @@ class DataSettings(_Section):
         description="Order statuses (the transactions' status column, in any case) that are "
         "no purchase: such a row counts only as activity, as an order of amount 0 does.",
     )
+
+    timezone: str = Field(
+        "UTC",
+        description="The business's time zone (an IANA name such as Europe/Berlin): purchase "
+        "days, windows and cutoffs are its calendar days; naive timestamps are read as its "
+        "local time and ones with an offset or zone are converted to it.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (expected an IANA name such as UTC, "
+                "Europe/Berlin or America/New_York)"
+            ) from None
+        return value
 
     @field_validator("columns")
     @classmethod

@@ -86,7 +86,7 @@ CONTRACTS: dict[str, TableContract] = {
         required=True,
         columns=(
             ColumnSpec("customer_id", "id", True, "who bought"),
-            ColumnSpec("timestamp", "timestamp", True, "when (naive means UTC)"),
+            ColumnSpec("timestamp", "timestamp", True, "when (naive: UTC or data.timezone)"),
             ColumnSpec("amount", "number", True, "currency units; negative = refund"),
             ColumnSpec("order_id", "id", False, "unique per row when given"),
             ColumnSpec("channel", "string", False, "web, app, store, ..."),
@@ -99,7 +99,7 @@ CONTRACTS: dict[str, TableContract] = {
         required=False,
         columns=(
             ColumnSpec("customer_id", "id", True, "who"),
-            ColumnSpec("timestamp", "timestamp", True, "when (naive means UTC)"),
+            ColumnSpec("timestamp", "timestamp", True, "when (naive: UTC or data.timezone)"),
             ColumnSpec("event_type", "id", True, "visit, signup, session, nps, ..."),
             ColumnSpec(
                 "value",
@@ -134,6 +134,7 @@ class RawTable:
     mapping: dict[str, str]  # contract name -> column name in the source
     types: dict[str, str]  # source column name -> DuckDB type
     csv_path: Path | None = None  # a CSV file: messages also give the line of each row
+    timezone: str = "UTC"  # the session's TimeZone: naive times are read in it, moments to it
 
     def source(self, column: str) -> str:
         return self.mapping.get(column, column)
@@ -367,14 +368,20 @@ def normalized_expr(table: RawTable, spec: ColumnSpec) -> str:
     if spec.kind == "string":
         return clean_text(col)
     if spec.kind == "timestamp":
-        # A TIMESTAMPTZ holds UTC microseconds: read them as naive UTC (cheaper than a cast).
+        # A TIMESTAMPTZ holds UTC microseconds: in UTC they are read as naive UTC (cheaper
+        # than a cast); in another zone the cast gives its local time (the session's zone).
+        def local(moment: str) -> str:
+            if table.timezone == "UTC":
+                return f"make_timestamp(epoch_us({moment}))"
+            return f"CAST({moment} AS TIMESTAMP)"
+
         if _is_text(duck_type):
             text = _offset_text(_value_text(spec, col))
-            moment = f"make_timestamp(epoch_us(TRY_CAST({text} AS TIMESTAMPTZ)))"
+            moment = local(f"TRY_CAST({text} AS TIMESTAMPTZ)")
         elif duck_type.upper() in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
-            moment = f"make_timestamp(epoch_us({col}))"
+            moment = local(col)
         elif duck_type.upper() == "TIMESTAMPTZ_NS":  # pandas' tz-aware datetimes in Parquet
-            moment = f"make_timestamp(epoch_us(CAST({col} AS TIMESTAMPTZ)))"
+            moment = local(f"CAST({col} AS TIMESTAMPTZ)")
         elif duck_type.upper().startswith(("TIMESTAMP", "DATE")):
             moment = f"CAST({col} AS TIMESTAMP)"
         else:

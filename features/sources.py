@@ -19,6 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
@@ -45,7 +46,7 @@ from features.contract import (
     typed_select,
     validate,
 )
-from features.sql import one_row, text_list
+from features.sql import one_row, quote_text, text_list
 
 __all__ = ["Dataset", "attribute_name", "check_out_is_no_input", "find_table_files", "load"]
 
@@ -68,6 +69,7 @@ class Dataset:
     csv_paths: dict[str, Path] = field(default_factory=dict)  # table -> its CSV file, if one
     mappings: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> its mapping
     unread: dict[str, list[str]] = field(default_factory=dict)  # table -> columns not read
+    timezone: str = "UTC"  # the business's zone: ts columns hold its local times
     _channels: list[str] | None = field(default=None, init=False, repr=False)
     _event_types: dict[str, tuple[int, int]] | None = field(default=None, init=False, repr=False)
     said: set[str] = field(default_factory=set, init=False, repr=False)  # one-time warnings
@@ -510,6 +512,7 @@ def load_with(location: Path, data: DataSettings) -> Dataset:
         exclude_attributes=data.exclude_attributes,
         amount_scale=data.amount_scale,
         void_statuses=data.void_statuses,
+        timezone=data.timezone,
     )
 
 
@@ -520,11 +523,14 @@ def load(
     exclude_attributes: Collection[str] = (),
     amount_scale: float = 1.0,
     void_statuses: Collection[str] | None = None,
+    timezone: str = "UTC",
 ) -> Dataset:
     """Read, validate and type the raw tables at ``location`` (a folder or a .duckdb file);
     ``exclude_attributes``: customers columns not read as attributes; ``amount_scale``: what
     turns amounts as written into currency units (0.01 for amounts in cents);
-    ``void_statuses``: order statuses that are no purchase (default: the settings')."""
+    ``void_statuses``: order statuses that are no purchase (default: the settings');
+    ``timezone``: the business's zone (IANA name): naive times are read as its local time,
+    times with an offset or zone are converted to it, and days are its calendar days."""
     location = Path(location)
     columns = columns or {}
     if not location.exists():
@@ -536,7 +542,13 @@ def load(
         )
     _check_shared_mapping(columns)
     con = interrupts.register(duckdb.connect())  # Ctrl-C stops its queries
-    con.execute("SET TimeZone = 'UTC'")
+    try:
+        con.execute(f"SET TimeZone = {quote_text(timezone)}")
+    except duckdb.Error:
+        raise DataError(
+            f"data.timezone: unknown time zone {timezone!r} (expected an IANA name such as "
+            "UTC, Europe/Berlin or America/New_York)"
+        ) from None
     # Rows carry their place in the file (_row) and every query that hands rows on sorts
     # them: tables built here need not keep the order they were read in (about 1 s less of
     # the benchmark's features build).
@@ -553,7 +565,7 @@ def load(
             raise DataError(f"{location}: not a DuckDB database ({exc})") from exc
         database = _database_tables(con, location)
     files = find_table_files(location) if database is None else {}
-    dataset = Dataset(con=con, sources={})
+    dataset = Dataset(con=con, sources={}, timezone=timezone)
     used: set[str] = set()  # '*' mapping targets some table used
     for name, contract in CONTRACTS.items():
         if database is not None and name not in database:
@@ -611,7 +623,10 @@ def _channel_markers_missing(dataset: Dataset) -> None:
     dataset._channels = None
 
 
-STATUS_LIKE = re.compile(r"(?:^|[ _\-])(?:status|state)$", re.IGNORECASE)
+# ``financial_status``, ``Order State``; not a bare ``state`` (a shipping address's).
+STATUS_LIKE = re.compile(
+    r"(?:^|[ _\-])status$|(?:order|payment|financial|transaction)[ _\-]?state$", re.IGNORECASE
+)
 
 
 def _warn_unread_status(raw: RawTable) -> None:
@@ -670,9 +685,10 @@ def _warn_odd_rows(dataset: Dataset) -> None:
     """Rows that are valid but probably not what the export meant: dated after today (a
     typo such as 2099, which would also make label windows look covered by data), and
     orders of amount 0 (neither a purchase nor a refund)."""
-    # After today anywhere: from the start of tomorrow in UTC (naive times are read as UTC,
-    # and an export in a zone ahead of UTC may hold this evening's orders).
-    today = datetime.now(UTC).date()
+    # After today anywhere: from the start of tomorrow in the data's zone (an export in a
+    # zone ahead of it may hold this evening's orders).
+    zone = dataset.timezone
+    today = datetime.now(UTC if zone == "UTC" else ZoneInfo(zone)).date()
     tomorrow = datetime.combine(today + timedelta(days=1), datetime.min.time())
     _, last = dataset.date_range()
     if last is not None and last >= tomorrow:
@@ -681,7 +697,7 @@ def _warn_odd_rows(dataset: Dataset) -> None:
             if count:
                 warnings.warn(
                     f"{dataset.sources[table]}: {count:,} row(s) dated after today "
-                    f"({today:%Y-%m-%d}, UTC): {shown}; they are read as given (label windows "
+                    f"({today:%Y-%m-%d}, {zone}): {shown}; they are read as given (label windows "
                     "and the data's last day count them)",
                     UserWarning,
                     stacklevel=3,
@@ -692,7 +708,7 @@ def _warn_odd_rows(dataset: Dataset) -> None:
         if count:
             warnings.warn(
                 f"{dataset.sources['customers']}: {count:,} signup date(s) after today "
-                f"({today:%Y-%m-%d}, UTC): {shown}; a customer is known from the signup on, "
+                f"({today:%Y-%m-%d}, {zone}): {shown}; a customer is known from the signup on, "
                 "so these have no signup or attributes at any cutoff before it",
                 UserWarning,
                 stacklevel=3,
@@ -842,6 +858,7 @@ def _load_table(
         mapping=_mapping_for(contract.name, columns, types),
         types=types,
         csv_path=csv_path,
+        timezone=dataset.timezone,
     )
     check_columns(raw)
     if contract.name == "transactions":

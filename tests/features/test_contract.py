@@ -966,7 +966,76 @@ def test_a_status_column_by_another_name_is_warned_about_until_mapped(tmp_path: 
     with pytest.warns(UserWarning, match=r"1 row\(s\) with a status that is no purchase"):
         data = load(folder, columns={"transactions": {"status": "financial_status"}})
     assert data.con.execute("SELECT amount FROM transactions").fetchall() == [(0.0,)]
-    unrelated = [tx("a", "2024-01-05", 30.0, statusline="x", estate="y")]
+    order_state = [tx("a", "2024-01-05", 30.0, **{"Order State": "paid"})]
+    with pytest.warns(UserWarning, match="column 'Order State' looks like an order status"):
+        load(write_tables(tmp_path / "state", transactions=order_state))
+    unrelated = [tx("a", "2024-01-05", 30.0, statusline="x", estate="y", state="NY")]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load(write_tables(tmp_path / "other", transactions=unrelated))
+
+
+def test_a_business_time_zone_makes_days_and_cutoffs_its_own(tmp_path: Path) -> None:
+    from datetime import date
+
+    from clm.settings import ClmSettings
+    from features.snapshots import build_snapshot
+
+    rows = [
+        tx("a", "2024-03-01 20:30:00", 10.0),  # naive: New York's local time
+        tx("a", "2024-03-02T03:30:00Z", 20.0),  # 22:30 on 1 March in New York
+        tx("a", "2024-03-02 04:30:00 +0000", 30.0),  # 23:30 on 1 March: before the cutoff
+        tx("a", "2024-03-02 00:30:00-05:00", 40.0),  # 2 March: at the cutoff, left out
+        tx("b", "2024-02-10", 5.0),  # a date is that local day
+    ]
+    folder = write_tables(tmp_path / "csv", transactions=rows)
+    data = load(folder, timezone="America/New_York")
+    got = data.con.execute("SELECT CAST(ts AS VARCHAR) FROM transactions ORDER BY _row")
+    assert [r[0] for r in got.fetchall()] == [
+        "2024-03-01 20:30:00", "2024-03-01 22:30:00", "2024-03-01 23:30:00",
+        "2024-03-02 00:30:00", "2024-02-10 00:00:00",
+    ]  # fmt: skip
+    built = build_snapshot(data, as_of=date(2024, 3, 2), settings=ClmSettings())
+    built = built.set_index("customer_id")
+    assert built.loc["a", "purchase_days"] == 1 and built.loc["a", "total_spend"] == 60.0
+    assert built.loc["b", "days_since_last_purchase"] == 21
+    # In UTC (the default) the same rows are two purchase days before the cutoff, one of 10.
+    utc = build_snapshot(load(folder), as_of=date(2024, 3, 2), settings=ClmSettings())
+    assert utc.set_index("customer_id").loc["a", "total_spend"] == 10.0
+    # Parquet moments with a zone (pandas' tz-aware datetimes) are converted too, DST included.
+    moments = pd.to_datetime(["2024-07-01 03:00:00+00:00", "2024-01-01 03:00:00+00:00"], utc=True)
+    parquet = tmp_path / "parquet"
+    parquet.mkdir()
+    pd.DataFrame(
+        {"customer_id": ["a", "b"], "timestamp": moments, "amount": [1.0, 2.0]}
+    ).to_parquet(parquet / "transactions.parquet")
+    got = load(parquet, timezone="America/New_York").con.execute(
+        "SELECT CAST(ts AS VARCHAR) FROM transactions ORDER BY customer_id"
+    )
+    assert [r[0] for r in got.fetchall()] == ["2024-06-30 23:00:00", "2023-12-31 22:00:00"]
+    with pytest.raises(DataError, match=r"^data.timezone: unknown time zone 'Mars/Base' \("):
+        load(folder, timezone="Mars/Base")
+    with pytest.raises(ValueError, match=r"unknown time zone 'New York' \(expected an IANA"):
+        ClmSettings(data={"timezone": "New York"})  # type: ignore[arg-type]
+
+
+def test_load_with_reads_every_data_setting(tmp_path: Path) -> None:
+    from clm.settings import DataSettings
+    from features.sources import load_with
+
+    rows = [{"client": "a", "timestamp": "2024-03-02T03:30:00Z", "amount": 1999, "state": "ok"}]
+    folder = write_tables(tmp_path, transactions=rows)
+    settings = DataSettings(
+        columns={"transactions": {"customer_id": "client", "status": "state"}},
+        amount_scale=0.01,
+        timezone="America/New_York",
+        void_statuses=["ok"],
+    )
+    with pytest.warns(UserWarning, match=r"1 row\(s\) with a status that is no purchase"):
+        data = load_with(folder, settings)
+    assert data.con.execute(
+        "SELECT customer_id, CAST(ts AS VARCHAR), amount FROM transactions"
+    ).fetchall() == [("a", "2024-03-01 22:30:00", 0.0)]
+    settings.void_statuses = []
+    got = load_with(folder, settings).con.execute("SELECT amount FROM transactions").fetchone()
+    assert got == (pytest.approx(19.99),)
