@@ -349,6 +349,23 @@ class ServingSettings(_Section):
         1000, ge=1, le=1000, description="Most customers in one /score request (1 to 1,000)."
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins whose browser pages may call the service (CORS), such as "
+        "https://crm.example.com, or '*' for any; none by default.",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"{origin!r} is no origin (expected scheme and host, such as "
+                    "https://crm.example.com or http://localhost:8080, with no path; or '*')"
+                )
+        return value
+
     max_batch_rows: int = Field(
         256,
         ge=1,

@@ -10,6 +10,9 @@
   is logged as that template, a path the service does not have as ``(other)``, and bodies,
   headers and tokens never are; health and metrics probes are not logged. (This replaces
   BentoML's access log, which logs the raw path.)
+* With ``serving.cors_origins``, browser pages of those origins may call the service: their
+  preflight requests are answered before the token check (a browser sends them without
+  it) and answers carry the CORS headers (Starlette's CORSMiddleware, in front of the rest).
 * A route can be served here, after these checks, instead of by the app behind
   (``fast``; :func:`json_route`): the service answers valid ``POST /score`` requests so.
 """
@@ -23,7 +26,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from clm.settings import ServingSettings
@@ -207,11 +210,28 @@ class GuardMiddleware:
         token: str | None,
         max_body_bytes: int,
         fast: Mapping[tuple[str, str], FastRoute] | None = None,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.expected = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.fast = dict(fast or {})
+        # After the log, before the token check (a browser's preflight carries no token).
+        self.checked: Callable[[Any, Any, Any], Awaitable[None]] = self._checked
+        if cors_origins:
+            from starlette.middleware.cors import CORSMiddleware
+
+            self.checked = CORSMiddleware(
+                self._checked,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID"],
+                max_age=600,
+            )
+
+    async def _checked(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._guarded(scope, dict(scope.get("headers") or []), receive, send)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -220,7 +240,7 @@ class GuardMiddleware:
         if REAL_PATH in scope:
             scope = {**scope, "path": scope[REAL_PATH]}
         if scope.get("path") in QUIET:
-            await self._guarded(scope, dict(scope.get("headers") or []), receive, send)
+            await self.checked(scope, receive, send)
             return
         started = time.perf_counter()
         headers = dict(scope.get("headers") or [])
@@ -241,7 +261,7 @@ class GuardMiddleware:
                 )  # fmt: skip
             await send(message)
 
-        await self._guarded(scope, headers, receive, logged)
+        await self.checked(scope, receive, logged)
 
     async def _guarded(
         self, scope: Any, headers: dict[bytes, bytes], receive: Any, send: Any

@@ -372,8 +372,8 @@ async def score_json(body: bytes) -> bytes | None:
     resolution). Anything that fails here goes on to it, so bad input gets exactly the
     route's answer (422 naming the field, 400, 503), and the OpenAPI page documents what is
     served. (Answers from here skip the middleware BentoML puts after the service's own:
-    its request context, which the routes do not use, and CORS, which this service does not
-    turn on.)"""
+    its request context, which the routes do not use, and BentoML's CORS, which this
+    service does not turn on: GuardMiddleware answers for CORS.)"""
     service = _service
     if service is None:
         return None
@@ -391,4 +391,5 @@ Scoring.add_asgi_middleware(  # type: ignore[attr-defined]  # a Service after th
     token=api_token(SETTINGS.serving),
     max_body_bytes=SETTINGS.serving.max_body_bytes,
     fast={("POST", "/score"): json_route(score_json)},
+    cors_origins=SETTINGS.serving.cors_origins,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,13 @@ def test_config_show_says_a_token_from_clm_api_token_is_set(
     show_settings(ClmSettings())
     out = capsys.readouterr().out
     assert "# api_token = (set by CLM_API_TOKEN; not shown)" in out and "tok-98765" not in out
+
+
+def test_cors_origins_are_scheme_and_host() -> None:
+    from clm.settings import ServingSettings
+
+    assert ServingSettings(cors_origins=["https://crm.example.com", "http://localhost:8080"])
+    assert ServingSettings(cors_origins=["*"]).cors_origins == ["*"]
+    for bad in ("crm.example.com", "https://crm.example.com/app"):
+        with pytest.raises(ValueError, match=rf"'{re.escape(bad)}' is no origin \(expected"):
+            ServingSettings(cors_origins=[bad])

@@ -50,12 +50,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     return Deployment(data, env, trained)
 
 
+CORS_ORIGIN = "https://crm.example.com"
+
+
 @pytest.fixture(scope="session")
 def server(deployment: Deployment) -> Iterator[str]:
     """``clm serve`` with an API token, on a free port; yields its base URL."""
     log = deployment.data.parent / "serve.log"
     try:
-        with local_service(token=TOKEN, env=deployment.env, log=log) as client:
+        # Browser pages of one origin may call it (tests/serving/test_service.py checks CORS).
+        env = {**deployment.env, "CLM_SERVING__CORS_ORIGINS": f'["{CORS_ORIGIN}"]'}
+        with local_service(token=TOKEN, env=env, log=log) as client:
             yield client.url
     except RuntimeError as exc:
         pytest.fail(str(exc))

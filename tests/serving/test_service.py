@@ -334,6 +334,37 @@ def test_a_body_not_in_utf8_gets_400_naming_the_byte(server: str) -> None:
     assert scored.json()["results"][0]["customer_id"] == "café"
 
 
+def test_pages_of_the_allowed_origin_may_call_it_with_the_token(server: str) -> None:
+    from tests.serving.conftest import CORS_ORIGIN
+
+    preflight = {
+        "origin": CORS_ORIGIN,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+    }
+    # A browser's preflight carries no token: it is answered before the token check.
+    answer = httpx.options(f"{server}/score", headers=preflight)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == CORS_ORIGIN
+    assert "POST" in answer.headers["access-control-allow-methods"]
+    assert "authorization" in answer.headers["access-control-allow-headers"].lower()
+    body = {"customers": [{"customer_id": "a"}]}
+    scored = httpx.post(f"{server}/score", json=body, headers={**AUTH, "origin": CORS_ORIGIN})
+    assert scored.status_code == 200
+    assert scored.headers["access-control-allow-origin"] == CORS_ORIGIN
+    assert scored.headers["access-control-expose-headers"].lower() == "x-request-id"
+    # The origin does not stand in for the token.
+    bare = httpx.post(f"{server}/score", json=body, headers={"origin": CORS_ORIGIN})
+    assert bare.status_code == 401
+    # Another origin gets no CORS headers, so its page cannot read the answer.
+    other = httpx.options(f"{server}/score", headers={**preflight, "origin": "https://x.test"})
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    elsewhere = httpx.post(
+        f"{server}/score", json=body, headers={**AUTH, "origin": "https://x.test"}
+    )
+    assert elsewhere.status_code == 200 and "access-control-allow-origin" not in elsewhere.headers
+
+
 def test_bodies_over_one_mib_get_413(server: str) -> None:
     big = json.dumps({"customers": [{"customer_id": "x" * 150}] * 8000})
     assert len(big) > 1_048_576
