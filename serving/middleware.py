@@ -3,7 +3,9 @@
 * With a token configured (``serving.api_token`` or ``CLM_API_TOKEN``), ``/score`` and
   ``/customers/...`` need ``Authorization: Bearer <token>``; anything else gets 401. The
   comparison is constant-time. Health, metrics and the docs stay open.
-* A body over ``serving.max_body_bytes`` gets 413, whether it declares its length or streams.
+* A body over ``serving.max_body_bytes`` gets 413, whether it declares its length or streams,
+  and so does one sent with ``Content-Encoding: gzip`` (or ``deflate``) that inflates past it;
+  such a body reaches the service decompressed.
 * Every request is logged once, when its response starts: a request id (the caller's
   ``X-Request-ID`` if it is a plain token, else a new one; echoed in the response header),
   method, route, status and time. The route names no customer: ``/customers/{customer_id}``
@@ -26,6 +28,7 @@ import os
 import re
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -135,6 +138,40 @@ def _unreadable_text(body: bytes) -> str | None:
             "writes é as one byte)"
         )
     return None
+
+
+def _inflate(encoding: bytes, body: bytes, limit: int) -> bytes | tuple[int, str]:
+    """A ``Content-Encoding: gzip`` or ``deflate`` body decompressed, or the status and
+    message of the answer: 413 when it inflates past ``limit`` bytes (a zip bomb stops
+    there), 400 when it is not such data, 415 for another encoding."""
+    shown = encoding.decode("latin-1")[:40]
+    if encoding not in (b"gzip", b"x-gzip", b"deflate"):
+        return 415, f"Content-Encoding {shown}: expected gzip, deflate or none"
+    # gzip's header (wbits 16+), or deflate as zlib data (RFC 9110) or raw (as some send it).
+    wbits = 16 + zlib.MAX_WBITS if encoding != b"deflate" else zlib.MAX_WBITS
+    if encoding == b"deflate" and body[:1] not in (b"x", b"X", b"\x08", b"\x18", b"\x28"):
+        wbits = -zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+        complete = inflater.eof and not inflater.unused_data
+    except zlib.error as error:
+        return 400, f"body: not {shown} data as its Content-Encoding says ({error})"
+    if len(inflated) > limit:
+        return 413, f"request body over {limit} bytes once decompressed"
+    if not complete:
+        return 400, f"body: {shown} data cut short or followed by other bytes"
+    return inflated
+
+
+def _plain_headers(scope: Any, length: int) -> list[tuple[bytes, bytes]]:
+    """The request's headers for its decompressed body: no Content-Encoding, its length."""
+    kept = [
+        (name, value)
+        for name, value in scope.get("headers") or ()
+        if name not in (b"content-encoding", b"content-length")
+    ]
+    return [*kept, (b"content-length", str(length).encode())]
 
 
 class ClientGone(Exception):
@@ -310,11 +347,20 @@ class GuardMiddleware:
             await send(message)
 
         fast = self.fast.get((scope.get("method", ""), path))
+        reader: Any = counted
         try:
+            encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+            if encoding != b"identity":
+                inflated = _inflate(encoding, await _body(counted), limit)
+                if isinstance(inflated, tuple):
+                    await _reply(send, *inflated)
+                    return
+                scope = {**scope, "headers": _plain_headers(scope, len(inflated))}
+                reader = _replay(inflated, receive)
             if fast is not None:
-                await fast(scope, counted, tracked, self.app)
+                await fast(scope, reader, tracked, self.app)
             else:
-                await self.app(scope, counted, tracked)
+                await self.app(scope, reader, tracked)
         except ClientGone:
             return
         except BodyTooLarge:

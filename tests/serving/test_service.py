@@ -365,6 +365,40 @@ def test_pages_of_the_allowed_origin_may_call_it_with_the_token(server: str) -> 
     assert elsewhere.status_code == 200 and "access-control-allow-origin" not in elsewhere.headers
 
 
+def test_compressed_bodies_are_read_and_a_zip_bomb_gets_413(server: str) -> None:
+    import gzip
+    import zlib
+
+    body = json.dumps({"customers": [{"customer_id": f"c{i}"} for i in range(50)]}).encode()
+    plain = httpx.post(
+        f"{server}/score", content=body, headers={**AUTH, "content-type": "application/json"}
+    )
+    assert plain.status_code == 200
+    for encoding, packed in (
+        ("gzip", gzip.compress(body)),
+        ("deflate", zlib.compress(body)),  # zlib data, as RFC 9110 says
+        ("deflate", zlib.compress(body, wbits=-15)),  # raw, as some clients send it
+    ):
+        headers = {**AUTH, "content-type": "application/json", "content-encoding": encoding}
+        answer = httpx.post(f"{server}/score", content=packed, headers=headers)
+        assert answer.status_code == 200, (encoding, answer.text)
+        assert answer.json() == plain.json()
+    headers = {**AUTH, "content-type": "application/json", "content-encoding": "gzip"}
+    broken = httpx.post(f"{server}/score", content=body, headers=headers)  # not gzipped
+    assert broken.status_code == 400
+    assert broken.json()["detail"].startswith("body: not gzip data as its Content-Encoding says")
+    cut = httpx.post(f"{server}/score", content=gzip.compress(body)[:-12], headers=headers)
+    assert cut.status_code == 400 and "cut short" in cut.text
+    bomb = gzip.compress(b" " * 20_000_000)  # 20 MB of spaces in about 20 kB
+    assert len(bomb) < 100_000
+    answer = httpx.post(f"{server}/score", content=bomb, headers=headers)
+    assert answer.status_code == 413
+    assert answer.json() == {"detail": "request body over 1048576 bytes once decompressed"}
+    headers["content-encoding"] = "br"
+    other = httpx.post(f"{server}/score", content=body, headers=headers)
+    assert other.status_code == 415 and "Content-Encoding br: expected gzip" in other.text
+
+
 def test_bodies_over_one_mib_get_413(server: str) -> None:
     big = json.dumps({"customers": [{"customer_id": "x" * 150}] * 8000})
     assert len(big) > 1_048_576
