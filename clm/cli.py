@@ -358,6 +358,19 @@ def models_list() -> None:
     list_models(_settings())
 
 
+@models_app.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="clm-churn, clm-stage or clm-clv.")],
+    version: Annotated[
+        str | None, typer.Argument(help="The version to show; the @champion if not given.")
+    ] = None,
+) -> None:
+    """One version: what it was trained for, its metrics beside the baselines', the gate."""
+    from clm.model_commands import show_model
+
+    show_model(name, version, _settings())
+
+
 @models_app.command("promote")
 def models_promote(
     name: Annotated[str, typer.Argument(help="clm-churn, clm-stage or clm-clv.")],

@@ -21,10 +21,11 @@ from training.registry import (
     list_versions,
     promote,
     rollback,
+    version_details,
     version_horizons,
 )
 
-__all__ = ["list_models", "promote_model", "rollback_model", "train_models"]
+__all__ = ["list_models", "promote_model", "rollback_model", "show_model", "train_models"]
 
 console = Console(width=OUTPUT_WIDTH)
 # The service loads the champions when it starts (clm score and the pyfunc read them anew).
@@ -107,6 +108,61 @@ def list_models(settings: ClmSettings) -> None:
             row["as_of"], row["horizon"], row["created"],
         )  # fmt: skip
     console.print(table if rows else "no registered clm models yet: run clm train")
+
+
+def show_model(name: str, version: str | None, settings: ClmSettings) -> None:
+    """One version (the champion by default): what it was trained for, its metrics beside
+    the baselines', the gate's decision, its run's warnings and whether the settings now
+    would score with it."""
+    from clm.settings import MEANING_KEY, feature_meaning, meaning_changes
+    from clm.tracking import logged_metadata
+
+    configure_tracking(settings.training, create=False)
+    shown = version_details(_known(name), version)
+    params = shown["params"]
+    facts = Table(
+        title=f"{shown['name']} version {shown['version']}", title_justify="left",
+        show_header=False,
+    )  # fmt: skip
+    facts.add_column("", style="bold")
+    facts.add_column("")
+    rows = [
+        ("aliases", ", ".join(shown["aliases"]) or "-"),
+        ("serving", shown["champion"]),
+        ("run", f"{shown['run_id']} (created {shown['created']} UTC)"),
+        ("as of", params.get("as_of", "-")),
+        ("horizon", f"{params.get('horizon_days', '-')} days ({params.get('method', '-')})"),
+        ("training cutoffs", params.get("training_cutoffs", "-").replace(",", ", ")),
+        ("evaluated on", f"the fold at {params.get('evaluation_cutoff', '-')}"),
+        ("gate", f"{shown['gate']}: {shown['decision']}"),
+    ]
+    for label, value in rows:
+        facts.add_row(label, value)
+    console.print(facts)
+    metrics = Table(
+        title="Metrics on the evaluation fold (the model fitted without it)",
+        title_justify="left",
+    )
+    baselines = sorted(shown["baselines"])
+    for column in ("metric", f"v{shown['version']}", *(f"baseline {b}" for b in baselines)):
+        metrics.add_column(column)
+    for metric in sorted(shown["metrics"], key=lambda m: (m != shown["gate"], m)):
+        figures = [shown["baselines"][b].get(metric) for b in baselines]
+        metrics.add_row(
+            metric + (" (gate)" if metric == shown["gate"] else ""),
+            f"{shown['metrics'][metric]:.4f}",
+            *("-" if f is None else f"{f:.4f}" for f in figures),
+        )
+    console.print(metrics)
+    for warning in shown["warnings"]:
+        console.print(f"warning at training: {warning}")
+    trained = logged_metadata(shown["name"], shown["version"]).get(MEANING_KEY)
+    changes = meaning_changes(trained, feature_meaning(settings)) if trained else []
+    if changes:
+        console.print(
+            f"note: trained with {'; '.join(changes[:5])}: clm score and the service refuse "
+            "it under the settings now"
+        )
 
 
 def promote_model(name: str, version: str, settings: ClmSettings) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "list_versions",
     "promote",
     "rollback",
+    "version_details",
     "version_horizons",
 ]
 
@@ -211,3 +212,49 @@ def list_versions() -> list[dict[str, Any]]:
                 }
             )
     return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
+
+
+def version_details(name: str, version: str | None = None) -> dict[str, Any]:
+    """What ``clm models show`` prints of one version (the champion when ``version`` is
+    None): its aliases, what it was trained for, its metrics beside the baselines' on the
+    same evaluation fold, the gate's decision, the warnings of its run and its feature
+    settings (the model's metadata)."""
+    client = _client()
+    _check_registered(client, name)
+    if version is None:
+        version = champion_version(name)
+        if version is None:
+            raise ClmError(f"model {name} has no @champion: name a version (clm models list)")
+    _check_version(client, name, version)
+    model = client.get_registered_model(name)
+    found = client.get_model_version(name, version)
+    run = client.get_run(found.run_id) if found.run_id else None
+    metrics = dict(run.data.metrics) if run else {}
+    params = dict(run.data.params) if run else {}
+    tags = dict(run.data.tags) if run else {}
+    own = {k: v for k, v in metrics.items() if not k.startswith("baseline_")}
+    baselines: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        if key.startswith("baseline_"):
+            for metric in own:
+                if key.endswith(f"_{metric}"):
+                    baseline = key[len("baseline_") : -len(metric) - 1]
+                    baselines.setdefault(baseline, {})[metric] = value
+                    break
+    kind = next(k for k, n in MODEL_NAMES.items() if n == name)
+    created = datetime.fromtimestamp(found.creation_timestamp / 1000, tz=UTC)
+    return {
+        "name": name,
+        "version": str(version),
+        "aliases": sorted(a for a, v in model.aliases.items() if str(v) == str(version)),
+        "run_id": found.run_id or "-",
+        "created": created.strftime("%Y-%m-%d %H:%M"),
+        "params": params,
+        "gate": GATES[kind].metric,
+        "metrics": own,
+        "baselines": baselines,
+        "decision": tags.get("clm.decision", "-"),
+        "promoted": tags.get("clm.promoted", "-"),
+        "champion": tags.get(CHAMPION_TAG, "-"),
+        "warnings": [w for w in tags.get("clm.warnings", "").split(" | ") if w],
+    }

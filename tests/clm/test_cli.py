@@ -48,6 +48,7 @@ def test_every_command_documents_every_option() -> None:
         ["models", "list"],
         ["models", "promote"],
         ["models", "rollback"],
+        ["models", "show"],
         ["report"],
         ["score"],
         ["serve"],

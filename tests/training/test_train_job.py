@@ -232,6 +232,44 @@ def test_models_cli_lists_promotes_and_rolls_back(first_run: dict, store: Path) 
     assert promoted.stdout.strip() == "clm-churn version 1 is @champion already: nothing changed"
 
 
+def test_models_show_prints_a_version_beside_its_baselines(first_run: dict, store: Path) -> None:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    env = {"CLM_TRAINING__TRACKING_URI": uri, "PATH": "", "COLUMNS": "200"}
+
+    def clm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clm", *args], capture_output=True, text=True, env=env
+        )
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = client.get_model_version_by_alias("clm-churn", "champion")
+    run = client.get_run(champion.run_id)
+    shown = clm("models", "show", "churn")  # the champion by default
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert f"clm-churn version {champion.version}" in out and champion.run_id in out
+    assert run.data.params["evaluation_cutoff"] in out
+    assert run.data.tags["clm.decision"][:60] in " ".join(out.split())
+    gate = next(line for line in out.splitlines() if "auc_buyers (gate)" in line)
+    cells = [cell.strip() for cell in gate.strip("│ ").split("│")]
+    metrics = run.data.metrics
+    assert cells[1] == f"{metrics['auc_buyers']:.4f}"
+    baselines = sorted(
+        k[len("baseline_") : -len("_auc_buyers")]
+        for k in metrics
+        if k.startswith("baseline_") and k.endswith("_auc_buyers")
+    )
+    assert baselines and cells[2:] == [
+        f"{metrics[f'baseline_{b}_auc_buyers']:.4f}" for b in baselines
+    ]
+    same = clm("models", "show", "clm-churn", str(champion.version))
+    assert same.returncode == 0 and same.stdout == out
+    missing = clm("models", "show", "clm-clv", "99")
+    assert missing.returncode == 1 and "has no version 99" in missing.stderr
+
+
 def test_a_job_that_fails_part_way_moves_no_champion(
     sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
