@@ -52,7 +52,7 @@ from training.models.pyfunc import (
     pip_requirements,
 )
 from training.models.tabular import feature_frame
-from training.registry import GATES, MODEL_NAMES, champion_version, promote
+from training.registry import CHAMPION_TAG, GATES, MODEL_NAMES, champion_version, promote
 from training.splits import Folds
 from training.tasks import TASKS, Evaluation
 
@@ -291,6 +291,9 @@ def _champion_metrics(
     return _scored(kind, f"models:/{name}/{version}", version, fold, folds, settings), basis
 
 
+NEVER_SERVED = "no (never served)"  # the clm.champion tag of a version not promoted
+
+
 class NotComparable(Exception):
     """The champion cannot be measured on the challenger's evaluation fold."""
 
@@ -396,6 +399,8 @@ def log_and_register(
     # Promoted by the job once every model it trains has passed (training.jobs.train).
     pending = "pending" if decision["promoted"] else "False"
     mlflow.set_tags({"clm.promoted": pending, "clm.decision": decision["reason"]})
+    if not decision["promoted"]:  # the MLflow UI shows for every run whether it serves
+        mlflow.set_tag(CHAMPION_TAG, NEVER_SERVED)
     return {
         "name": name,
         "version": version,
@@ -414,6 +419,7 @@ def promote_passed(outcomes: list[dict[str, Any]], *, failed: bool) -> None:
             continue
         if failed:
             client.set_tag(outcome["run_id"], "clm.promoted", "False (another model failed)")
+            client.set_tag(outcome["run_id"], CHAMPION_TAG, NEVER_SERVED)
             outcome["promoted"] = False
             continue
         promote(outcome["name"], outcome["version"])

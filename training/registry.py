@@ -7,7 +7,8 @@ set as the very last step of a run, so a failed or interrupted run never touches
 champion; each alias change is one write, so a service reading the registry meanwhile sees
 either the old or the new champion. The registered model's tag ``clm.champion_history``
 lists the champions in order, for ``rollback``; each version's run carries the tag
-``clm.champion`` (``yes`` since when, or ``no`` since when and for which version), so that
+``clm.champion`` (``yes`` since when, ``no`` since when and for which version, or ``no
+(never served)``), so that
 the MLflow UI shows which run serves however the alias moved (the gate, or by hand).
 """
 
@@ -27,6 +28,7 @@ from clm.settings import TrainingSettings
 from clm.tracking import MODEL_NAMES, check_sqlite_store, sqlite_path, tracking_uri
 
 __all__ = [
+    "CHAMPION_TAG",
     "GATES",
     "MODEL_NAMES",
     "Gate",

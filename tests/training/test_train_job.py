@@ -290,9 +290,9 @@ def test_a_job_that_fails_part_way_moves_no_champion(
     # The churn model passed its gate (a first version) and was registered, not promoted.
     assert champion_version("clm-churn") is None
     version = client.get_model_version_by_alias("clm-churn", "challenger")
-    assert client.get_run(version.run_id).data.tags["clm.promoted"] == (
-        "False (another model failed)"
-    )
+    tags = client.get_run(version.run_id).data.tags
+    assert tags["clm.promoted"] == "False (another model failed)"
+    assert tags["clm.champion"] == "no (never served)"
     monkeypatch.setattr(training.jobs, "_train_one", real)
     done = train(TrainRequest(data=sample_dir, as_of=AS_OF, kinds=("churn",)), settings)
     assert done.models["churn"]["promoted"] is True
@@ -395,7 +395,9 @@ def test_a_challenger_for_another_horizon_is_not_compared_and_promoted_by_hand_i
         runs = [client.get_model_version("clm-churn", v).run_id for v in ("1", "2")]
         return [client.get_run(r).data.tags.get("clm.champion", "-").split(" ")[0] for r in runs]
 
-    assert marks() == ["yes", "-"]  # v2 never served
+    assert marks() == ["yes", "no"]  # v2 never served, and its run says so
+    run = client.get_model_version("clm-churn", "2").run_id
+    assert client.get_run(run).data.tags["clm.champion"] == "no (never served)"
     promote_model("churn", "2", settings)
     printed = capsys.readouterr().out
     assert "clm-churn version 2 is now @champion" in printed
