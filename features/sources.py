@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
+import json
 import re
 import warnings
 from collections.abc import Collection
@@ -50,7 +51,8 @@ from features.sql import one_row, quote_text, text_list
 
 __all__ = ["Dataset", "attribute_name", "check_out_is_no_input", "find_table_files", "load"]
 
-SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")  # JSON lines: a record a line
+SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", *JSON_SUFFIXES)
 EMPTY_TABLES = {  # a loaded table's columns, _row (its place in the source) first
     "events": "_row BIGINT, customer_id VARCHAR, ts TIMESTAMP, event_type VARCHAR, "
     "value DOUBLE, channel VARCHAR",
@@ -148,7 +150,7 @@ def check_out_is_no_input(out: Path, location: Path, *others: tuple[str, Path]) 
 
 
 # Files a user may have meant as tables, though they are not read: other spreadsheet forms.
-OTHER_FORMATS = (".xlsx", ".xls", ".json", ".jsonl", ".tsv", ".txt", ".gz", ".zip")
+OTHER_FORMATS = (".xlsx", ".xls", ".json", ".tsv", ".txt", ".gz", ".zip")
 
 
 def find_table_files(folder: Path) -> dict[str, Path]:
@@ -245,6 +247,64 @@ def _register_csv(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None
     table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), pa.int64()))
     con.register(f"{view}_arrow", table)
     con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {view}_arrow")
+
+
+def _register_json_lines(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None:
+    """A JSON lines file (an object a line, as Segment, Amplitude or an app's log writes
+    events): every key any record has is a column, its values read as text as a CSV file's
+    are (a number as written, a nested object as its JSON), and ``_row`` the record's number
+    (blank lines are no records)."""
+    literal = str(path).replace("'", "''")
+    records = f"read_ndjson_objects('{literal}') WITH ORDINALITY AS r(json, n)"
+    try:
+        # One pass: each set of keys the records have (a few), where it first appears.
+        shapes = con.execute(
+            f"SELECT json_type(json) = 'OBJECT' AS object, json_keys(json) AS keys, min(n) "
+            f"FROM {records} GROUP BY ALL ORDER BY 3"
+        ).fetchall()
+    except duckdb.Error as exc:
+        message = _bad_json_line(path) or " ".join(str(exc).split())
+        raise DataError(f"{path.name}: not a readable JSON lines file ({message})") from exc
+    bad = [first for is_object, _, first in shapes if not is_object]
+    if bad:
+        raise DataError(
+            f"{path.name}: row {min(bad)}: not a JSON object (expected one object a line, such "
+            'as {"customer_id": "C1", "timestamp": "2024-03-01", "amount": 19.99})'
+        )
+    names = list(dict.fromkeys(str(k) for _, keys, _ in shapes for k in keys or ()))
+    if not names:
+        raise DataError(f"{path.name}: no records (expected one JSON object a line)")
+    seen: dict[str, str] = {}
+    for name in names:
+        if (first := seen.get(name.strip().lower())) is not None:
+            raise DataError(
+                f"{path.name}: keys {first!r} and {name!r} name one column (names ignore case "
+                "and surrounding spaces; expected each key once)"
+            )
+        seen[name.strip().lower()] = name
+    columns = "{" + ", ".join(f"{quote_text(n)}: 'VARCHAR'" for n in names) + "}"
+    con.execute(
+        f"CREATE OR REPLACE VIEW {view} AS SELECT * EXCLUDE (_n), _n AS _row FROM "
+        f"read_json('{literal}', format = 'newline_delimited', columns = {columns}) "
+        f"WITH ORDINALITY AS r({', '.join(quote_name(n) for n in names)}, _n)"
+    )
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """The first line of a JSON lines file that is not JSON, and why (error path only: a
+    Python pass; DuckDB's message counts lines otherwise)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as error:
+                        return f"line {number}: not JSON: {error.msg} at character {error.colno}"
+    except (OSError, UnicodeDecodeError) as error:
+        return str(error)
+    return None
 
 
 def _register_parquet(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None:
@@ -446,6 +506,9 @@ def _register(
     if path.name.lower().endswith((".csv", ".csv.gz")):
         _register_csv(con, path, view)
         return path.name, path
+    if path.name.lower().endswith(JSON_SUFFIXES):
+        _register_json_lines(con, path, view)
+        return path.name, None
     _register_parquet(con, path, view)
     return path.name, None
 

@@ -234,7 +234,7 @@ def test_table_names_match_in_any_case_and_unread_look_alikes_are_named(tmp_path
         f"{tmp_path / 'customers.xlsx'}: not read (.xlsx is not a table format; save it as "
         "customers.csv or .parquet)",
         f"{tmp_path / 'event.csv'}: not read (table files are named transactions, events, "
-        "customers, with .parquet, .pq, .csv, .csv.gz)",
+        "customers, with .parquet, .pq, .csv, .csv.gz, .jsonl, .ndjson, .jsonl.gz, .ndjson.gz)",
     ]
 
 
@@ -1039,3 +1039,63 @@ def test_load_with_reads_every_data_setting(tmp_path: Path) -> None:
     settings.void_statuses = []
     got = load_with(folder, settings).con.execute("SELECT amount FROM transactions").fetchone()
     assert got == (pytest.approx(19.99),)
+
+
+def test_json_lines_files_read_as_their_csv_twins(tmp_path: Path) -> None:
+    import gzip
+    import json
+    from datetime import date
+
+    from clm.settings import ClmSettings
+    from features.snapshots import build_snapshot
+
+    tables = {
+        "transactions": [
+            tx("A1", "2024-03-01T10:00:00Z", 19.99, order_id="o1"),
+            tx("007", "2024-03-02", 5.0, order_id="o2", channel="app"),
+            tx("A1", "2024-03-05 10:00:00 -0500", -4.0, order_id="o3"),
+        ],
+        "events": [ev("A1", "2024-03-01", "nps", 9), ev("B", "2024-03-03", "visit")],
+        "customers": [{"customer_id": "A1", "signup_date": "2024-01-01", "tier": "gold"}],
+    }
+    csv = write_tables(tmp_path / "csv", **tables)
+    lines = tmp_path / "jsonl"
+    lines.mkdir()
+    for name, rows in tables.items():
+        text = "".join(
+            json.dumps({k: v for k, v in r.items() if v is not None}) + "\n\n" for r in rows
+        )
+        if name == "events":
+            (lines / "events.ndjson.gz").write_bytes(gzip.compress(text.encode()))
+        else:
+            (lines / f"{name}.jsonl").write_text(text)
+    as_of, settings = date(2024, 4, 1), ClmSettings()
+    expected = build_snapshot(load(csv), as_of=as_of, settings=settings)
+    data = load(lines)
+    assert data.sources == {
+        "transactions": "transactions.jsonl", "events": "events.ndjson.gz",
+        "customers": "customers.jsonl",
+    }  # fmt: skip
+    pd.testing.assert_frame_equal(build_snapshot(data, as_of=as_of, settings=settings), expected)
+    # Rows are records (blank lines are none), numbered from 1 in messages.
+    (lines / "transactions.jsonl").write_text(
+        '{"customer_id": "A", "timestamp": "2024-03-01", "amount": 1}\n\n'
+        '{"customer_id": "B", "timestamp": "yesterday", "amount": 1}\n'
+    )
+    with pytest.raises(
+        DataError,
+        match=r"^transactions.jsonl: column 'timestamp': 1 value\(s\) .* row 2 'yesterday'$",
+    ):
+        load(lines)
+    for text, message in (
+        ('{"customer_id": "A", "timestamp": 2024-03-01, "amount": 1}\n',
+         r"not a readable JSON lines file \(line 1: not JSON: Expecting ',' delimiter"),
+        ('{"customer_id": "A", "timestamp": "2024-03-01", "amount": 1}\n[1, 2]\n',
+         r"row 2: not a JSON object \(expected one object a line"),
+        ('{"customer_id": "A", "Amount": 2, "timestamp": "2024-03-01", "amount": 1}\n',
+         r"keys 'Amount' and 'amount' name one column"),
+        ("", r"no records \(expected one JSON object a line\)"),
+    ):  # fmt: skip
+        (lines / "transactions.jsonl").write_text(text)
+        with pytest.raises(DataError, match=rf"^transactions.jsonl: {message}"):
+            load(lines)
