@@ -78,6 +78,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _opens(zone: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 class DataSettings(_Section):
     columns: dict[str, dict[str, str]] = Field(
         default_factory=dict,
@@ -97,7 +105,9 @@ class DataSettings(_Section):
 
     amount_scale: float = Field(
         1.0,
-        gt=0,
+        ge=1e-6,
+        le=1e6,
+        allow_inf_nan=False,
         description="What turns an amount as written into currency units: 0.01 for amounts "
         "in cents (Stripe and Adyen exports), 1 for amounts in units.",
     )
@@ -118,13 +128,14 @@ class DataSettings(_Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        # The IANA names (zoneinfo also opens files such as 'posix/...', and the system's
+        # list may hold 'localtime', the machine's own zone: DuckDB knows neither).
+        zones = zoneinfo.available_timezones() - {"localtime"}
+        if value != "UTC" and (value not in zones if zones else not _opens(value)):
             raise ValueError(
                 f"unknown time zone {value!r} (expected an IANA name such as UTC, "
                 "Europe/Berlin or America/New_York)"
-            ) from None
+            )
         return value
 
     @field_validator("columns")
@@ -245,6 +256,10 @@ def feature_meaning(settings: ClmSettings) -> dict[str, Any]:
     for section in ("stages", "features"):
         values = getattr(settings, section).model_dump(mode="json")
         meaning |= {f"{section}.{k}": v for k, v in values.items() if k not in _NAMING_ONLY}
+    # What a day is and what a purchase is. (Not data.amount_scale: it describes the export,
+    # so that amounts are currency units under any scale, and one export may be in cents.)
+    meaning["data.timezone"] = settings.data.timezone
+    meaning["data.void_statuses"] = sorted({s.strip().lower() for s in settings.data.void_statuses})
     return meaning
 
 
@@ -358,13 +373,24 @@ class ServingSettings(_Section):
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
+        """Origins as browsers send them: lower case, without the scheme's default port."""
+        origins = []
         for origin in value:
-            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            found = re.fullmatch(
+                r"(https?)://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::(\d+))?", origin, re.I
+            )
+            if origin != "*" and not found:
                 raise ValueError(
                     f"{origin!r} is no origin (expected scheme and host, such as "
-                    "https://crm.example.com or http://localhost:8080, with no path; or '*')"
+                    "https://crm.example.com or http://localhost:8080, with no path or "
+                    "wildcard; or '*' for any)"
                 )
-        return value
+            if found:
+                scheme, host, port = found.groups()
+                default = port is None or port == {"http": "80", "https": "443"}[scheme.lower()]
+                origin = f"{scheme.lower()}://{host.lower()}" + ("" if default else f":{port}")
+            origins.append(origin)
+        return origins
 
     max_batch_rows: int = Field(
         256,

@@ -262,6 +262,12 @@ def _register_json_lines(con: duckdb.DuckDBPyConnection, path: Path, view: str) 
             f"SELECT json_type(json) = 'OBJECT' AS object, json_keys(json) AS keys, min(n) "
             f"FROM {records} GROUP BY ALL ORDER BY 3"
         ).fetchall()
+        # The keys one object repeats ({"amount": 5, "amount": 7}: which is meant?).
+        repeated = con.execute(
+            f"SELECT n, keys FROM (SELECT n, json_keys(json) AS keys FROM {records} "
+            f"WHERE json_type(json) = 'OBJECT') WHERE len(keys) <> len(list_distinct(keys)) "
+            f"ORDER BY n LIMIT 1"
+        ).fetchall()
     except duckdb.Error as exc:
         message = _bad_json_line(path) or " ".join(str(exc).split())
         raise DataError(f"{path.name}: not a readable JSON lines file ({message})") from exc
@@ -271,9 +277,20 @@ def _register_json_lines(con: duckdb.DuckDBPyConnection, path: Path, view: str) 
             f"{path.name}: row {min(bad)}: not a JSON object (expected one object a line, such "
             'as {"customer_id": "C1", "timestamp": "2024-03-01", "amount": 19.99})'
         )
+    if repeated:
+        (row, keys), *_ = repeated
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise DataError(f"{path.name}: row {row}: key {twice!r} twice (expected each key once)")
     names = list(dict.fromkeys(str(k) for _, keys, _ in shapes for k in keys or ()))
     if not names:
         raise DataError(f"{path.name}: no records (expected one JSON object a line)")
+    for name in names:
+        if not name.strip() or name.strip().lower() == "_row":
+            raise DataError(
+                f"{path.name}: key {name!r}: "
+                + ("an empty name" if not name.strip() else "a name clm keeps for row numbers")
+                + " (expected a column name)"
+            )
     seen: dict[str, str] = {}
     for name in names:
         if (first := seen.get(name.strip().lower())) is not None:
@@ -283,10 +300,13 @@ def _register_json_lines(con: duckdb.DuckDBPyConnection, path: Path, view: str) 
             )
         seen[name.strip().lower()] = name
     columns = "{" + ", ".join(f"{quote_text(n)}: 'VARCHAR'" for n in names) + "}"
+    number = "_record"  # the record number's column: a name no key has
+    while number.lower() in seen:
+        number = f"_{number}"
     con.execute(
-        f"CREATE OR REPLACE VIEW {view} AS SELECT * EXCLUDE (_n), _n AS _row FROM "
-        f"read_json('{literal}', format = 'newline_delimited', columns = {columns}) "
-        f"WITH ORDINALITY AS r({', '.join(quote_name(n) for n in names)}, _n)"
+        f"CREATE OR REPLACE VIEW {view} AS SELECT * EXCLUDE ({number}), {number} AS _row "
+        f"FROM read_json('{literal}', format = 'newline_delimited', columns = {columns}) "
+        f"WITH ORDINALITY AS r({', '.join(quote_name(n) for n in names)}, {number})"
     )
 
 

@@ -158,7 +158,7 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
     label = "customer_id"  # how messages name the ids' column
     if "customer_id" in frame.columns:
         mapped = [name for name in id_names if name in frame.columns]
-        _refuse_differing_id_columns(frame, mapped, path, path if is_csv else None)
+        _refuse_differing_id_columns(frame, mapped, path, is_csv)
     else:
         mapped = [name for name in id_names if name in frame.columns]
         if len(mapped) > 1:
@@ -202,21 +202,27 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
 
 
 def _refuse_differing_id_columns(
-    frame: pd.DataFrame, mapped: list[str], path: Path, csv_path: Path | None
+    frame: pd.DataFrame, mapped: list[str], path: Path, is_csv: bool
 ) -> None:
     """A list with both ``customer_id`` and a column the mapping reads as ``customer_id`` is
-    ambiguous unless the two hold the same ids (a scored list carrying its source column)."""
-    ids = frame["customer_id"].astype(str)
+    ambiguous unless the two hold the same ids, read as ids are (2474.0 is 2474, spaces
+    trimmed): a scored list carrying its source column."""
+    csv_path = path if is_csv else None
+
+    def places(rows: list[int]) -> str:
+        return ", ".join(row_places(csv_path, rows).values())
+
+    ids = _id_text(frame["customer_id"], path, places).fillna("")
     for name in mapped:
-        differs = (frame[name].astype(str) != ids).to_numpy()
+        other = _id_text(frame[name], path, places).fillna("")
+        differs = (other != ids).to_numpy()
         if differs.any():
             row = int(np.flatnonzero(differs)[0]) + 1
             raise DataError(
                 f"{path}: columns customer_id and {name!r} (mapped to customer_id) hold "
-                f"different ids ({int(differs.sum())} rows, first at "
-                f"{row_places(csv_path, [row])[row]}: "
-                f"{ids.iloc[row - 1]!r} vs {str(frame[name].iloc[row - 1])!r}); "
-                "keep one, or rename the other"
+                f"different ids ({int(differs.sum())} rows, first at {places([row])}: "
+                f"{ids.iloc[row - 1]!r} vs {other.iloc[row - 1]!r}); keep one, or rename "
+                "the other"
             )
 
 

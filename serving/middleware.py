@@ -147,21 +147,41 @@ def _inflate(encoding: bytes, body: bytes, limit: int) -> bytes | tuple[int, str
     shown = encoding.decode("latin-1")[:40]
     if encoding not in (b"gzip", b"x-gzip", b"deflate"):
         return 415, f"Content-Encoding {shown}: expected gzip, deflate or none"
-    # gzip's header (wbits 16+), or deflate as zlib data (RFC 9110) or raw (as some send it).
-    wbits = 16 + zlib.MAX_WBITS if encoding != b"deflate" else zlib.MAX_WBITS
-    if encoding == b"deflate" and body[:1] not in (b"x", b"X", b"\x08", b"\x18", b"\x28"):
-        wbits = -zlib.MAX_WBITS
-    inflater = zlib.decompressobj(wbits)
-    try:
-        inflated = inflater.decompress(body, limit + 1)
-        complete = inflater.eof and not inflater.unused_data
-    except zlib.error as error:
-        return 400, f"body: not {shown} data as its Content-Encoding says ({error})"
-    if len(inflated) > limit:
-        return 413, f"request body over {limit} bytes once decompressed"
-    if not complete:
-        return 400, f"body: {shown} data cut short or followed by other bytes"
-    return inflated
+    # deflate: zlib data (RFC 9110), or raw deflate as some clients send it.
+    tries = [zlib.MAX_WBITS, -zlib.MAX_WBITS] if encoding == b"deflate" else [16 + zlib.MAX_WBITS]
+    problem = ""
+    for wbits in tries:
+        inflated = _members(body, wbits, limit)
+        if isinstance(inflated, bytes):
+            return inflated
+        if inflated[0] == 413:
+            return inflated
+        problem = problem or inflated[1]
+    return 400, problem
+
+
+def _members(body: bytes, wbits: int, limit: int) -> bytes | tuple[int, str]:
+    """``body`` inflated member after member (gzip allows several), at most ``limit`` bytes."""
+    parts: list[bytes] = []
+    size, rest = 0, body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as error:
+            return 400, f"body: not compressed data as its Content-Encoding says ({error})"
+        size += len(part)
+        parts.append(part)
+        if size > limit:
+            return 413, f"request body over {limit} bytes once decompressed"
+        if not inflater.eof:
+            return 400, "body: compressed data cut short"
+        rest = inflater.unused_data
+        if not rest or wbits < 16:  # only gzip has members; deflate ends at its end
+            break
+    if rest:
+        return 400, "body: compressed data followed by other bytes"
+    return b"".join(parts)
 
 
 def _plain_headers(scope: Any, length: int) -> list[tuple[bytes, bytes]]:
@@ -262,7 +282,7 @@ class GuardMiddleware:
                 self._checked,
                 allow_origins=list(cors_origins),
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Request-ID"],
                 expose_headers=["X-Request-ID"],
                 max_age=600,
             )
@@ -349,8 +369,8 @@ class GuardMiddleware:
         fast = self.fast.get((scope.get("method", ""), path))
         reader: Any = counted
         try:
-            encoding = headers.get(b"content-encoding", b"identity").strip().lower()
-            if encoding != b"identity":
+            encoding = headers.get(b"content-encoding", b"").strip().lower()
+            if encoding not in (b"", b"identity"):
                 inflated = _inflate(encoding, await _body(counted), limit)
                 if isinstance(inflated, tuple):
                     await _reply(send, *inflated)

@@ -238,11 +238,13 @@ def version_details(name: str, version: str | None = None) -> dict[str, Any]:
     baselines: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         if key.startswith("baseline_"):
-            for metric in own:
+            # The longest name first: baseline_x_relative_mae is relative_mae's, not mae's.
+            for metric in sorted(own, key=len, reverse=True):
                 if key.endswith(f"_{metric}"):
                     baseline = key[len("baseline_") : -len(metric) - 1]
                     baselines.setdefault(baseline, {})[metric] = value
                     break
+    version = str(found.version)  # as the registry writes it (07 is 7)
     kind = next(k for k, n in MODEL_NAMES.items() if n == name)
     created = datetime.fromtimestamp(found.creation_timestamp / 1000, tz=UTC)
     return {

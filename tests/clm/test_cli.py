@@ -446,7 +446,13 @@ def test_amounts_in_cents_are_read_as_currency_units_with_amount_scale(tmp_path:
     config.write_text("[data]\namount_scale = 0\n")
     refused = clm("--config", str(config), *args)
     assert refused.returncode != 0
-    assert "amount_scale" in refused.stderr and "greater than 0" in refused.stderr
+    assert (
+        "amount_scale" in refused.stderr and "greater than or equal to 0.000001" in refused.stderr
+    )
+    config.write_text("[data]\namount_scale = inf\n")
+    infinite = clm("--config", str(config), *args)
+    assert infinite.returncode != 0 and "amount_scale" in infinite.stderr
+    assert "finite number" in infinite.stderr
 
 
 SLEEPY = """

@@ -266,6 +266,11 @@ def test_cors_origins_are_scheme_and_host() -> None:
 
     assert ServingSettings(cors_origins=["https://crm.example.com", "http://localhost:8080"])
     assert ServingSettings(cors_origins=["*"]).cors_origins == ["*"]
-    for bad in ("crm.example.com", "https://crm.example.com/app"):
+    # As a browser sends them: lower case, without the scheme's default port.
+    given = ["https://CRM.Example.com:443", "HTTP://localhost:80", "http://[::1]:8080"]
+    assert ServingSettings(cors_origins=given).cors_origins == [
+        "https://crm.example.com", "http://localhost", "http://[::1]:8080",
+    ]  # fmt: skip
+    for bad in ("crm.example.com", "https://crm.example.com/app", "https://*.example.com"):
         with pytest.raises(ValueError, match=rf"'{re.escape(bad)}' is no origin \(expected"):
             ServingSettings(cors_origins=[bad])

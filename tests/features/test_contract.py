@@ -1017,6 +1017,20 @@ def test_a_business_time_zone_makes_days_and_cutoffs_its_own(tmp_path: Path) -> 
         load(folder, timezone="Mars/Base")
     with pytest.raises(ValueError, match=r"unknown time zone 'New York' \(expected an IANA"):
         ClmSettings(data={"timezone": "New York"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"unknown time zone 'localtime'"):  # a file, no zone
+        ClmSettings(data={"timezone": "localtime"})  # type: ignore[arg-type]
+    # What a day is and what a purchase is are part of what a model's features mean.
+    from clm.settings import feature_meaning, meaning_changes
+
+    trained = feature_meaning(ClmSettings())
+    now = ClmSettings(
+        data={"timezone": "Asia/Tokyo", "void_statuses": ["VOID"], "amount_scale": 0.01}
+    )  # type: ignore[arg-type]
+    assert meaning_changes(trained, feature_meaning(now)) == [
+        'data.timezone = "UTC" (now "Asia/Tokyo")',
+        'data.void_statuses = ["canceled", "cancelled", "declined", "failed", "void", "voided"] '
+        '(now ["void"])',
+    ]  # an export in cents read with amount_scale means the same amounts
 
 
 def test_load_with_reads_every_data_setting(tmp_path: Path) -> None:
@@ -1087,6 +1101,11 @@ def test_json_lines_files_read_as_their_csv_twins(tmp_path: Path) -> None:
         match=r"^transactions.jsonl: column 'timestamp': 1 value\(s\) .* row 2 'yesterday'$",
     ):
         load(lines)
+    # A key named like the record number's column is a column like any other.
+    (lines / "transactions.jsonl").write_text(
+        '{"customer_id": "A", "timestamp": "2024-03-01", "amount": 1, "_record": 9, "__record": 1}\n'
+    )
+    assert load(lines).con.execute("SELECT _row FROM transactions").fetchall() == [(1,)]
     for text, message in (
         ('{"customer_id": "A", "timestamp": 2024-03-01, "amount": 1}\n',
          r"not a readable JSON lines file \(line 1: not JSON: Expecting ',' delimiter"),
@@ -1095,6 +1114,13 @@ def test_json_lines_files_read_as_their_csv_twins(tmp_path: Path) -> None:
         ('{"customer_id": "A", "Amount": 2, "timestamp": "2024-03-01", "amount": 1}\n',
          r"keys 'Amount' and 'amount' name one column"),
         ("", r"no records \(expected one JSON object a line\)"),
+        ('{"customer_id": "A", "timestamp": "2024-03-01", "amount": 1}\n'
+         '{"customer_id": "A", "timestamp": "2024-03-01", "amount": 5, "amount": 7}\n',
+         r"row 2: key 'amount' twice \(expected each key once\)"),
+        ('{"customer_id": "A", "timestamp": "2024-03-01", "amount": 1, "": 2}\n',
+         r"key '': an empty name \(expected a column name\)"),
+        ('{"customer_id": "A", "timestamp": "2024-03-01", "amount": 1, "_row": "x"}\n',
+         r"key '_row': a name clm keeps for row numbers"),
     ):  # fmt: skip
         (lines / "transactions.jsonl").write_text(text)
         with pytest.raises(DataError, match=rf"^transactions.jsonl: {message}"):

@@ -414,6 +414,12 @@ def test_a_list_may_name_its_ids_as_the_column_mapping_does(tmp_path: Path) -> N
         read_customer_list(listing, names)
     listing.write_text("customer_id,client\n1,2\n")
     assert read_customer_list(listing, ())["customer_id"].tolist() == ["1"]  # no mapping: carried
+    # Compared as ids are read: spaces trimmed, a float column's whole numbers as integers.
+    listing.write_text("customer_id,client\n C1 ,C1\n")
+    assert read_customer_list(listing, names)["customer_id"].tolist() == ["C1"]
+    both_parquet = tmp_path / "both.parquet"
+    pd.DataFrame({"customer_id": ["2474", "12"], "client": [2474.0, 12.0]}).to_parquet(both_parquet)
+    assert read_customer_list(both_parquet, names)["customer_id"].tolist() == ["2474", "12"]
     both = ClmSettings(
         data={"columns": {"*": {"customer_id": "client"}, "customers": {"customer_id": "id"}}}  # type: ignore[arg-type]
     )

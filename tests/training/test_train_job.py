@@ -244,28 +244,31 @@ def test_models_show_prints_a_version_beside_its_baselines(first_run: dict, stor
         )
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    champion = client.get_model_version_by_alias("clm-churn", "champion")
-    run = client.get_run(champion.run_id)
-    shown = clm("models", "show", "churn")  # the champion by default
-    assert shown.returncode == 0, shown.stderr
-    out = shown.stdout
-    assert f"clm-churn version {champion.version}" in out and champion.run_id in out
-    assert run.data.params["evaluation_cutoff"] in out
-    assert run.data.tags["clm.decision"][:60] in " ".join(out.split())
-    gate = next(line for line in out.splitlines() if "auc_buyers (gate)" in line)
-    cells = [cell.strip() for cell in gate.strip("│ ").split("│")]
-    metrics = run.data.metrics
-    assert cells[1] == f"{metrics['auc_buyers']:.4f}"
-    baselines = sorted(
-        k[len("baseline_") : -len("_auc_buyers")]
-        for k in metrics
-        if k.startswith("baseline_") and k.endswith("_auc_buyers")
-    )
-    assert baselines and cells[2:] == [
-        f"{metrics[f'baseline_{b}_auc_buyers']:.4f}" for b in baselines
-    ]
-    same = clm("models", "show", "clm-churn", str(champion.version))
-    assert same.returncode == 0 and same.stdout == out
+    for name, gate in (("clm-churn", "auc_buyers"), ("clm-clv", "relative_mae")):
+        champion = client.get_model_version_by_alias(name, "champion")
+        run = client.get_run(champion.run_id)
+        shown = clm("models", "show", name.removeprefix("clm-"))  # the champion by default
+        assert shown.returncode == 0, shown.stderr
+        out = shown.stdout
+        assert f"{name} version {champion.version}" in out and champion.run_id in out
+        assert run.data.params["evaluation_cutoff"] in out
+        assert run.data.tags["clm.decision"][:60] in " ".join(out.split())
+        row = next(line for line in out.splitlines() if f"{gate} (gate)" in line)
+        cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+        metrics = run.data.metrics
+        assert cells[1] == f"{metrics[gate]:.4f}"
+        # Each baseline's figure under its name (baseline_x_relative_mae is not mae's).
+        baselines = sorted(
+            k[len("baseline_") : -len(gate) - 1]
+            for k in metrics
+            if k.startswith("baseline_") and k.endswith(f"_{gate}")
+        )
+        header = next(line for line in out.splitlines() if "baseline" in line and "metric" in line)
+        named = [cell.strip() for cell in header.strip("│┃ ").replace("┃", "│").split("│")]
+        assert baselines and named[2:] == [f"baseline {b}" for b in baselines]
+        assert cells[2:] == [f"{metrics[f'baseline_{b}_{gate}']:.4f}" for b in baselines]
+        same = clm("models", "show", name, f"0{champion.version}")  # as the registry reads it
+        assert same.returncode == 0 and same.stdout == out
     missing = clm("models", "show", "clm-clv", "99")
     assert missing.returncode == 1 and "has no version 99" in missing.stderr
 
