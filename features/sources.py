@@ -52,7 +52,7 @@ from features.sql import one_row, quote_text, text_list
 __all__ = ["Dataset", "attribute_name", "check_out_is_no_input", "find_table_files", "load"]
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")  # JSON lines: a record a line
-SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", *JSON_SUFFIXES)
+SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", *JSON_SUFFIXES, ".xlsx")
 EMPTY_TABLES = {  # a loaded table's columns, _row (its place in the source) first
     "events": "_row BIGINT, customer_id VARCHAR, ts TIMESTAMP, event_type VARCHAR, "
     "value DOUBLE, channel VARCHAR",
@@ -150,7 +150,7 @@ def check_out_is_no_input(out: Path, location: Path, *others: tuple[str, Path]) 
 
 
 # Files a user may have meant as tables, though they are not read: other spreadsheet forms.
-OTHER_FORMATS = (".xlsx", ".xls", ".json", ".tsv", ".txt", ".gz", ".zip")
+OTHER_FORMATS = (".xls", ".xlsm", ".json", ".tsv", ".txt", ".gz", ".zip")
 
 
 def find_table_files(folder: Path) -> dict[str, Path]:
@@ -201,8 +201,13 @@ def _csv_header(path: Path, delimiter: str = ",") -> list[str]:
         raise DataError(f"{path.name}: not UTF-8 text ({exc}); save the file as UTF-8") from exc
     if not header:
         raise DataError(f"{path.name}: the file is empty (expected a header row)")
-    # SQL names ignore case: 'customer_id' and 'Customer_ID' are one column. Empty names
-    # (the trailing commas of a spreadsheet export) name nothing.
+    _check_header(path, header, "line 1", "fields")
+    return header
+
+
+def _check_header(path: Path, header: list[str], where: str, places: str) -> None:
+    """Each column name once: SQL names ignore case ('customer_id' and 'Customer_ID' are one
+    column). Empty names (the trailing commas of a spreadsheet export) name nothing."""
     seen: dict[str, tuple[str, int]] = {}
     for position, name in enumerate(header, start=1):
         if not name.strip():
@@ -215,11 +220,83 @@ def _csv_header(path: Path, delimiter: str = ",") -> list[str]:
                 "and surrounding spaces)"
             )
             raise DataError(
-                f"{path.name}: line 1: {what}: fields {first[1]} and {position} of the "
+                f"{path.name}: {where}: {what}: {places} {first[1]} and {position} of the "
                 "header (expected each column name once)"
             )
         seen[name.strip().lower()] = (name, position)
-    return header
+
+
+def _cell_text(value: object) -> str:
+    """A worksheet cell as a CSV file would hold it: numbers as written (a whole number
+    without '.0'), dates and times in ISO form, TRUE/FALSE as true/false, empty as ''."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if hasattr(value, "isoformat"):  # a date or a time
+        return str(value.isoformat())
+    return str(value)
+
+
+def _register_excel(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None:
+    """An Excel workbook's first sheet (as a CRM or a spreadsheet exports a table): row 1
+    the header, each cell read as text as a CSV file's values are, and rows numbered as the
+    sheet numbers them (the first record is row 2, as Excel shows it). Other sheets with
+    anything in them are named in a warning."""
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # a zip that is no workbook, a password, a broken file
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path.name}: not a readable Excel workbook ({message})") from exc
+    try:
+        sheet = book.worksheets[0]
+        rows = sheet.iter_rows(values_only=True)
+        header = [_cell_text(v).strip() for v in next(rows, ())]
+        while header and not header[-1]:
+            header.pop()
+        if not any(header):
+            raise DataError(
+                f"{path.name}: sheet {sheet.title!r} is empty (expected a header row in row 1)"
+            )
+        _check_header(path, header, f"sheet {sheet.title!r} row 1", "columns")
+        width = len(header)
+        cells: list[list[str]] = [[] for _ in header]
+        numbers: list[int] = []  # each row's number in the sheet
+        for number, values in enumerate(rows, start=2):
+            texts = [_cell_text(v) for v in values]
+            if not any(texts):  # a blank row (as a blank line in a CSV file) is no row
+                continue
+            if any(texts[width:]):
+                raise DataError(
+                    f"{path.name}: sheet {sheet.title!r} row {number}: a value beyond "
+                    f"the {width} named columns (expected a header for each column)"
+                )
+            texts += [""] * (width - len(texts))
+            for column, text in zip(cells, texts, strict=False):
+                column.append(text)
+            numbers.append(number)
+        others = [s.title for s in book.worksheets[1:] if s.max_row and s.max_row > 1]
+    finally:
+        book.close()
+    arrays = {
+        name: pa.array(column, pa.string()) for name, column in zip(header, cells, strict=True)
+    }
+    table = pa.table(arrays).append_column("_row", pa.array(numbers, pa.int64()))
+    con.register(f"{view}_arrow", table)
+    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {view}_arrow")
+    if others:
+        warnings.warn(
+            f"{path}: read its first sheet {sheet.title!r}; the sheets "
+            f"{', '.join(map(repr, others))} are not read (one table a file)",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _register_csv(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None:
@@ -528,6 +605,9 @@ def _register(
         return path.name, path
     if path.name.lower().endswith(JSON_SUFFIXES):
         _register_json_lines(con, path, view)
+        return path.name, None
+    if path.name.lower().endswith(".xlsx"):
+        _register_excel(con, path, view)
         return path.name, None
     _register_parquet(con, path, view)
     return path.name, None

@@ -224,17 +224,18 @@ def test_missing_transactions_and_ambiguous_files(tmp_path: Path) -> None:
 def test_table_names_match_in_any_case_and_unread_look_alikes_are_named(tmp_path: Path) -> None:
     write_tables(tmp_path, Transactions=good_transactions(), event=[ev("a", "2024-01-01", "x")])
     (tmp_path / "EVENTS.CSV").write_text("customer_id,timestamp,event_type\na,2024-01-02,visit\n")
-    (tmp_path / "customers.xlsx").write_bytes(b"PK")
+    (tmp_path / "customers.xls").write_bytes(b"\xd0\xcf")
     (tmp_path / "notes.md").write_text("not a table")
     with pytest.warns(UserWarning) as caught:
         dataset = load(tmp_path)
     assert dataset.sources == {"transactions": "Transactions.csv", "events": "EVENTS.CSV"}
     assert dataset.row_counts == {"transactions": 3, "events": 1}
     assert sorted(str(w.message) for w in caught) == [
-        f"{tmp_path / 'customers.xlsx'}: not read (.xlsx is not a table format; save it as "
+        f"{tmp_path / 'customers.xls'}: not read (.xls is not a table format; save it as "
         "customers.csv or .parquet)",
         f"{tmp_path / 'event.csv'}: not read (table files are named transactions, events, "
-        "customers, with .parquet, .pq, .csv, .csv.gz, .jsonl, .ndjson, .jsonl.gz, .ndjson.gz)",
+        "customers, with .parquet, .pq, .csv, .csv.gz, .jsonl, .ndjson, .jsonl.gz, .ndjson.gz, "
+        ".xlsx)",
     ]
 
 
@@ -1125,3 +1126,85 @@ def test_json_lines_files_read_as_their_csv_twins(tmp_path: Path) -> None:
         (lines / "transactions.jsonl").write_text(text)
         with pytest.raises(DataError, match=rf"^transactions.jsonl: {message}"):
             load(lines)
+
+
+def _workbook(path: Path, *sheets: tuple[str, list[list[object]]]) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets:
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    book.save(path)
+
+
+def test_excel_workbooks_read_as_their_csv_twins_with_sheet_rows(tmp_path: Path) -> None:
+    from datetime import date
+
+    from clm.settings import ClmSettings
+    from features.snapshots import build_snapshot
+
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    (csv / "transactions.csv").write_text(
+        "customer_id,timestamp,amount\n1001,2024-03-01 10:30:00,19.99\n"
+        "A7,2024-03-02,5\nA7,2024-03-09,-2.5\n"
+    )
+    (csv / "customers.csv").write_text(
+        "customer_id,signup_date,tier,age\n1001,2024-01-01,gold,31\nA7,,silver,\n"
+    )
+    book = tmp_path / "xlsx"
+    book.mkdir()
+    _workbook(  # cells typed as Excel types them: numbers, dates, text
+        book / "transactions.xlsx",
+        ("Orders", [
+            ["customer_id", "timestamp", "amount"],
+            [1001, datetime(2024, 3, 1, 10, 30), 19.99],
+            [None, None, None],  # a blank row is no row
+            ["A7", date(2024, 3, 2), 5.0],
+            ["A7", "2024-03-09", -2.5],
+        ]),
+        ("Notes", [["exported by the CRM"], ["on 2024-04-01"]]),
+    )  # fmt: skip
+    _workbook(
+        book / "customers.xlsx",
+        ("Sheet1", [
+            ["customer_id", "signup_date", "tier", "age"],
+            [1001, date(2024, 1, 1), "gold", 31],
+            ["A7", None, "silver", None],
+        ]),
+    )  # fmt: skip
+    as_of, settings = date(2024, 4, 1), ClmSettings()
+    expected = build_snapshot(load(csv), as_of=as_of, settings=settings)
+    with pytest.warns(UserWarning) as caught:
+        data = load(book)
+    assert [str(w.message) for w in caught] == [
+        f"{book / 'transactions.xlsx'}: read its first sheet 'Orders'; the sheets 'Notes' are "
+        "not read (one table a file)"
+    ]
+    assert data.attributes == {"attr_tier": "category", "attr_age": "numeric"}
+    pd.testing.assert_frame_equal(build_snapshot(data, as_of=as_of, settings=settings), expected)
+    # Rows are named as Excel numbers them (the header is row 1; blank rows count).
+    rows = data.con.execute("SELECT _row, customer_id FROM transactions ORDER BY _row")
+    assert rows.fetchall() == [(2, "1001"), (4, "A7"), (5, "A7")]
+    bad = book / "bad"
+    bad.mkdir()
+    for sheet, message in (
+        ([["customer_id", "timestamp", "amount"], ["a", "2024-03-01", 1], [], ["b", "soon", 2]],
+         r"^transactions.xlsx: column 'timestamp': 1 value\(s\) not an ISO date .* row 4 'soon'$"),
+        ([["customer_id", "timestamp", "amount"], ["a", "2024-03-01", 1, "x"]],
+         r"^transactions.xlsx: sheet 'Sheet' row 2: a value beyond the 3 named columns"),
+        ([["customer_id", "timestamp", "amount", "Amount"]],
+         r"^transactions.xlsx: sheet 'Sheet' row 1: columns 'amount' and 'Amount' name one column"),
+        ([], r"^transactions.xlsx: sheet 'Sheet' is empty \(expected a header row in row 1\)$"),
+        ([["customer_id", "timestamp", "amount"], ["a", "2024-03-01", True]],
+         r"column 'amount': 1 value\(s\) not a finite number .*row 2 'true'"),
+    ):  # fmt: skip
+        _workbook(bad / "transactions.xlsx", ("Sheet", sheet))
+        with pytest.raises(DataError, match=message):
+            load(bad)
+    (bad / "transactions.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
+    with pytest.raises(DataError, match=r"^transactions.xlsx: not a readable Excel workbook \("):
+        load(bad)
