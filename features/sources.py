@@ -243,6 +243,11 @@ def _cell_text(value: object) -> str:
 
 
 def _register_excel(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None:
+    con.register(f"{view}_arrow", excel_table(path))
+    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {view}_arrow")
+
+
+def excel_table(path: Path) -> pa.Table:
     """An Excel workbook's first sheet (as a CRM or a spreadsheet exports a table): row 1
     the header, each cell read as text as a CSV file's values are, and rows numbered as the
     sheet numbers them (the first record is row 2, as Excel shows it). Other sheets with
@@ -287,16 +292,14 @@ def _register_excel(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> No
     arrays = {
         name: pa.array(column, pa.string()) for name, column in zip(header, cells, strict=True)
     }
-    table = pa.table(arrays).append_column("_row", pa.array(numbers, pa.int64()))
-    con.register(f"{view}_arrow", table)
-    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {view}_arrow")
     if others:
         warnings.warn(
             f"{path}: read its first sheet {sheet.title!r}; the sheets "
             f"{', '.join(map(repr, others))} are not read (one table a file)",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
+    return pa.table(arrays).append_column("_row", pa.array(numbers, pa.int64()))
 
 
 def _register_csv(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None:

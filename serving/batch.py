@@ -50,7 +50,7 @@ from features.snapshots import (
     fill_absent_event_types,
     new_customer_row,
 )
-from features.sources import Dataset, check_out_is_no_input, load_with
+from features.sources import Dataset, check_out_is_no_input, excel_table, load_with
 from features.sql import as_of_datetime
 from features.stages import STAGES
 from serving.decision import NO_ACTION, Decisions, apply_budget
@@ -124,9 +124,10 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
     if not path.is_file():
         raise DataError(f"{path}: customer list not found")
     lowered = path.name.lower()
-    if not lowered.endswith((".parquet", ".pq", ".csv", ".csv.gz")):
-        raise DataError(f"{path}: expected a .csv, .csv.gz or .parquet customer list")
+    if not lowered.endswith((".parquet", ".pq", ".csv", ".csv.gz", ".xlsx")):
+        raise DataError(f"{path}: expected a .csv, .csv.gz, .parquet or .xlsx customer list")
     is_csv = lowered.endswith((".csv", ".csv.gz"))
+    sheet_rows: list[int] | None = None  # a workbook's rows as Excel numbers them
     wanted = {name.casefold() for name in ("customer_id", *id_names)}
     try:
         if is_csv:
@@ -144,8 +145,14 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
                     keep_default_na=False,
                     index_col=False,
                 )
+        elif lowered.endswith(".xlsx"):  # a campaign list from a spreadsheet: cells as text
+            sheet = excel_table(path)
+            sheet_rows = sheet.column("_row").to_pylist()
+            frame = sheet.drop_columns(["_row"]).to_pandas()
         else:
             frame = pd.read_parquet(path)
+    except DataError:
+        raise
     except pd.errors.ParserWarning as exc:
         raise DataError(
             f"{path}: not a readable customer list "
@@ -158,7 +165,8 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
     label = "customer_id"  # how messages name the ids' column
     if "customer_id" in frame.columns:
         mapped = [name for name in id_names if name in frame.columns]
-        _refuse_differing_id_columns(frame, mapped, path, is_csv)
+        places = _list_places(path if is_csv else None, sheet_rows)
+        _refuse_differing_id_columns(frame, mapped, path, places)
     else:
         mapped = [name for name in id_names if name in frame.columns]
         if len(mapped) > 1:
@@ -177,9 +185,7 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
     if frame.empty:
         raise DataError(f"{path}: the customer list has no rows (expected one customer a row)")
 
-    def places(rows: list[int]) -> str:
-        return ", ".join(row_places(path if is_csv else None, rows).values())
-
+    places = _list_places(path if is_csv else None, sheet_rows)
     ids = _id_text(frame["customer_id"], path, places)
     # A missing-value marker (NULL, N/A) is no id, as the data's logs refuse it.
     empty = ids.isna() | (ids == "") | ids.str.lower().isin(MISSING_MARKERS)
@@ -201,17 +207,24 @@ def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFra
     return frame
 
 
+def _list_places(csv_path: Path | None, sheet_rows: list[int] | None) -> Callable[[list[int]], str]:
+    """How a list's messages name its rows (1-based): with a CSV file's lines, or as a
+    workbook's sheet numbers them."""
+
+    def places(rows: list[int]) -> str:
+        if sheet_rows is not None:
+            return ", ".join(f"row {sheet_rows[r - 1]}" for r in rows)
+        return ", ".join(row_places(csv_path, rows).values())
+
+    return places
+
+
 def _refuse_differing_id_columns(
-    frame: pd.DataFrame, mapped: list[str], path: Path, is_csv: bool
+    frame: pd.DataFrame, mapped: list[str], path: Path, places: Callable[[list[int]], str]
 ) -> None:
     """A list with both ``customer_id`` and a column the mapping reads as ``customer_id`` is
     ambiguous unless the two hold the same ids, read as ids are (2474.0 is 2474, spaces
     trimmed): a scored list carrying its source column."""
-    csv_path = path if is_csv else None
-
-    def places(rows: list[int]) -> str:
-        return ", ".join(row_places(csv_path, rows).values())
-
     ids = _id_text(frame["customer_id"], path, places).fillna("")
     for name in mapped:
         other = _id_text(frame[name], path, places).fillna("")

@@ -57,3 +57,16 @@ def features(
         data, as_of=date.fromisoformat(as_of), settings=settings or ClmSettings(), labels=labels
     )
     return frame.set_index("customer_id")
+
+
+def workbook(path: Path, *sheets: tuple[str, list[list[object]]]) -> None:
+    """An Excel workbook with these sheets (title, rows), as a spreadsheet saves it."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets:
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    book.save(path)

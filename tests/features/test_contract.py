@@ -12,7 +12,7 @@ import pytest
 
 from clm.errors import DataError
 from features.sources import load
-from tests.helpers import ev, tx, write_tables
+from tests.helpers import ev, tx, workbook, write_tables
 
 
 def good_transactions(n: int = 3) -> list[dict[str, object]]:
@@ -1128,18 +1128,6 @@ def test_json_lines_files_read_as_their_csv_twins(tmp_path: Path) -> None:
             load(lines)
 
 
-def _workbook(path: Path, *sheets: tuple[str, list[list[object]]]) -> None:
-    import openpyxl
-
-    book = openpyxl.Workbook()
-    book.remove(book.active)
-    for title, rows in sheets:
-        sheet = book.create_sheet(title)
-        for row in rows:
-            sheet.append(row)
-    book.save(path)
-
-
 def test_excel_workbooks_read_as_their_csv_twins_with_sheet_rows(tmp_path: Path) -> None:
     from datetime import date
 
@@ -1157,7 +1145,7 @@ def test_excel_workbooks_read_as_their_csv_twins_with_sheet_rows(tmp_path: Path)
     )
     book = tmp_path / "xlsx"
     book.mkdir()
-    _workbook(  # cells typed as Excel types them: numbers, dates, text
+    workbook(  # cells typed as Excel types them: numbers, dates, text
         book / "transactions.xlsx",
         ("Orders", [
             ["customer_id", "timestamp", "amount"],
@@ -1168,7 +1156,7 @@ def test_excel_workbooks_read_as_their_csv_twins_with_sheet_rows(tmp_path: Path)
         ]),
         ("Notes", [["exported by the CRM"], ["on 2024-04-01"]]),
     )  # fmt: skip
-    _workbook(
+    workbook(
         book / "customers.xlsx",
         ("Sheet1", [
             ["customer_id", "signup_date", "tier", "age"],
@@ -1202,7 +1190,7 @@ def test_excel_workbooks_read_as_their_csv_twins_with_sheet_rows(tmp_path: Path)
         ([["customer_id", "timestamp", "amount"], ["a", "2024-03-01", True]],
          r"column 'amount': 1 value\(s\) not a finite number .*row 2 'true'"),
     ):  # fmt: skip
-        _workbook(bad / "transactions.xlsx", ("Sheet", sheet))
+        workbook(bad / "transactions.xlsx", ("Sheet", sheet))
         with pytest.raises(DataError, match=message):
             load(bad)
     (bad / "transactions.xlsx").write_bytes(b"PK\x03\x04 not a workbook")

@@ -23,6 +23,7 @@ from clm.settings import ClmSettings
 from features.snapshots import build_snapshot
 from features.sources import load
 from serving.batch import VERSION_COLUMNS, BatchRequest, output_fields, score_batch
+from tests.helpers import workbook
 from tests.serving.conftest import AS_OF, Deployment
 
 pytestmark = pytest.mark.slow
@@ -414,6 +415,15 @@ def test_a_list_may_name_its_ids_as_the_column_mapping_does(tmp_path: Path) -> N
         read_customer_list(listing, names)
     listing.write_text("customer_id,client\n1,2\n")
     assert read_customer_list(listing, ())["customer_id"].tolist() == ["1"]  # no mapping: carried
+    # A campaign list kept in Excel: cells as text (ids as written), rows as the sheet numbers them.
+    sheet = tmp_path / "campaign.xlsx"
+    workbook(sheet, ("List", [["Customer_ID", "offer"], [7, "10% off"], [None, None], ["A1", 5]]))
+    frame = read_customer_list(sheet)
+    assert frame.columns.tolist() == ["customer_id", "offer"]
+    assert frame.to_dict("list") == {"customer_id": ["7", "A1"], "offer": ["10% off", "5"]}
+    workbook(sheet, ("List", [["customer_id"], ["A1"], ["B2"], ["A1"]]))
+    with pytest.raises(DataError, match=r"1 duplicated ids, first 'A1' at row 2, row 4; each"):
+        read_customer_list(sheet)
     # Compared as ids are read: spaces trimmed, a float column's whole numbers as integers.
     listing.write_text("customer_id,client\n C1 ,C1\n")
     assert read_customer_list(listing, names)["customer_id"].tolist() == ["C1"]
