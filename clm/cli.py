@@ -92,7 +92,9 @@ ConfigOption = Annotated[
 DataOption = Annotated[
     Path,
     typer.Option(
-        "--data", help="Folder with transactions/events/customers (.csv or .parquet) or a .duckdb"
+        "--data",
+        help="Folder with transactions/events/customers (.csv, .parquet, .jsonl or .xlsx) "
+        "or a .duckdb",
     ),
 ]
 AsOfOption = Annotated[
@@ -272,7 +274,7 @@ def score(
         Path | None,
         typer.Option(
             "--customers",
-            help="CSV/Parquet list with a customer_id column, or its mapped name "
+            help="CSV/Parquet/Excel list with a customer_id column, or its mapped name "
             "(default: every known customer).",
         ),
     ] = None,

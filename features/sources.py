@@ -1,11 +1,13 @@
-"""The only module that reads raw data: CSV or Parquet files in a folder, or a DuckDB database.
+"""The only module that reads raw data: CSV, Parquet, JSON lines or Excel files in a folder, or
+a DuckDB database.
 
 :func:`load` reads ``transactions`` (required), ``events`` and ``customers`` (optional), renames
 columns by the mapping, validates them against the contract and leaves them, typed, as DuckDB
-tables ``transactions(customer_id, ts, amount, order_id, channel)``,
+tables ``transactions(customer_id, ts, amount, order_id, channel, status)``,
 ``events(customer_id, ts, event_type, value, channel)`` and
 ``customers(customer_id, signup_date, attr_*)`` in an in-memory connection. Timestamps are
-naive UTC (a naive input is taken as UTC; an input with an offset is converted).
+naive local times of ``data.timezone`` (UTC by default: a naive input is taken as that
+zone's; an input with an offset is converted to it).
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ class BatchSummary:
 
 
 def read_customer_list(path: Path, id_names: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A CSV or Parquet list with a ``customer_id`` column (other columns are carried).
+    """A CSV, Parquet or Excel list with a ``customer_id`` column (other columns are carried).
 
     ``id_names``: the columns the data's mapping reads as ``customer_id``; a list without a
     ``customer_id`` column may name its ids so (a list exported from the same system)."""
