@@ -77,14 +77,15 @@ def validate_data(location: Path, settings: ClmSettings) -> sources.Dataset:
         (table, f"{_rows(dataset.row_counts.get(table, 0))} from {label}")
         for table, label in dataset.sources.items()
     ]
-    rows.append(("period", f"{first} .. {last}"))
+    zone = "" if dataset.timezone == "UTC" else f" ({dataset.timezone} local time)"
+    rows.append(("period", f"{first} .. {last}{zone}"))
     if dataset.has("events"):
         rows.append(("event types", ", ".join(types) or "none"))
     if dataset.attributes:
         attrs = ", ".join(f"{k} ({v})" for k, v in dataset.attributes.items())
         rows.append(("customer attributes", attrs))
     for table, unread in dataset.unread.items():
-        if unread:  # e.g. a status column: refunds are read from negative amounts only
+        if unread:  # e.g. a notes column, or a status the mapping does not name
             shown = ", ".join(unread[:8]) + (
                 f" and {len(unread) - 8} more" if len(unread) > 8 else ""
             )

@@ -443,6 +443,12 @@ def test_amounts_in_cents_are_read_as_currency_units_with_amount_scale(tmp_path:
     unscaled = clm("--config", "/dev/null", *args)
     assert unscaled.returncode == 0, unscaled.stderr
     assert pd.read_csv(out).set_index("customer_id").loc["a", "total_spend"] == 2500
+    config.write_text('[data]\namount_scale = 0.01\ntimezone = "Europe/Berlin"\n')
+    validated = clm("--config", str(config), "data", "validate", "--data", str(data))
+    assert validated.returncode == 0, validated.stderr
+    assert "2024-01-01 00:00:00 .. 2024-01-20 00:00:00 (Europe/Berlin local time)" in " ".join(
+        validated.stdout.split()
+    )
     config.write_text("[data]\namount_scale = 0\n")
     refused = clm("--config", str(config), *args)
     assert refused.returncode != 0
