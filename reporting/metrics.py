@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from clm.errors import DataError
 from clm.settings import ClmSettings
+from features.segments import SEGMENTS, RfmScale
 from features.snapshots import build_snapshot
 from features.sources import Dataset, attribute_name
 from features.sql import text_list, ts_literal
@@ -42,22 +43,6 @@ _RANK["churned"] = 2
 _BUYING = ("purchase", "retention", "advocacy")
 SCORE_COLUMNS = ("customer_id", "stage", "churn_probability", "churn_risk", "clv", "action")
 RISK_BANDS = ("low", "medium", "high", "prospect")
-
-# R and F scores (1-5, 5 = most recent / most frequent) -> segment; first match wins.
-_SEGMENTS: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (
-    ("champions", (5,), (4, 5)),
-    ("loyal", (3, 4), (4, 5)),
-    ("potential loyalists", (4, 5), (2, 3)),
-    ("new", (5,), (1,)),
-    ("promising", (4,), (1,)),
-    ("need attention", (3,), (3,)),
-    ("about to sleep", (3,), (1, 2)),
-    ("can't lose", (1, 2), (5,)),
-    ("at risk", (1, 2), (3, 4)),
-    ("hibernating", (2,), (1, 2)),
-    ("lost", (1,), (1, 2)),
-)
-SEGMENTS = tuple(name for name, _, _ in _SEGMENTS)
 
 
 @dataclass
@@ -320,24 +305,10 @@ def _cohorts(
     return retention, churn.astype({"buyers": int, "churned": int})
 
 
-def _quintile(values: pd.Series, *, higher_is_better: bool) -> pd.Series:
-    """1-5 by percentile rank, 5 = best; ties share the lowest rank of their group, so when
-    most buyers bought once they all score F 1 (not an average that makes them look loyal)."""
-    pct = values.rank(pct=True, method="min", ascending=higher_is_better)
-    return pd.Series(np.ceil(pct * 5).clip(1, 5).astype(int), index=values.index)
-
-
 def rfm_segments(recency_days: pd.Series, frequency: pd.Series) -> pd.Series:
-    """The classic R x F segment of each buyer: R and F scores 1-5 by quintile (R from the
-    days since the last purchase, fewer is better; F from purchase days), then the grid of
-    :data:`SEGMENTS` (champions: R 5 and F 4-5; lost: R 1 and F 1-2; ...)."""
-    r = _quintile(recency_days, higher_is_better=False)
-    f = _quintile(frequency, higher_is_better=True)
-    segment = pd.Series(pd.NA, index=recency_days.index, dtype="object")
-    for name, rs, fs in _SEGMENTS:
-        hit = segment.isna() & r.isin(rs) & f.isin(fs)
-        segment[hit] = name
-    return segment.fillna("other")
+    """The classic R x F segment of each buyer among these buyers (features.segments)."""
+    scale = RfmScale.of(recency_days, frequency)
+    return pd.Series(scale.segments(recency_days, frequency), index=recency_days.index)
 
 
 def _rfm(customers: pd.DataFrame) -> pd.DataFrame:

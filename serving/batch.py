@@ -42,6 +42,7 @@ from features.contract import (
     ragged_record,
     row_places,
 )
+from features.segments import RfmScale
 from features.snapshots import (
     build_snapshot,
     check_champion_features,
@@ -409,13 +410,24 @@ def _rows_to_score(
     return rows, known, carried
 
 
-def score_frame(ids: np.ndarray, known: np.ndarray, s: Scores, reasons: list[str]) -> pd.DataFrame:
+def segments_of(rows: pd.DataFrame, scale: RfmScale) -> np.ndarray:
+    """The RFM segment of each row (None for a customer who never bought)."""
+    return scale.segments(
+        rows["days_since_last_purchase"].to_numpy(dtype=float, na_value=np.nan),
+        rows["purchase_days"].to_numpy(dtype=float, na_value=np.nan),
+    )
+
+
+def score_frame(
+    ids: np.ndarray, known: np.ndarray, s: Scores, reasons: list[str], segments: np.ndarray
+) -> pd.DataFrame:
     """The output rows of a chunk (the columns of the README's batch section)."""
     out = pd.DataFrame(
         {
             "customer_id": ids,
             "known": known,
             "stage": s.stage,
+            "rfm_segment": segments,
             "churn_probability": s.churn_probability,
             "churn_risk": s.churn_risk,
             "next_stage": s.next_stage.astype(str),
@@ -577,7 +589,7 @@ def output_fields(reasons: int) -> list[tuple[str, str]]:
     """The columns of :func:`score_frame`, in order, with their Spark SQL types (the one list
     of them: the Spark engine's schema is built from it)."""
     fields = [("customer_id", "string"), ("known", "boolean"), ("stage", "string"),
-              ("churn_probability", "double"), ("churn_risk", "string"),
+              ("rfm_segment", "string"), ("churn_probability", "double"), ("churn_risk", "string"),
               ("next_stage", "string")]  # fmt: skip
     fields += [(f"probability_{stage}", "double") for stage in STAGES]
     fields += [("expected_purchases", "double"), ("expected_spend", "double"), ("clv", "double"),
@@ -689,6 +701,8 @@ def score_batch(
         scorer.columns, dataset, as_of=request.as_of, settings=settings, event_types=types
     )
     scoring_started = time.perf_counter()
+    # Segments rank each customer among every buyer at the cutoff, listed or not.
+    scale = RfmScale.of(snapshot["days_since_last_purchase"], snapshot["purchase_days"])
     rows, known, carried = _rows_to_score(listing, snapshot, new_customer)
     names = scorer.columns
     fill_absent_event_types(rows, names, settings)
@@ -711,7 +725,7 @@ def score_batch(
                 )
                 frame = score_frame(
                     chunk["customer_id"].to_numpy(), known[start : start + CHUNK_ROWS], scores,
-                    scorer.reason_feature,
+                    scorer.reason_feature, segments_of(chunk, scale),
                 )  # fmt: skip
                 for name, version in champions.versions.items():
                     frame[f"version_{name.removeprefix('clm-')}"] = version

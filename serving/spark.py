@@ -33,6 +33,7 @@ import pandas as pd
 from clm.errors import DataError
 from clm.settings import ClmSettings
 from features.rollups import ROLLUPS
+from features.segments import RfmScale, scale_at
 from features.snapshots import (
     check_champion_features,
     check_trained_event_types,
@@ -151,9 +152,10 @@ def _score_batches(
     versions: dict[str, str],
     horizon_days: int | None,
     clv_horizon_days: int | None,
+    scale: RfmScale,
 ) -> Any:
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from serving.batch import feature_columns, fill_new_customers, score_frame
+        from serving.batch import feature_columns, fill_new_customers, score_frame, segments_of
 
         scorer = _scorer(settings, new_customer, versions)
         for batch in batches:
@@ -163,7 +165,8 @@ def _score_batches(
             columns = feature_columns(batch, scorer.text, scorer.columns)
             scores = scorer.compute(columns, horizon_days, clv_horizon_days)
             ids = batch["customer_id"].to_numpy()
-            yield score_frame(ids, known, scores, scorer.reason_feature)
+            segments = segments_of(batch, scale)
+            yield score_frame(ids, known, scores, scorer.reason_feature, segments)
 
     return score
 
@@ -195,6 +198,9 @@ def score_with_spark(
     check_trained_event_types(
         names, dataset, as_of=request.as_of, settings=settings, event_types=types
     )
+    # The buyers' recency and frequency, as the segments rank them (from DuckDB's rollup:
+    # Spark's snapshot would be built twice to collect them).
+    scale = scale_at(dataset.con, request.as_of)
     session = spark_session(settings)  # after the checks: bad data is refused at once
     with tempfile.TemporaryDirectory(prefix="clm-spark-") as tmp:
         _register(session, dataset, Path(tmp))
@@ -219,6 +225,7 @@ def score_with_spark(
                 dict(versions),
                 request.horizon_days,
                 request.clv_horizon_days,
+                scale,
             ),
             schema=_output_schema(settings.serving.reasons),
         ).cache()

@@ -79,6 +79,29 @@ def test_parquet_metadata_and_rows_name_the_model_versions(
     assert frame.columns.tolist() == [*fields, *VERSION_COLUMNS]
 
 
+def test_rfm_segments_rank_each_customer_among_every_buyer(
+    deployment: Deployment, everyone: pd.DataFrame, tmp_path: Path
+) -> None:
+    from reporting.metrics import rfm_segments
+
+    snapshot = build_snapshot(
+        load(deployment.data), as_of=date(2025, 7, 1), settings=ClmSettings()
+    ).set_index("customer_id")
+    buyers = snapshot[snapshot["days_since_last_purchase"].notna()]
+    expected = rfm_segments(buyers["days_since_last_purchase"], buyers["purchase_days"])
+    scored = everyone.set_index("customer_id")["rfm_segment"]
+    assert scored.reindex(buyers.index).tolist() == expected.tolist()
+    assert scored.drop(buyers.index).isna().all()  # never bought: no segment
+    assert {"champions", "lost"} <= set(scored.dropna())
+    # A list's customers keep their segment among all buyers, not among the list's.
+    listed = [*expected[expected == "lost"].index[:2], *expected[expected == "champions"].index[:2]]
+    listing = tmp_path / "list.csv"
+    pd.DataFrame({"customer_id": [*listed, "brand-new"]}).to_csv(listing, index=False)
+    out = run(deployment, tmp_path / "out.csv", customers=listing)
+    assert out["rfm_segment"].tolist()[:4] == ["lost", "lost", "champions", "champions"]
+    assert pd.isna(out["rfm_segment"].iloc[4])
+
+
 def test_customer_list_keeps_order_flags_unknown_ids_and_carries_columns(
     deployment: Deployment, everyone: pd.DataFrame, tmp_path: Path
 ) -> None:

@@ -1,0 +1,102 @@
+"""RFM segments: the classic R x F grid marketing teams act on (champions, at risk, lost, ...).
+
+R and F are scores 1-5 by quintile among the buyers at the cutoff (R from the days since the
+last purchase, fewer is better; F from purchase days, more is better). Ties share the lowest
+score of their group, so when most buyers bought once they all score F 1 (not an average
+that makes them look loyal). :class:`RfmScale` keeps the buyers' sorted values, so that one
+customer, or a chunk of a list, is scored against the whole population as the report scores
+everyone at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import duckdb
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from features.rollups import ensure_rollups
+from features.sql import date_literal
+
+__all__ = ["SEGMENTS", "RfmScale", "scale_at"]
+
+# R and F scores -> segment; the first match wins; a buyer matching none is "other".
+GRID: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (
+    ("champions", (5,), (4, 5)),
+    ("loyal", (3, 4), (4, 5)),
+    ("potential loyalists", (4, 5), (2, 3)),
+    ("new", (5,), (1,)),
+    ("promising", (4,), (1,)),
+    ("need attention", (3,), (3,)),
+    ("about to sleep", (3,), (1, 2)),
+    ("can't lose", (1, 2), (5,)),
+    ("at risk", (1, 2), (3, 4)),
+    ("hibernating", (2,), (1, 2)),
+    ("lost", (1,), (1, 2)),
+)
+SEGMENTS = tuple(name for name, _, _ in GRID)
+
+
+def _score(rank_min: NDArray[np.float64], count: int) -> NDArray[np.int64]:
+    """1-5 from a 1-based rank (ties at the lowest), as pandas' rank(pct=True) then ceil."""
+    return np.clip(np.ceil(rank_min / count * 5), 1, 5).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class RfmScale:
+    """The buyers' sorted recency (days since the last purchase) and frequency (purchase
+    days) at one cutoff: what each customer's R and F scores are ranked against."""
+
+    recency: NDArray[np.float64]
+    frequency: NDArray[np.float64]
+
+    @classmethod
+    def of(cls, recency_days: ArrayLike, frequency: ArrayLike) -> RfmScale:
+        """The scale of a population; customers without a purchase (no recency) are no
+        buyers and take no part."""
+        recency = np.asarray(recency_days, dtype=np.float64)
+        freq = np.asarray(frequency, dtype=np.float64)
+        buyers = ~np.isnan(recency)
+        return cls(np.sort(recency[buyers]), np.sort(freq[buyers]))
+
+    def scores(
+        self, recency_days: ArrayLike, frequency: ArrayLike
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """R and F scores (1-5, 5 best) of these customers among the scale's buyers."""
+        recency = np.asarray(recency_days, dtype=np.float64)
+        freq = np.asarray(frequency, dtype=np.float64)
+        count = max(len(self.recency), 1)
+        # R: fewer days is better, so the rank counts the buyers with more days.
+        r_rank = len(self.recency) - np.searchsorted(self.recency, recency, side="right") + 1
+        f_rank = np.searchsorted(self.frequency, freq, side="left") + 1
+        return _score(r_rank.astype(np.float64), count), _score(f_rank.astype(np.float64), count)
+
+    def segments(self, recency_days: ArrayLike, frequency: ArrayLike) -> NDArray[np.object_]:
+        """Each customer's segment; None for one who never bought (no recency)."""
+        recency = np.asarray(recency_days, dtype=np.float64)
+        r, f = self.scores(recency, frequency)
+        out = np.full(len(recency), None, dtype=object)
+        for name, rs, fs in reversed(GRID):  # the first match wins: written last
+            out[np.isin(r, rs) & np.isin(f, fs)] = name
+        out[(out == None) & ~np.isnan(recency)] = "other"  # noqa: E711 (elementwise)
+        out[np.isnan(recency)] = None
+        return out
+
+
+def scale_at(con: duckdb.DuckDBPyConnection, as_of: date) -> RfmScale:
+    """The scale of every buyer before ``as_of`` in a loaded dataset's connection, read from
+    the purchase-day rollup as features.rfm reads it (for an engine that builds the features
+    elsewhere: Spark)."""
+    ensure_rollups(con)
+    today = date_literal(as_of)
+    recency, frequency = (
+        con.execute(
+            f"SELECT date_diff('day', max(day), {today}) AS r, count(*) AS f FROM purchase_days "
+            f"WHERE day < {today} GROUP BY customer_id"
+        )
+        .fetchnumpy()
+        .values()
+    )
+    return RfmScale.of(recency, frequency)
