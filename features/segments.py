@@ -44,13 +44,23 @@ def _score(rank_min: NDArray[np.float64], count: int) -> NDArray[np.int64]:
     return np.clip(np.ceil(rank_min / count * 5), 1, 5).astype(np.int64)
 
 
+def _counted(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """The distinct values, sorted, and how many values lie below each (and below none:
+    the total, last): a few hundred numbers however many buyers there are."""
+    distinct, counts = np.unique(values, return_counts=True)
+    return distinct, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class RfmScale:
-    """The buyers' sorted recency (days since the last purchase) and frequency (purchase
-    days) at one cutoff: what each customer's R and F scores are ranked against."""
+    """The buyers' recency (days since the last purchase) and frequency (purchase days) at
+    one cutoff, as distinct values with cumulative counts: what each customer's R and F
+    scores are ranked against (small enough to ship to every Spark task)."""
 
     recency: NDArray[np.float64]
+    recency_below: NDArray[np.int64]
     frequency: NDArray[np.float64]
+    frequency_below: NDArray[np.int64]
 
     @classmethod
     def of(cls, recency_days: ArrayLike, frequency: ArrayLike) -> RfmScale:
@@ -58,8 +68,12 @@ class RfmScale:
         buyers and take no part."""
         recency = np.asarray(recency_days, dtype=np.float64)
         freq = np.asarray(frequency, dtype=np.float64)
-        buyers = ~np.isnan(recency)
-        return cls(np.sort(recency[buyers]), np.sort(freq[buyers]))
+        buyers = ~np.isnan(recency) & ~np.isnan(freq)
+        return cls(*_counted(recency[buyers]), *_counted(freq[buyers]))
+
+    @property
+    def buyers(self) -> int:
+        return int(self.recency_below[-1])
 
     def scores(
         self, recency_days: ArrayLike, frequency: ArrayLike
@@ -67,21 +81,25 @@ class RfmScale:
         """R and F scores (1-5, 5 best) of these customers among the scale's buyers."""
         recency = np.asarray(recency_days, dtype=np.float64)
         freq = np.asarray(frequency, dtype=np.float64)
-        count = max(len(self.recency), 1)
+        count = max(self.buyers, 1)
         # R: fewer days is better, so the rank counts the buyers with more days.
-        r_rank = len(self.recency) - np.searchsorted(self.recency, recency, side="right") + 1
-        f_rank = np.searchsorted(self.frequency, freq, side="left") + 1
-        return _score(r_rank.astype(np.float64), count), _score(f_rank.astype(np.float64), count)
+        above = self.buyers - self.recency_below[np.searchsorted(self.recency, recency, "right")]
+        below = self.frequency_below[np.searchsorted(self.frequency, freq, "left")]
+        return _score((above + 1).astype(np.float64), count), _score(
+            (below + 1).astype(np.float64), count
+        )
 
     def segments(self, recency_days: ArrayLike, frequency: ArrayLike) -> NDArray[np.object_]:
         """Each customer's segment; None for one who never bought (no recency)."""
         recency = np.asarray(recency_days, dtype=np.float64)
-        r, f = self.scores(recency, frequency)
+        freq = np.asarray(frequency, dtype=np.float64)
+        r, f = self.scores(recency, freq)
         out = np.full(len(recency), None, dtype=object)
         for name, rs, fs in reversed(GRID):  # the first match wins: written last
             out[np.isin(r, rs) & np.isin(f, fs)] = name
-        out[(out == None) & ~np.isnan(recency)] = "other"  # noqa: E711 (elementwise)
-        out[np.isnan(recency)] = None
+        bought = ~np.isnan(recency) & ~np.isnan(freq)
+        out[(out == None) & bought] = "other"  # noqa: E711 (elementwise)
+        out[~bought] = None
         return out
 
 

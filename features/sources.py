@@ -22,6 +22,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -228,15 +229,24 @@ def _check_header(path: Path, header: list[str], where: str, places: str) -> Non
         seen[name.strip().lower()] = (name, position)
 
 
-def _cell_text(value: object) -> str:
-    """A worksheet cell as a CSV file would hold it: numbers as written (a whole number
-    without '.0'), dates and times in ISO form, TRUE/FALSE as true/false, empty as ''."""
+ZEROS = re.compile(r"0+")  # a number format that pads with leading zeros (000123)
+
+
+def _cell_text(value: object, number_format: str | None = None) -> str:
+    """A worksheet cell's value as text: a whole number without '.0', and with the leading
+    zeros its number format shows (a code formatted 000000), dates and times in ISO form,
+    TRUE/FALSE as true/false, empty as ''."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
+        value = int(value)
+    if isinstance(value, int):
+        text = str(value)
+        if number_format and ZEROS.fullmatch(number_format) and value >= 0:
+            return text.zfill(len(number_format))
+        return text
     if isinstance(value, datetime):
         return value.isoformat(sep=" ")
     if hasattr(value, "isoformat"):  # a date or a time
@@ -249,11 +259,21 @@ def _register_excel(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> No
     con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {view}_arrow")
 
 
+def _column_letter(index: int) -> str:
+    """Excel's name of a 1-based column: 1 A, 27 AA."""
+    letters = ""
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
 def excel_table(path: Path) -> pa.Table:
     """An Excel workbook's first sheet (as a CRM or a spreadsheet exports a table): row 1
-    the header, each cell read as text as a CSV file's values are, and rows numbered as the
-    sheet numbers them (the first record is row 2, as Excel shows it). Other sheets with
-    anything in them are named in a warning."""
+    the header, each cell's value as text (:func:`_cell_text`), and rows numbered as the
+    sheet numbers them (the first record is row 2, as Excel shows it). A cell holding an
+    error (#REF!, #DIV/0!) is refused by its place; other sheets with anything in them are
+    named in a warning."""
     import openpyxl
 
     try:
@@ -262,46 +282,83 @@ def excel_table(path: Path) -> pa.Table:
         message = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{path.name}: not a readable Excel workbook ({message})") from exc
     try:
-        sheet = book.worksheets[0]
-        rows = sheet.iter_rows(values_only=True)
-        header = [_cell_text(v).strip() for v in next(rows, ())]
-        while header and not header[-1]:
-            header.pop()
-        if not any(header):
-            raise DataError(
-                f"{path.name}: sheet {sheet.title!r} is empty (expected a header row in row 1)"
-            )
-        _check_header(path, header, f"sheet {sheet.title!r} row 1", "columns")
-        width = len(header)
-        cells: list[list[str]] = [[] for _ in header]
-        numbers: list[int] = []  # each row's number in the sheet
-        for number, values in enumerate(rows, start=2):
-            texts = [_cell_text(v) for v in values]
-            if not any(texts):  # a blank row (as a blank line in a CSV file) is no row
-                continue
-            if any(texts[width:]):
-                raise DataError(
-                    f"{path.name}: sheet {sheet.title!r} row {number}: a value beyond "
-                    f"the {width} named columns (expected a header for each column)"
-                )
-            texts += [""] * (width - len(texts))
-            for column, text in zip(cells, texts, strict=False):
-                column.append(text)
-            numbers.append(number)
-        others = [s.title for s in book.worksheets[1:] if s.max_row and s.max_row > 1]
+        header, cells, numbers, title, others = _read_sheet(path, book)
+    except DataError:
+        raise
+    except Exception as exc:  # a damaged sheet shows when its cells are read
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path.name}: not a readable Excel workbook ({message})") from exc
     finally:
         book.close()
-    arrays = {
-        name: pa.array(column, pa.string()) for name, column in zip(header, cells, strict=True)
-    }
     if others:
         warnings.warn(
-            f"{path}: read its first sheet {sheet.title!r}; the sheets "
+            f"{path}: read its first sheet {title!r}; the sheets "
             f"{', '.join(map(repr, others))} are not read (one table a file)",
             UserWarning,
             stacklevel=5,
         )
+    arrays = {
+        name: pa.array(column, pa.string()) for name, column in zip(header, cells, strict=True)
+    }
     return pa.table(arrays).append_column("_row", pa.array(numbers, pa.int64()))
+
+
+def _read_sheet(
+    path: Path, book: Any
+) -> tuple[list[str], list[list[str]], list[int], str, list[str]]:
+    """The first sheet's header, its columns' texts, each row's number, its title and the
+    titles of the other sheets that hold anything."""
+    sheet = book.worksheets[0]
+    where = f"{path.name}: sheet {sheet.title!r}"
+    # A stored size can be wrong (some tools write one row or 16,384 columns): read it all.
+    sheet.reset_dimensions()
+    rows = sheet.iter_rows()
+    header = [_cell_text(c.value).strip() for c in next(rows, ())]
+    while header and not header[-1]:
+        header.pop()
+    if not any(header):
+        raise DataError(f"{where} is empty (expected a header row in row 1)")
+    for name in header:
+        if name.lower() == "_row":
+            raise DataError(f"{where} row 1: column '_row': a name clm keeps for row numbers")
+    _check_header(path, header, f"sheet {sheet.title!r} row 1", "columns")
+    width = len(header)
+    cells: list[list[str]] = [[] for _ in header]
+    numbers: list[int] = []  # each row's number in the sheet
+    for number, row in enumerate(rows, start=2):
+        texts = []
+        for position, cell in enumerate(row, start=1):
+            if getattr(cell, "data_type", None) == "e":
+                raise DataError(
+                    f"{where} cell {_column_letter(position)}{number}: the error "
+                    f"{cell.value} (expected a value; fix the formula or clear the cell)"
+                )
+            texts.append(_cell_text(cell.value, getattr(cell, "number_format", None)))
+        if not any(texts):  # a blank row (as a blank line in a CSV file) is no row
+            continue
+        if any(texts[width:]):
+            raise DataError(
+                f"{where} row {number}: a value beyond the {width} named columns (expected a "
+                "header for each column)"
+            )
+        texts += [""] * (width - len(texts))
+        for column, text in zip(cells, texts, strict=False):
+            column.append(text)
+        numbers.append(number)
+    for position, name in enumerate(header, start=1):
+        if not name and any(cells[position - 1]):
+            raise DataError(
+                f"{where} column {_column_letter(position)}: values under an empty header "
+                "(expected a name in row 1)"
+            )
+    named = [i for i, name in enumerate(header) if name]  # empty columns without a name: none
+    others = [s.title for s in book.worksheets[1:] if _holds_anything(s)]
+    return [header[i] for i in named], [cells[i] for i in named], numbers, sheet.title, others
+
+
+def _holds_anything(sheet: Any) -> bool:
+    sheet.reset_dimensions()
+    return any(v is not None for row in sheet.iter_rows(values_only=True) for v in row)
 
 
 def _register_csv(con: duckdb.DuckDBPyConnection, path: Path, view: str) -> None:

@@ -427,7 +427,8 @@ def score_frame(
             "customer_id": ids,
             "known": known,
             "stage": s.stage,
-            "rfm_segment": segments,
+            # Text even in a chunk without a buyer (the file's types come from the first).
+            "rfm_segment": pd.array(segments, dtype="string"),
             "churn_probability": s.churn_probability,
             "churn_risk": s.churn_risk,
             "next_stage": s.next_stage.astype(str),

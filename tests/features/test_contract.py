@@ -1193,6 +1193,38 @@ def test_excel_workbooks_read_as_their_csv_twins_with_sheet_rows(tmp_path: Path)
         workbook(bad / "transactions.xlsx", ("Sheet", sheet))
         with pytest.raises(DataError, match=message):
             load(bad)
+    # A cell holding an error, a header clm keeps, values under an empty header: refused.
+    import openpyxl
+
+    sheet_book = openpyxl.Workbook()
+    sheet = sheet_book.active
+    sheet.append(["customer_id", "timestamp", "amount"])
+    sheet.append(["a", "2024-03-01", 1])
+    sheet["C3"] = "#DIV/0!"
+    sheet["C3"].data_type = "e"
+    sheet["A3"], sheet["B3"] = "b", "2024-03-02"
+    sheet_book.save(bad / "transactions.xlsx")
+    with pytest.raises(
+        DataError,
+        match=r"^transactions.xlsx: sheet 'Sheet' cell C3: the error #DIV/0! \(expected a value",
+    ):
+        load(bad)
+    for rows, message in (
+        ([["customer_id", "timestamp", "amount", "_row"]], r"row 1: column '_row': a name clm keeps"),
+        ([["customer_id", "timestamp", "amount", None, "x"], ["a", "2024-03-01", 1, 5, ""]],
+         r"column D: values under an empty header \(expected a name in row 1\)"),
+    ):  # fmt: skip
+        workbook(bad / "transactions.xlsx", ("Sheet", rows))
+        with pytest.raises(DataError, match=message):
+            load(bad)
+    # A code formatted with leading zeros keeps them, as Excel shows it (and the data has it).
+    codes = openpyxl.Workbook()
+    sheet = codes.active
+    sheet.append(["customer_id", "timestamp", "amount"])
+    sheet.append([7, "2024-03-01", 1])
+    sheet["A2"].number_format = "000000"
+    codes.save(bad / "transactions.xlsx")
+    assert load(bad).con.execute("SELECT customer_id FROM transactions").fetchall() == [("000007",)]
     (bad / "transactions.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
     with pytest.raises(DataError, match=r"^transactions.xlsx: not a readable Excel workbook \("):
         load(bad)

@@ -15,6 +15,7 @@ from unittest import mock
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -100,6 +101,16 @@ def test_rfm_segments_rank_each_customer_among_every_buyer(
     out = run(deployment, tmp_path / "out.csv", customers=listing)
     assert out["rfm_segment"].tolist()[:4] == ["lost", "lost", "champions", "champions"]
     assert pd.isna(out["rfm_segment"].iloc[4])
+    # A first chunk of prospects only (no segment at all) still types the column as text.
+    prospects = scored[scored.isna()].index[:3].tolist()
+    listing.write_text("customer_id\n" + "\n".join([*prospects, *listed]) + "\n")
+    with mock.patch("serving.batch.CHUNK_ROWS", 3):
+        out = run(deployment, tmp_path / "chunks.parquet", customers=listing)
+    assert pq.read_schema(tmp_path / "chunks.parquet").field("rfm_segment").type in (
+        pa.string(),
+        pa.large_string(),
+    )
+    assert out["rfm_segment"].tolist()[3:] == ["lost", "lost", "champions", "champions"]
 
 
 def test_customer_list_keeps_order_flags_unknown_ids_and_carries_columns(
