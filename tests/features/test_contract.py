@@ -1196,14 +1196,16 @@ def test_excel_workbooks_read_as_their_csv_twins_with_sheet_rows(tmp_path: Path)
     # A cell holding an error, a header clm keeps, values under an empty header: refused.
     import openpyxl
 
-    sheet_book = openpyxl.Workbook()
-    sheet = sheet_book.active
-    sheet.append(["customer_id", "timestamp", "amount"])
-    sheet.append(["a", "2024-03-01", 1])
-    sheet["C3"] = "#DIV/0!"
-    sheet["C3"].data_type = "e"
-    sheet["A3"], sheet["B3"] = "b", "2024-03-02"
-    sheet_book.save(bad / "transactions.xlsx")
+    def one_sheet(rows: list[list[object]], cell: str, **formatting: str) -> None:
+        book = openpyxl.Workbook()
+        for row in rows:
+            book.active.append(row)
+        for name, value in formatting.items():
+            setattr(book.active[cell], name, value)
+        book.save(bad / "transactions.xlsx")
+
+    header = ["customer_id", "timestamp", "amount"]
+    one_sheet([header, ["a", "2024-03-01", 1], ["b", "2024-03-02", "#DIV/0!"]], "C3", data_type="e")
     with pytest.raises(
         DataError,
         match=r"^transactions.xlsx: sheet 'Sheet' cell C3: the error #DIV/0! \(expected a value",
@@ -1218,12 +1220,7 @@ def test_excel_workbooks_read_as_their_csv_twins_with_sheet_rows(tmp_path: Path)
         with pytest.raises(DataError, match=message):
             load(bad)
     # A code formatted with leading zeros keeps them, as Excel shows it (and the data has it).
-    codes = openpyxl.Workbook()
-    sheet = codes.active
-    sheet.append(["customer_id", "timestamp", "amount"])
-    sheet.append([7, "2024-03-01", 1])
-    sheet["A2"].number_format = "000000"
-    codes.save(bad / "transactions.xlsx")
+    one_sheet([header, [7, "2024-03-01", 1]], "A2", number_format="000000")
     assert load(bad).con.execute("SELECT customer_id FROM transactions").fetchall() == [("000007",)]
     (bad / "transactions.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
     with pytest.raises(DataError, match=r"^transactions.xlsx: not a readable Excel workbook \("):
