@@ -210,11 +210,16 @@ def _csv_header(path: Path, delimiter: str = ",") -> list[str]:
 
 def _check_header(path: Path, header: list[str], where: str, places: str) -> None:
     """Each column name once: SQL names ignore case ('customer_id' and 'Customer_ID' are one
-    column). Empty names (the trailing commas of a spreadsheet export) name nothing."""
+    column). Empty names (the trailing commas of a spreadsheet export) name nothing; '_row'
+    is the row numbers' own."""
     seen: dict[str, tuple[str, int]] = {}
     for position, name in enumerate(header, start=1):
         if not name.strip():
             continue
+        if name.strip().lower() == "_row":
+            raise DataError(
+                f"{path.name}: {where}: column '_row': a name clm keeps for row numbers"
+            )
         if (first := seen.get(name.strip().lower())) is not None:
             what = (
                 f"column {name!r} appears twice"
@@ -318,9 +323,6 @@ def _read_sheet(
         header.pop()
     if not any(header):
         raise DataError(f"{where} is empty (expected a header row in row 1)")
-    for name in header:
-        if name.lower() == "_row":
-            raise DataError(f"{where} row 1: column '_row': a name clm keeps for row numbers")
     _check_header(path, header, f"sheet {sheet.title!r} row 1", "columns")
     width = len(header)
     cells: list[list[str]] = [[] for _ in header]
@@ -401,12 +403,6 @@ def _register_json_lines(con: duckdb.DuckDBPyConnection, path: Path, view: str) 
             f"SELECT json_type(json) = 'OBJECT' AS object, json_keys(json) AS keys, min(n) "
             f"FROM {records} GROUP BY ALL ORDER BY 3"
         ).fetchall()
-        # The keys one object repeats ({"amount": 5, "amount": 7}: which is meant?).
-        repeated = con.execute(
-            f"SELECT n, keys FROM (SELECT n, json_keys(json) AS keys FROM {records} "
-            f"WHERE json_type(json) = 'OBJECT') WHERE len(keys) <> len(list_distinct(keys)) "
-            f"ORDER BY n LIMIT 1"
-        ).fetchall()
     except duckdb.Error as exc:
         message = _bad_json_line(path) or " ".join(str(exc).split())
         raise DataError(f"{path.name}: not a readable JSON lines file ({message})") from exc
@@ -416,10 +412,14 @@ def _register_json_lines(con: duckdb.DuckDBPyConnection, path: Path, view: str) 
             f"{path.name}: row {min(bad)}: not a JSON object (expected one object a line, such "
             'as {"customer_id": "C1", "timestamp": "2024-03-01", "amount": 19.99})'
         )
-    if repeated:
-        (row, keys), *_ = repeated
-        twice = next(k for k in keys if keys.count(k) > 1)
-        raise DataError(f"{path.name}: row {row}: key {twice!r} twice (expected each key once)")
+    # A key one object repeats ({"amount": 5, "amount": 7}: which is meant?). The shapes are
+    # in order of their first record, so the first such shape names the first such record.
+    for is_object, keys, first in shapes:
+        if is_object and len(keys) != len(set(keys)):
+            twice = next(k for k in keys if keys.count(k) > 1)
+            raise DataError(
+                f"{path.name}: row {first}: key {twice!r} twice (expected each key once)"
+            )
     names = list(dict.fromkeys(str(k) for _, keys, _ in shapes for k in keys or ()))
     if not names:
         raise DataError(f"{path.name}: no records (expected one JSON object a line)")

@@ -1225,3 +1225,13 @@ def test_excel_workbooks_read_as_their_csv_twins_with_sheet_rows(tmp_path: Path)
     (bad / "transactions.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
     with pytest.raises(DataError, match=r"^transactions.xlsx: not a readable Excel workbook \("):
         load(bad)
+
+
+def test_a_csv_column_named_row_is_refused_as_clm_keeps_the_name(tmp_path: Path) -> None:
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id,timestamp,amount,_row\na,2024-01-01,1,x\n"
+    )
+    with pytest.raises(
+        DataError, match=r"^transactions.csv: line 1: column '_row': a name clm keeps"
+    ):
+        load(tmp_path)
